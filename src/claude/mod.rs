@@ -1,0 +1,12 @@
+//! The Claude Code CLI: argument vector, subprocess runner, stream-json events and the outcome of
+//! a turn. Nothing here knows about planning; [`crate::planning`] builds on it.
+
+pub mod args;
+pub mod events;
+pub mod outcome;
+pub mod runner;
+
+pub use args::{CommonArgs, TurnArgs, build_args};
+pub use events::{StreamEvent, Usage};
+pub use outcome::{Exit, RawTurn, Stopped, TurnOutcome, TurnStatus, classify};
+pub use runner::{Progress, Runner, RunnerConfig, TurnSpec};

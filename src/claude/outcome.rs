@@ -1,0 +1,330 @@
+//! What a finished turn means: one function, [`classify`], over everything the run produced.
+//!
+//! The CLI's `subtype: success` alone does not mean success (an API error arrives as
+//! `subtype: success, is_error: true`), so the decision uses the exit status, the presence of a
+//! `result` line, `subtype`, `is_error`, `api_error_status`, `errors`, `num_turns` and the text.
+
+use super::events::{ResultEvent, Usage};
+
+/// How the process ended, as the runner saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited with this code.
+    Code(i32),
+    /// Ended by this signal.
+    Signal(i32),
+    /// The binary could not be found.
+    NotFound,
+    /// Spawning failed for another reason (permissions, resources).
+    SpawnFailed,
+}
+
+/// Why the runner ended a turn itself, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The wall-clock limit passed.
+    WallClock,
+    /// No output line for the idle limit.
+    Idle,
+    /// Cancelled from outside.
+    Cancelled,
+}
+
+/// Everything a finished run produced, before interpretation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTurn {
+    pub exit: Exit,
+    /// Set when the runner ended the turn, not the CLI.
+    pub stopped: Option<Stopped>,
+    /// The `result` line, if one came.
+    pub result: Option<ResultEvent>,
+    /// The session id from the first line that named one (init).
+    pub init_session_id: Option<String>,
+    /// All assistant text seen, for a turn that ended without a result.
+    pub assistant_text: String,
+    /// The last few KiB of stderr (or the spawn error).
+    pub stderr_tail: String,
+}
+
+/// The classified end of a turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnStatus {
+    /// The model answered; `text` may be empty.
+    Answered { text: String },
+    /// `--max-turns` ran out before an answer.
+    MaxTurns,
+    /// The Messages API failed (overload, rate limit, server error).
+    ApiError { status: Option<u16>, message: String },
+    /// `--resume` named a session the CLI cannot find.
+    ResumeNotFound,
+    /// The prompt named a slash command (skill) that is not installed.
+    UnknownSkill { name: String },
+    /// `--max-budget-usd` was reached.
+    BudgetExceeded,
+    /// The CLI failed in a way not listed above.
+    Crashed {
+        exit: Option<i32>,
+        stderr_tail: String,
+    },
+    /// The wall-clock or idle limit ended the turn.
+    TimedOut { idle: bool },
+    /// Cancelled from outside.
+    Cancelled,
+    /// The binary was not found.
+    NotInstalled,
+}
+
+/// A classified turn with what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnOutcome {
+    pub status: TurnStatus,
+    /// The CLI's session id: from the result line, else from init.
+    pub session_id: Option<String>,
+    /// Whether a `result` line arrived (only then may the session id be stored).
+    pub has_result: bool,
+    pub cost_usd: f64,
+    pub num_turns: u32,
+    pub usage: Option<Usage>,
+    /// The result's subtype as printed, for the record.
+    pub subtype: Option<String>,
+}
+
+impl TurnStatus {
+    /// A short line for logs and for the user.
+    pub fn describe(&self) -> String {
+        match self {
+            TurnStatus::Answered { .. } => "answered".into(),
+            TurnStatus::MaxTurns => "ran out of turns".into(),
+            TurnStatus::ApiError { status, message } => match status {
+                Some(s) => format!("API error {s}: {message}"),
+                None => format!("API error: {message}"),
+            },
+            TurnStatus::ResumeNotFound => "Claude's session was not found".into(),
+            TurnStatus::UnknownSkill { name } => format!("skill /{name} is not installed"),
+            TurnStatus::BudgetExceeded => "the per-turn budget was reached".into(),
+            TurnStatus::Crashed { exit, stderr_tail } => {
+                let tail = stderr_tail.trim();
+                let code = exit.map_or("a signal".to_string(), |c| format!("exit code {c}"));
+                if tail.is_empty() {
+                    format!("Claude Code stopped with {code}")
+                } else {
+                    format!("Claude Code stopped with {code}: {}", last_line(tail))
+                }
+            }
+            TurnStatus::TimedOut { idle: true } => "Claude went quiet for too long".into(),
+            TurnStatus::TimedOut { idle: false } => "the turn took too long".into(),
+            TurnStatus::Cancelled => "cancelled".into(),
+            TurnStatus::NotInstalled => NOT_INSTALLED_HELP.into(),
+        }
+    }
+}
+
+/// What a user sees when `claude` is missing.
+pub const NOT_INSTALLED_HELP: &str = "Claude Code is not installed where planbot looks \
+(PLANBOT_CLAUDE_BIN). Install it with `npm install -g @anthropic-ai/claude-code`, log in once \
+with `claude`, then try again.";
+
+const RESUME_MISSING: &str = "No conversation found with session ID";
+const UNKNOWN_COMMAND: &str = "Unknown command: /";
+
+fn last_line(text: &str) -> &str {
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text)
+}
+
+/// Classifies a finished turn.
+pub fn classify(raw: &RawTurn) -> TurnOutcome {
+    let result = raw.result.as_ref();
+    let status = classify_status(raw);
+    TurnOutcome {
+        status,
+        session_id: result
+            .and_then(|r| r.session_id.clone())
+            .or_else(|| raw.init_session_id.clone()),
+        has_result: result.is_some(),
+        cost_usd: result.and_then(|r| r.total_cost_usd).unwrap_or(0.0),
+        num_turns: result.and_then(|r| r.num_turns).unwrap_or(0),
+        usage: result.and_then(|r| r.usage),
+        subtype: result.and_then(|r| r.subtype.clone()),
+    }
+}
+
+fn classify_status(raw: &RawTurn) -> TurnStatus {
+    match raw.exit {
+        Exit::NotFound => return TurnStatus::NotInstalled,
+        Exit::SpawnFailed => {
+            return TurnStatus::Crashed {
+                exit: None,
+                stderr_tail: raw.stderr_tail.clone(),
+            };
+        }
+        _ => {}
+    }
+    // A result line decides, even if the runner had to end a process that hung after it.
+    if let Some(result) = &raw.result {
+        return classify_result(raw, result);
+    }
+    match raw.stopped {
+        Some(Stopped::Cancelled) => return TurnStatus::Cancelled,
+        Some(Stopped::Idle) => return TurnStatus::TimedOut { idle: true },
+        Some(Stopped::WallClock) => return TurnStatus::TimedOut { idle: false },
+        None => {}
+    }
+    if raw.stderr_tail.contains(RESUME_MISSING) {
+        return TurnStatus::ResumeNotFound;
+    }
+    let tail = if raw.stderr_tail.trim().is_empty() {
+        "Claude Code ended without a result".to_string()
+    } else {
+        raw.stderr_tail.clone()
+    };
+    TurnStatus::Crashed {
+        exit: exit_code(raw.exit),
+        stderr_tail: tail,
+    }
+}
+
+fn exit_code(exit: Exit) -> Option<i32> {
+    match exit {
+        Exit::Code(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn classify_result(raw: &RawTurn, r: &ResultEvent) -> TurnStatus {
+    let subtype = r.subtype.as_deref().unwrap_or("");
+    let is_error = r.is_error.unwrap_or(subtype != "success");
+    let errors = r.errors.as_deref().unwrap_or_default();
+    let text = r.result.clone().unwrap_or_default();
+
+    if errors.iter().any(|e| e.contains(RESUME_MISSING)) {
+        return TurnStatus::ResumeNotFound;
+    }
+    if subtype == "error_max_turns" {
+        return TurnStatus::MaxTurns;
+    }
+    if subtype.contains("budget") {
+        return TurnStatus::BudgetExceeded;
+    }
+    if r.api_error_status.is_some() || (is_error && text.starts_with("API Error")) {
+        let message = if text.is_empty() {
+            errors.join("; ")
+        } else {
+            text
+        };
+        return TurnStatus::ApiError {
+            status: r.api_error_status.or_else(|| status_in_text(&message)),
+            message,
+        };
+    }
+    if is_error {
+        let mut tail = errors.join("\n");
+        if tail.is_empty() {
+            tail = if text.is_empty() {
+                raw.stderr_tail.clone()
+            } else {
+                text
+            };
+        }
+        return TurnStatus::Crashed {
+            exit: exit_code(raw.exit),
+            stderr_tail: tail,
+        };
+    }
+    if r.num_turns.unwrap_or(0) == 0
+        && let Some(rest) = text.trim().strip_prefix(UNKNOWN_COMMAND)
+    {
+        let name = rest.split_whitespace().next().unwrap_or("").to_string();
+        return TurnStatus::UnknownSkill { name };
+    }
+    TurnStatus::Answered { text }
+}
+
+/// `API Error: 529 Overloaded...` carries the status in its text.
+fn status_in_text(message: &str) -> Option<u16> {
+    let rest = message.strip_prefix("API Error")?;
+    let digits: String = rest
+        .trim_start_matches([':', ' '])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+impl TurnStatus {
+    /// Overload and server errors are worth one retry; rate and usage limits are not.
+    pub fn is_transient_api_error(&self) -> bool {
+        match self {
+            TurnStatus::ApiError { status, message } => match status {
+                Some(429) => false,
+                Some(s) => *s == 529 || (500..600).contains(s),
+                None => {
+                    let m = message.to_ascii_lowercase();
+                    m.contains("overload") && !m.contains("usage limit")
+                }
+            },
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(exit: Exit, result: Option<ResultEvent>) -> RawTurn {
+        RawTurn {
+            exit,
+            stopped: None,
+            result,
+            init_session_id: Some("init".into()),
+            assistant_text: String::new(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn status_is_read_from_api_error_text() {
+        assert_eq!(status_in_text("API Error: 529 Overloaded."), Some(529));
+        assert_eq!(status_in_text("API Error (timeout)"), None);
+        assert_eq!(status_in_text("hello"), None);
+    }
+
+    #[test]
+    fn transient_errors() {
+        let api = |status, message: &str| TurnStatus::ApiError {
+            status,
+            message: message.into(),
+        };
+        assert!(api(Some(529), "").is_transient_api_error());
+        assert!(api(Some(500), "").is_transient_api_error());
+        assert!(!api(Some(429), "").is_transient_api_error());
+        assert!(!api(Some(400), "").is_transient_api_error());
+        assert!(api(None, "Overloaded").is_transient_api_error());
+        assert!(!api(None, "usage limit reached").is_transient_api_error());
+    }
+
+    #[test]
+    fn budget_subtype() {
+        let r = ResultEvent {
+            subtype: Some("error_max_budget_usd".into()),
+            is_error: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            classify(&raw(Exit::Code(1), Some(r))).status,
+            TurnStatus::BudgetExceeded
+        );
+    }
+
+    #[test]
+    fn spawn_failures() {
+        assert_eq!(
+            classify(&raw(Exit::NotFound, None)).status,
+            TurnStatus::NotInstalled
+        );
+        let out = classify(&raw(Exit::SpawnFailed, None));
+        assert!(matches!(out.status, TurnStatus::Crashed { exit: None, .. }));
+        assert!(!out.has_result);
+        assert_eq!(out.session_id.as_deref(), Some("init"));
+    }
+}

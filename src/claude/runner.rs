@@ -1,0 +1,464 @@
+//! Runs one `claude` turn as a subprocess and collects what it printed.
+//!
+//! The child runs in its own process group so that ending a turn ends everything it started.
+//! stdout is read line by line while stderr is drained into a bounded tail at the same time, so the
+//! child never blocks on a full pipe. A global semaphore bounds how many children run at once.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::events::StreamEvent;
+use super::outcome::{Exit, RawTurn, Stopped};
+
+/// A line longer than this is skipped rather than buffered (lines of many MiB are legal).
+const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// How much of stderr is kept.
+const STDERR_TAIL_BYTES: usize = 8 * 1024;
+
+/// Limits and environment for every turn.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The `claude` binary (`PLANBOT_CLAUDE_BIN`).
+    pub bin: PathBuf,
+    /// Wall-clock limit of one turn.
+    pub turn_timeout: Duration,
+    /// A turn that prints no line for this long is ended.
+    pub idle_timeout: Duration,
+    /// Between SIGINT and SIGKILL when a turn is ended.
+    pub kill_grace: Duration,
+    /// How long a child may linger after its `result` line or after closing stdout.
+    pub exit_grace: Duration,
+    /// At most this many `claude` processes at once; the rest queue.
+    pub max_concurrent: usize,
+    /// Environment variables never passed to the child (planbot's secrets).
+    pub env_remove: Vec<String>,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            bin: "claude".into(),
+            turn_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(300),
+            kill_grace: Duration::from_millis(1500),
+            exit_grace: Duration::from_secs(2),
+            max_concurrent: 4,
+            env_remove: Vec::new(),
+        }
+    }
+}
+
+/// One turn to run.
+#[derive(Debug, Clone)]
+pub struct TurnSpec {
+    pub args: Vec<OsString>,
+    /// Written to stdin, which is then closed.
+    pub prompt: String,
+    /// The session's pinned working directory (`--resume` only finds sessions made there).
+    pub cwd: PathBuf,
+}
+
+/// What a running turn reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Waiting for a free slot under the concurrency limit.
+    Queued,
+    /// The process is running.
+    Started,
+    /// Text from the model, in order, as it arrives.
+    Text(String),
+    /// The model called a tool.
+    Tool(String),
+}
+
+/// Runs turns; a cheap handle to share.
+#[derive(Clone)]
+pub struct Runner {
+    config: Arc<RunnerConfig>,
+    slots: Arc<Semaphore>,
+}
+
+impl Runner {
+    pub fn new(config: RunnerConfig) -> Runner {
+        let slots = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
+        Runner {
+            config: Arc::new(config),
+            slots,
+        }
+    }
+
+    pub fn config(&self) -> &RunnerConfig {
+        &self.config
+    }
+
+    /// Runs one turn to its end. Never fails: every way it can end is in the [`RawTurn`].
+    pub async fn run(
+        &self,
+        spec: TurnSpec,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> RawTurn {
+        let _slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                progress(Progress::Queued);
+                tokio::select! {
+                    slot = self.slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => return not_started(Exit::SpawnFailed, "runner closed".into()),
+                    },
+                    _ = cancel.cancelled() => {
+                        let mut raw = not_started(Exit::Code(-1), String::new());
+                        raw.stopped = Some(Stopped::Cancelled);
+                        return raw;
+                    }
+                }
+            }
+        };
+        if !spec.cwd.is_dir() {
+            let msg = format!("working directory {} does not exist", spec.cwd.display());
+            return not_started(Exit::SpawnFailed, msg);
+        }
+        let mut command = Command::new(&self.config.bin);
+        command
+            .args(&spec.args)
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // The CLI refuses to run nested inside another Claude Code session.
+        command.env_remove("CLAUDECODE");
+        for name in &self.config.env_remove {
+            command.env_remove(name);
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return not_started(Exit::NotFound, e.to_string());
+            }
+            Err(e) => return not_started(Exit::SpawnFailed, e.to_string()),
+        };
+        progress(Progress::Started);
+        let group = child.id().map(|id| Pid::from_raw(id as i32));
+        let turn = TurnRun::new(&self.config, group);
+        turn.drive(&mut child, spec.prompt, cancel, progress).await
+    }
+}
+
+fn not_started(exit: Exit, stderr_tail: String) -> RawTurn {
+    RawTurn {
+        exit,
+        stopped: None,
+        result: None,
+        init_session_id: None,
+        assistant_text: String::new(),
+        stderr_tail,
+    }
+}
+
+/// The state of one running child.
+struct TurnRun<'a> {
+    config: &'a RunnerConfig,
+    /// The child's process group (its pid), to signal everything it started.
+    group: Option<Pid>,
+    raw: RawTurn,
+    /// Whether text of the current message already came as partial deltas.
+    streamed_current_message: bool,
+}
+
+impl<'a> TurnRun<'a> {
+    fn new(config: &'a RunnerConfig, group: Option<Pid>) -> Self {
+        TurnRun {
+            config,
+            group,
+            raw: not_started(Exit::Code(-1), String::new()),
+            streamed_current_message: false,
+        }
+    }
+
+    async fn drive(
+        mut self,
+        child: &mut Child,
+        prompt: String,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> RawTurn {
+        if let Some(mut stdin) = child.stdin.take() {
+            // A child that exits without reading gives EPIPE here; that is its business.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(prompt.as_bytes()).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
+        let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s)));
+        let stdout = child.stdout.take();
+
+        let started = Instant::now();
+        let wall_deadline = started + self.config.turn_timeout;
+        let mut idle_deadline = started + self.config.idle_timeout;
+        // Once the child has exited, or printed its result, it gets a short while to finish.
+        let mut linger_deadline: Option<Instant> = None;
+        let mut status: Option<ExitStatus> = None;
+        let mut lines = stdout.map(|s| LineReader::new(BufReader::with_capacity(64 * 1024, s)));
+
+        loop {
+            let soonest = linger_deadline.map_or(idle_deadline.min(wall_deadline), |l| {
+                l.min(idle_deadline).min(wall_deadline)
+            });
+            tokio::select! {
+                _ = cancel.cancelled() => { self.raw.stopped = Some(Stopped::Cancelled); break; }
+                _ = sleep_until(soonest) => {
+                    if linger_deadline.is_some_and(|l| Instant::now() >= l) {
+                        break;
+                    }
+                    self.raw.stopped = Some(if Instant::now() >= wall_deadline {
+                        Stopped::WallClock
+                    } else {
+                        Stopped::Idle
+                    });
+                    break;
+                }
+                exited = child.wait(), if status.is_none() => {
+                    status = exited.ok();
+                    linger_deadline.get_or_insert(Instant::now() + self.config.exit_grace);
+                    if lines.is_none() { break; }
+                }
+                line = next_line(&mut lines), if lines.is_some() => match line {
+                    Some(line) => {
+                        idle_deadline = Instant::now() + self.config.idle_timeout;
+                        if self.handle_line(&line, progress) {
+                            linger_deadline.get_or_insert(Instant::now() + self.config.exit_grace);
+                        }
+                    }
+                    None => {
+                        lines = None;
+                        if status.is_some() { break; }
+                        linger_deadline.get_or_insert(Instant::now() + self.config.exit_grace);
+                    }
+                },
+            }
+        }
+
+        let status = match status {
+            Some(status) => Some(status),
+            None => self.stop(child).await,
+        };
+        // Whatever the child started and left behind goes with it.
+        self.signal_group(Signal::SIGKILL);
+        self.raw.exit = match status {
+            Some(s) => exit_of(s),
+            None => Exit::Signal(Signal::SIGKILL as i32),
+        };
+        if let Some(stderr) = stderr {
+            // Grandchildren may hold stderr open until the SIGKILL above; the read ends then.
+            if let Ok(Ok(tail)) = timeout(self.config.kill_grace, stderr).await {
+                self.raw.stderr_tail = tail;
+            }
+        }
+        self.raw
+    }
+
+    /// Interprets one stdout line. Returns true for the `result` line.
+    fn handle_line(&mut self, line: &[u8], progress: &mut (dyn FnMut(Progress) + Send)) -> bool {
+        let Some(event) = StreamEvent::parse(line) else {
+            tracing::debug!(bytes = line.len(), "skipped a non-JSON line from claude");
+            return false;
+        };
+        if self.raw.init_session_id.is_none()
+            && let Some(id) = event.session_id()
+        {
+            self.raw.init_session_id = Some(id.to_string());
+        }
+        match event {
+            StreamEvent::PartialMessage(partial) => {
+                if partial.kind() == Some("message_start") {
+                    self.streamed_current_message = false;
+                }
+                if let Some(text) = partial.text_delta() {
+                    self.streamed_current_message = true;
+                    progress(Progress::Text(text.to_string()));
+                }
+            }
+            StreamEvent::Assistant(message) => {
+                let text = message.text();
+                if !text.is_empty() {
+                    if !self.streamed_current_message {
+                        progress(Progress::Text(text.clone()));
+                    }
+                    if !self.raw.assistant_text.is_empty() {
+                        self.raw.assistant_text.push_str("\n\n");
+                    }
+                    self.raw.assistant_text.push_str(&text);
+                }
+                for tool in message.tool_calls() {
+                    progress(Progress::Tool(tool.to_string()));
+                }
+            }
+            StreamEvent::Result(result) => {
+                self.raw.result = Some(result);
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Ends the child: SIGINT to the group, a grace period, then SIGKILL; then reaps it.
+    async fn stop(&self, child: &mut Child) -> Option<ExitStatus> {
+        self.signal_group(Signal::SIGINT);
+        if let Ok(Ok(status)) = timeout(self.config.kill_grace, child.wait()).await {
+            return Some(status);
+        }
+        self.signal_group(Signal::SIGKILL);
+        child.wait().await.ok()
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        if let Some(group) = self.group {
+            // ESRCH (the group is already gone) is the normal case at the end of a turn.
+            let _ = killpg(group, signal);
+        }
+    }
+}
+
+fn exit_of(status: ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Code(-1),
+    }
+}
+
+async fn next_line<R: AsyncRead + Unpin>(lines: &mut Option<LineReader<R>>) -> Option<Vec<u8>> {
+    match lines {
+        Some(reader) => reader.next_line().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Splits a byte stream at `\n` without a line-length limit short of [`MAX_LINE_BYTES`]; longer
+/// lines are skipped whole. The last line may lack its newline.
+struct LineReader<R> {
+    reader: BufReader<R>,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(reader: BufReader<R>) -> Self {
+        LineReader {
+            reader,
+            done: false,
+        }
+    }
+
+    /// The next line without its newline; `None` at end of stream (or on a read error).
+    async fn next_line(&mut self) -> Option<Vec<u8>> {
+        let mut line = Vec::new();
+        let mut oversized = false;
+        while !self.done {
+            let chunk = match self.reader.fill_buf().await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading claude's stdout failed");
+                    self.done = true;
+                    break;
+                }
+            };
+            if chunk.is_empty() {
+                self.done = true;
+                break;
+            }
+            let (part, found, used) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (&chunk[..i], true, i + 1),
+                None => (chunk, false, chunk.len()),
+            };
+            if !oversized {
+                if line.len() + part.len() > MAX_LINE_BYTES {
+                    oversized = true;
+                    line = Vec::new();
+                } else {
+                    line.extend_from_slice(part);
+                }
+            }
+            self.reader.consume(used);
+            if found {
+                if oversized {
+                    tracing::warn!("skipped a stdout line over {MAX_LINE_BYTES} bytes");
+                    oversized = false;
+                    continue;
+                }
+                return Some(line);
+            }
+        }
+        (!line.is_empty() && !oversized).then_some(line)
+    }
+}
+
+/// Reads a stream to its end, keeping only the last [`STDERR_TAIL_BYTES`].
+async fn read_tail<R: AsyncRead + Unpin>(mut reader: R) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                }
+            }
+        }
+    }
+    if tail.len() > STDERR_TAIL_BYTES {
+        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &[u8]) -> Vec<Vec<u8>> {
+        let mut reader = LineReader::new(BufReader::with_capacity(4, input));
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line().await {
+            out.push(line);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_split_across_reads_and_the_last_may_lack_a_newline() {
+        assert_eq!(
+            lines_of(b"first line\n\nsecond\nlast").await,
+            vec![b"first line".to_vec(), vec![], b"second".to_vec(), b"last".to_vec()]
+        );
+        assert!(lines_of(b"").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stderr_keeps_its_tail() {
+        let input = vec![b'x'; 3 * STDERR_TAIL_BYTES];
+        let mut with_end = input.clone();
+        with_end.extend_from_slice(b"the end");
+        let tail = read_tail(&with_end[..]).await;
+        assert_eq!(tail.len(), STDERR_TAIL_BYTES);
+        assert!(tail.ends_with("the end"));
+    }
+}

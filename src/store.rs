@@ -1,0 +1,656 @@
+//! `planning.json`: every chat's planning state, owned by one thread, written durably.
+//!
+//! Every read-modify-write goes through the owner thread in order; it applies a batch of waiting
+//! updates, writes the whole file once (temp file, fsync, rename, fsync the directory, the previous
+//! file kept as `planning.json.bak`) and only then acknowledges each update. A failed write rolls the
+//! batch back in memory, so what the file holds and what callers were told always agree.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::planning::prompts::PhaseStatus;
+
+/// The file name inside the state directory.
+pub const STATE_FILE: &str = "planning.json";
+/// The lock held by the one running instance.
+pub const LOCK_FILE: &str = "planbot.lock";
+/// The format version this build writes.
+pub const VERSION: u64 = 1;
+/// Longest `last_text_excerpt` kept.
+const EXCERPT_CHARS: usize = 500;
+
+/// Where a chat's plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryStatus {
+    /// Waiting for the user.
+    Planning,
+    /// A turn is in flight.
+    Running,
+    /// A turn was in flight when planbot stopped; the next message resumes the phase.
+    Interrupted,
+}
+
+/// One line of a phase's conversation, kept to rebuild it if Claude's session is lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecapItem {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub text: String,
+}
+
+/// One chat's plan, as stored under `"<adapter>:<channel>"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    pub slug: String,
+    pub description: String,
+    /// The current phase's name.
+    pub phase: String,
+    /// The plan's phase list, fixed when it started, so a config change does not derail it.
+    #[serde(default)]
+    pub phases: Vec<String>,
+    /// Which of `phases` are optional.
+    #[serde(default)]
+    pub optional_phases: Vec<String>,
+    #[serde(default)]
+    pub phases_completed: Vec<String>,
+    /// Claude's session id for the current phase; set only once a turn produced a result.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Claude session ids of every phase so far, for the record in `plan.json`.
+    #[serde(default)]
+    pub phase_sessions: BTreeMap<String, String>,
+    /// Our own id for this plan.
+    pub planning_session_id: uuid::Uuid,
+    pub adapter: String,
+    pub channel_id: String,
+    /// The pinned working directory, `<workspace>/<slug>`.
+    pub cwd: PathBuf,
+    pub status: EntryStatus,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub turns: u32,
+    #[serde(default)]
+    pub total_cost_usd: f64,
+    #[serde(default)]
+    pub last_subtype: Option<String>,
+    #[serde(default)]
+    pub last_text_excerpt: String,
+    /// The last full reply of the current phase, written to `phases/` when the phase ends.
+    #[serde(default)]
+    pub last_reply: String,
+    /// What the last reply said about the phase.
+    #[serde(default = "unstated")]
+    pub phase_status: PhaseStatus,
+    /// This phase's conversation as planbot saw it, for a recap after a lost Claude session.
+    #[serde(default)]
+    pub recap: Vec<RecapItem>,
+    /// Phase skills found missing; their phases run from built-in prompts.
+    #[serde(default)]
+    pub missing_skills: Vec<String>,
+    /// Bumped on every change a button could act on; buttons carry it to detect staleness.
+    #[serde(default)]
+    pub revision: u64,
+    /// Fields written by a newer planbot, kept as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn unstated() -> PhaseStatus {
+    PhaseStatus::Unstated
+}
+
+impl SessionEntry {
+    /// Records the latest reply's excerpt.
+    pub fn set_excerpt(&mut self, text: &str) {
+        self.last_text_excerpt = text.chars().take(EXCERPT_CHARS).collect();
+    }
+
+    /// 1-based position of the current phase.
+    pub fn phase_number(&self) -> usize {
+        self.phases
+            .iter()
+            .position(|p| *p == self.phase)
+            .map_or(1, |i| i + 1)
+    }
+
+    /// The phase after the current one, if any.
+    pub fn next_phase(&self) -> Option<&str> {
+        let i = self.phases.iter().position(|p| *p == self.phase)?;
+        self.phases.get(i + 1).map(String::as_str)
+    }
+
+    pub fn is_optional(&self, phase: &str) -> bool {
+        self.optional_phases.iter().any(|p| p == phase)
+    }
+}
+
+/// The whole file in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    pub sessions: BTreeMap<String, SessionEntry>,
+    /// Entries that did not parse: written back unchanged, never dropped.
+    pub unreadable: BTreeMap<String, Value>,
+    /// Top-level fields of a newer version, kept.
+    pub extra: Map<String, Value>,
+}
+
+impl State {
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut sessions = Map::new();
+        for (key, value) in &self.unreadable {
+            sessions.insert(key.clone(), value.clone());
+        }
+        for (key, entry) in &self.sessions {
+            let value = serde_json::to_value(entry).unwrap_or(Value::Null);
+            sessions.insert(key.clone(), value);
+        }
+        let mut top = self.extra.clone();
+        top.insert("version".into(), VERSION.into());
+        top.insert("sessions".into(), Value::Object(sessions));
+        let mut bytes = serde_json::to_vec_pretty(&Value::Object(top)).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses a file's bytes. Unreadable entries are kept aside, not fatal.
+    pub fn from_bytes(bytes: &[u8]) -> Result<State, ParseError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| ParseError::Corrupt(e.to_string()))?;
+        let Value::Object(mut top) = value else {
+            return Err(ParseError::Corrupt("the top level is not an object".into()));
+        };
+        match top.remove("version") {
+            Some(Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v > VERSION) => {
+                return Err(ParseError::FutureVersion(n.as_u64().unwrap_or_default()));
+            }
+            other => {
+                return Err(ParseError::Corrupt(format!(
+                    "unsupported version field {other:?}"
+                )));
+            }
+        }
+        let sessions = match top.remove("sessions") {
+            Some(Value::Object(sessions)) => sessions,
+            None => Map::new(),
+            Some(_) => return Err(ParseError::Corrupt("`sessions` is not an object".into())),
+        };
+        let mut state = State {
+            extra: top,
+            ..State::default()
+        };
+        for (key, value) in sessions {
+            match SessionEntry::deserialize(&value) {
+                Ok(entry) => {
+                    state.sessions.insert(key, entry);
+                }
+                Err(e) => {
+                    tracing::error!(key, error = %e, "a stored session does not parse; it is kept as it is");
+                    state.unreadable.insert(key, value);
+                }
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// Why a state file could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("not a valid planning.json: {0}")]
+    Corrupt(String),
+    #[error(
+        "planning.json has version {0}, newer than this planbot understands ({VERSION}); upgrade planbot"
+    )]
+    FutureVersion(u64),
+}
+
+/// What the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not save to {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("could not read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: ParseError },
+    #[error(
+        "another planbot already uses the state directory {dir} ({holder}); stop it or choose another PLANBOT_STATE_DIR"
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error("the store has shut down")]
+    Closed,
+}
+
+/// What loading found, for the log and `planbot check`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    pub sessions: usize,
+    /// Keys whose turn was cut off by a crash; now `interrupted`.
+    pub interrupted: Vec<String>,
+    /// Where an unreadable file was moved.
+    pub moved_aside: Option<PathBuf>,
+    /// The backup was loaded because the main file was missing or unreadable.
+    pub from_backup: bool,
+    /// Keys of entries that did not parse (kept in the file as they are).
+    pub unreadable: Vec<String>,
+    /// The parse error of a file moved aside.
+    pub problem: Option<String>,
+}
+
+impl LoadReport {
+    /// Whether the operator must look at something.
+    pub fn is_healthy(&self) -> bool {
+        self.moved_aside.is_none() && !self.from_backup && self.unreadable.is_empty()
+    }
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join(STATE_FILE)
+}
+
+fn backup_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{STATE_FILE}.bak"))
+}
+
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Reads the state without changing anything on disk (for `planbot sessions` and `check`).
+pub fn inspect(dir: &Path) -> Result<(State, LoadReport), StoreError> {
+    load(dir, false)
+}
+
+/// Loads the state. With `repair`, an unreadable file is moved aside and running entries become
+/// interrupted; without, nothing on disk changes.
+fn load(dir: &Path, repair: bool) -> Result<(State, LoadReport), StoreError> {
+    let path = state_path(dir);
+    let mut report = LoadReport::default();
+    let mut state = match read_file(&path)? {
+        None => match read_backup(dir)? {
+            Some(state) => {
+                tracing::warn!(path = %path.display(), "planning.json is missing; loaded planning.json.bak");
+                report.from_backup = true;
+                state
+            }
+            None => State::default(),
+        },
+        Some(bytes) => match State::from_bytes(&bytes) {
+            Ok(state) => state,
+            Err(source @ ParseError::FutureVersion(_)) => {
+                return Err(StoreError::Parse { path, source });
+            }
+            Err(ParseError::Corrupt(problem)) => {
+                tracing::error!(path = %path.display(), problem, "planning.json is unreadable");
+                report.problem = Some(problem);
+                if repair {
+                    let aside = dir.join(format!(
+                        "{STATE_FILE}.corrupt-{}",
+                        Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+                    ));
+                    fs::rename(&path, &aside).map_err(|source| StoreError::Write {
+                        path: aside.clone(),
+                        source,
+                    })?;
+                    sync_dir(dir).map_err(|source| StoreError::Write {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                    tracing::error!(aside = %aside.display(), "the unreadable planning.json was moved aside, its bytes unchanged");
+                    report.moved_aside = Some(aside);
+                }
+                match read_backup(dir)? {
+                    Some(state) => {
+                        report.from_backup = true;
+                        tracing::warn!("loaded planning.json.bak instead");
+                        state
+                    }
+                    None => State::default(),
+                }
+            }
+        },
+    };
+    report.unreadable = state.unreadable.keys().cloned().collect();
+    if repair {
+        for (key, entry) in state.sessions.iter_mut() {
+            if entry.status == EntryStatus::Running {
+                entry.status = EntryStatus::Interrupted;
+                report.interrupted.push(key.clone());
+            }
+        }
+    }
+    report.sessions = state.sessions.len();
+    Ok((state, report))
+}
+
+fn read_backup(dir: &Path) -> Result<Option<State>, StoreError> {
+    let path = backup_path(dir);
+    match read_file(&path)? {
+        None => Ok(None),
+        Some(bytes) => match State::from_bytes(&bytes) {
+            Ok(state) => Ok(Some(state)),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "planning.json.bak is unreadable too");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// fsyncs a directory, so that renames in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes` so that a crash at any instant leaves either the old or the new
+/// file whole: temp file in the same directory, write, fsync, rename, fsync the directory. With
+/// `backup`, the previous file is first kept as `<name>.bak` (by a hard link, so `path` never
+/// disappears).
+pub fn write_durably(path: &Path, bytes: &[u8], backup: bool) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        if backup && path.exists() {
+            let bak = dir.join(format!("{name}.bak"));
+            let bak_tmp = dir.join(format!(".{name}.bak-{}", std::process::id()));
+            let _ = fs::remove_file(&bak_tmp);
+            if fs::hard_link(path, &bak_tmp).is_err() {
+                fs::copy(path, &bak_tmp)?;
+            }
+            fs::rename(&bak_tmp, &bak)?;
+        }
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The lock that makes one planbot per state directory.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<StateLock, StoreError> {
+        let path = dir.join(LOCK_FILE);
+        let write_err = |source| StoreError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(write_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(StoreError::Locked {
+                    dir: dir.to_owned(),
+                    holder: if holder.is_empty() {
+                        "holder unknown".into()
+                    } else {
+                        holder.to_string()
+                    },
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(write_err(e)),
+        }
+        file.set_len(0).map_err(write_err)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        writeln!(
+            file,
+            "pid {} on {} since {}",
+            std::process::id(),
+            host.trim(),
+            Utc::now().to_rfc3339()
+        )
+        .map_err(write_err)?;
+        Ok(StateLock { _file: file })
+    }
+
+    /// Whether the lock is free right now (for `planbot check`).
+    pub fn probe(dir: &Path) -> Result<(), StoreError> {
+        StateLock::acquire(dir).map(drop)
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+enum Request {
+    /// Changes one key's entry.
+    Update {
+        key: String,
+        apply: Box<dyn FnOnce(&mut Option<SessionEntry>) -> Completion + Send>,
+    },
+    /// Reads the whole state as of the requests before it.
+    Read(Box<dyn FnOnce(&State) + Send>),
+}
+
+/// A cheap handle to the store's owner thread.
+#[derive(Clone)]
+pub struct Store {
+    requests: mpsc::Sender<Request>,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Locks the state directory, loads it (repairing what needs it) and starts the owner.
+    pub fn open(dir: &Path) -> Result<(Store, LoadReport), StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let lock = StateLock::acquire(dir)?;
+        let (state, report) = load(dir, true)?;
+        if !report.interrupted.is_empty() {
+            // Persist the repair before anyone is told about it.
+            write_durably(&state_path(dir), &state.to_bytes(), true).map_err(|source| {
+                StoreError::Write {
+                    path: state_path(dir),
+                    source,
+                }
+            })?;
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let owner = Owner {
+            dir: dir.to_owned(),
+            state,
+            _lock: lock,
+        };
+        std::thread::Builder::new()
+            .name("planbot-store".into())
+            .spawn(move || owner.run(rx))
+            .map_err(|source| StoreError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok((
+            Store {
+                requests: tx,
+                dir: dir.to_owned(),
+            },
+            report,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Applies `f` to the entry under `key` (`None` if absent; set it to `None` to remove it).
+    /// Returns once the change is durable on disk; on a failed write the change is undone.
+    pub async fn update<R, F>(&self, key: &str, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Option<SessionEntry>) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<R, String>>();
+        let apply = Box::new(move |slot: &mut Option<SessionEntry>| -> Completion {
+            let value = f(slot);
+            Box::new(move |written: Result<(), &StoreError>| {
+                let _ = tx.send(written.map(|()| value).map_err(|e| e.to_string()));
+            })
+        });
+        self.requests
+            .send(Request::Update {
+                key: key.to_string(),
+                apply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(StoreError::Write {
+                path: state_path(&self.dir),
+                source: io::Error::other(message),
+            }),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Stores `entry` under `key`.
+    pub async fn put(&self, key: &str, entry: SessionEntry) -> Result<(), StoreError> {
+        self.update(key, move |slot| *slot = Some(entry)).await
+    }
+
+    /// Removes `key`; returns what was there.
+    pub async fn remove(&self, key: &str) -> Result<Option<SessionEntry>, StoreError> {
+        self.update(key, Option::take).await
+    }
+
+    /// The entry under `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<SessionEntry>, StoreError> {
+        let key = key.to_string();
+        self.read(move |state| state.sessions.get(&key).cloned())
+            .await
+    }
+
+    /// Runs `f` over the state as of now.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&State) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Read(Box::new(move |state| {
+                let _ = tx.send(f(state));
+            })))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+}
+
+/// The owner thread's state.
+struct Owner {
+    dir: PathBuf,
+    state: State,
+    _lock: StateLock,
+}
+
+/// Most updates applied in one write.
+const MAX_BATCH: usize = 256;
+
+impl Owner {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.apply_batch(batch);
+        }
+    }
+
+    /// Applies a batch in order, writes once if anything changed, then answers everyone.
+    fn apply_batch(&mut self, batch: Vec<Request>) {
+        let mut undo: Vec<(String, Option<SessionEntry>)> = Vec::new();
+        let mut completions: Vec<Completion> = Vec::new();
+        let mut changed = false;
+        for request in batch {
+            match request {
+                Request::Read(f) => f(&self.state),
+                Request::Update { key, apply } => {
+                    let before = self.state.sessions.get(&key).cloned();
+                    let mut slot = before.clone();
+                    completions.push(apply(&mut slot));
+                    if slot != before {
+                        changed = true;
+                        match slot {
+                            Some(entry) => self.state.sessions.insert(key.clone(), entry),
+                            None => self.state.sessions.remove(&key),
+                        };
+                        undo.push((key, before));
+                    }
+                }
+            }
+        }
+        let written = if changed {
+            let path = state_path(&self.dir);
+            write_durably(&path, &self.state.to_bytes(), true)
+                .map_err(|source| StoreError::Write { path, source })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "saving planning.json failed; the last changes are not recorded");
+            for (key, before) in undo.into_iter().rev() {
+                match before {
+                    Some(entry) => self.state.sessions.insert(key, entry),
+                    None => self.state.sessions.remove(&key),
+                };
+            }
+        }
+        for complete in completions {
+            complete(written.as_ref().map(|_| ()));
+        }
+    }
+}
