@@ -54,7 +54,10 @@ pub enum TurnStatus {
     /// `--max-turns` ran out before an answer.
     MaxTurns,
     /// The Messages API failed (overload, rate limit, server error).
-    ApiError { status: Option<u16>, message: String },
+    ApiError {
+        status: Option<u16>,
+        message: String,
+    },
     /// `--resume` named a session the CLI cannot find.
     ResumeNotFound,
     /// The prompt named a slash command (skill) that is not installed.
@@ -128,7 +131,10 @@ const RESUME_MISSING: &str = "No conversation found with session ID";
 const UNKNOWN_COMMAND: &str = "Unknown command: /";
 
 fn last_line(text: &str) -> &str {
-    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text)
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
 }
 
 /// Classifies a finished turn.

@@ -239,9 +239,14 @@ impl<'a> TurnRun<'a> {
                 }
                 line = next_line(&mut lines), if lines.is_some() => match line {
                     Some(line) => {
-                        idle_deadline = Instant::now() + self.config.idle_timeout;
+                        let now = Instant::now();
+                        idle_deadline = now + self.config.idle_timeout;
+                        // Output still flowing after the child exited is read to its end.
+                        if status.is_some() {
+                            linger_deadline = Some(now + self.config.exit_grace);
+                        }
                         if self.handle_line(&line, progress) {
-                            linger_deadline.get_or_insert(Instant::now() + self.config.exit_grace);
+                            linger_deadline.get_or_insert(now + self.config.exit_grace);
                         }
                     }
                     None => {
@@ -447,7 +452,12 @@ mod tests {
     async fn lines_split_across_reads_and_the_last_may_lack_a_newline() {
         assert_eq!(
             lines_of(b"first line\n\nsecond\nlast").await,
-            vec![b"first line".to_vec(), vec![], b"second".to_vec(), b"last".to_vec()]
+            vec![
+                b"first line".to_vec(),
+                vec![],
+                b"second".to_vec(),
+                b"last".to_vec()
+            ]
         );
         assert!(lines_of(b"").await.is_empty());
     }

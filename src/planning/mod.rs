@@ -245,8 +245,14 @@ impl PlanningSession {
         self.state.recap.clear();
         self.state.phase_status = PhaseStatus::Unstated;
         let prompt = self.opening_prompt();
-        self.run_step(Step::StartPhase, Attempt::Fresh { prompt }, None, cancel, progress)
-            .await
+        self.run_step(
+            Step::StartPhase,
+            Attempt::Fresh { prompt },
+            None,
+            cancel,
+            progress,
+        )
+        .await
     }
 
     /// Continues the phase with the user's message.
@@ -390,7 +396,9 @@ impl PlanningSession {
                         notices,
                     };
                 }
-                TurnStatus::UnknownSkill { name } if step == Step::StartPhase && !skill_fallback => {
+                TurnStatus::UnknownSkill { name }
+                    if step == Step::StartPhase && !skill_fallback =>
+                {
                     skill_fallback = true;
                     if !self.state.missing_skills.contains(&self.state.phase) {
                         self.state.missing_skills.push(self.state.phase.clone());
@@ -591,9 +599,11 @@ pub fn failure_message(status: &TurnStatus) -> String {
             status.describe()
         ),
         TurnStatus::NotInstalled => status.describe(),
-        TurnStatus::BudgetExceeded => "This turn reached its spending cap (PLANBOT_MAX_BUDGET_USD). \
+        TurnStatus::BudgetExceeded => {
+            "This turn reached its spending cap (PLANBOT_MAX_BUDGET_USD). \
             Your plan is intact."
-            .into(),
+                .into()
+        }
         other => format!(
             "That turn did not finish: {}. Your plan is intact; send your message again.",
             other.describe()

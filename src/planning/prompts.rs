@@ -264,11 +264,17 @@ mod tests {
     #[test]
     fn phase_status_marker_is_read_and_removed() {
         let (text, status) = take_phase_status("Plan.\n\nPHASE_STATUS: ready_to_advance\n");
-        assert_eq!((text.as_str(), status), ("Plan.", PhaseStatus::ReadyToAdvance));
+        assert_eq!(
+            (text.as_str(), status),
+            ("Plan.", PhaseStatus::ReadyToAdvance)
+        );
         let (text, status) = take_phase_status("A\n**PHASE_STATUS: needs_input**");
         assert_eq!((text.as_str(), status), ("A", PhaseStatus::NeedsInput));
         let (text, status) = take_phase_status("No marker here");
-        assert_eq!((text.as_str(), status), ("No marker here", PhaseStatus::Unstated));
+        assert_eq!(
+            (text.as_str(), status),
+            ("No marker here", PhaseStatus::Unstated)
+        );
     }
 
     #[test]
