@@ -468,6 +468,8 @@ enum Request {
     },
     /// Reads the whole state as of the requests before it.
     Read(Box<dyn FnOnce(&State) + Send>),
+    /// Stops the owner and releases the lock, then answers.
+    Close(oneshot::Sender<()>),
 }
 
 /// A cheap handle to the store's owner thread.
@@ -569,6 +571,14 @@ impl Store {
             .await
     }
 
+    /// Stops the owner after the requests before this one and releases the state lock.
+    pub async fn close(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.requests.send(Request::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Runs `f` over the state as of now.
     pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
@@ -606,17 +616,28 @@ impl Owner {
                     Err(_) => break,
                 }
             }
-            self.apply_batch(batch);
+            if let Some(closed) = self.apply_batch(batch) {
+                drop(self);
+                let _ = closed.send(());
+                return;
+            }
         }
     }
 
     /// Applies a batch in order, writes once if anything changed, then answers everyone.
-    fn apply_batch(&mut self, batch: Vec<Request>) {
+    /// Returns the close request's answer, if the batch ended with one.
+    fn apply_batch(&mut self, batch: Vec<Request>) -> Option<oneshot::Sender<()>> {
+        let mut close = None;
         let mut undo: Vec<(String, Option<SessionEntry>)> = Vec::new();
         let mut completions: Vec<Completion> = Vec::new();
         let mut changed = false;
         for request in batch {
+            if close.is_some() {
+                // Nothing after a close is served: its caller sees the store as closed.
+                continue;
+            }
             match request {
+                Request::Close(answer) => close = Some(answer),
                 Request::Read(f) => f(&self.state),
                 Request::Update { key, apply } => {
                     let before = self.state.sessions.get(&key).cloned();
@@ -652,5 +673,6 @@ impl Owner {
         for complete in completions {
             complete(written.as_ref().map(|_| ()));
         }
+        close
     }
 }

@@ -4,4 +4,5 @@
 mod classify;
 mod planning;
 mod runner;
+mod store;
 mod util;

@@ -1,0 +1,452 @@
+//! planning.json: crashes, concurrency, corrupt files, a full disk, and reload equality.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use planbot::store::{EntryStatus, SessionEntry, State, Store, StoreError, inspect};
+use proptest::prelude::*;
+use serde_json::json;
+
+/// A minimal valid entry.
+pub fn entry(key: &str, turns: u32) -> SessionEntry {
+    serde_json::from_value(json!({
+        "slug": "todo-app", "description": format!("plan for {key}"), "phase": "office-hours",
+        "planning_session_id": "7f1c1a5e-3d9a-4a57-9a49-0b8e6c7d1e2f", "adapter": "console",
+        "channel_id": key, "cwd": "/tmp/ws/todo-app", "status": "planning",
+        "started_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z", "turns": turns,
+    }))
+    .unwrap()
+}
+
+fn file_state(dir: &Path) -> State {
+    State::from_bytes(&std::fs::read(dir.join("planning.json")).unwrap())
+        .expect("planning.json parses")
+}
+
+/// Runs this test binary's `name` test in a child process with `env`.
+fn child_test(name: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+/// The child of the crash test: updates the store as fast as it can, printing each acknowledgement.
+#[tokio::test]
+#[ignore = "run by crash_at_any_instant_loses_no_acknowledged_update"]
+async fn crash_child() {
+    let (Ok(dir), Ok(run)) = (std::env::var("CRASH_DIR"), std::env::var("CRASH_RUN")) else {
+        return;
+    };
+    let (store, _) = Store::open(Path::new(&dir)).unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let store = store.clone();
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let key = format!("r{run}-w{worker}-{i}");
+                store.put(&key, entry(&key, i)).await.unwrap();
+                println!("ack {key} {i}");
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+#[test]
+fn crash_at_any_instant_loses_no_acknowledged_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap().to_string();
+    let mut acked: BTreeMap<String, u32> = BTreeMap::new();
+    let mut kills = 0;
+    for run in 0..200 {
+        let run_s = run.to_string();
+        let mut child = child_test(
+            "store::crash_child",
+            &[("CRASH_DIR", &dir_s), ("CRASH_RUN", &run_s)],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("ack ") {
+                    let (key, i) = rest.split_once(' ').unwrap();
+                    acks.push((key.to_string(), i.parse::<u32>().unwrap()));
+                }
+            }
+            acks
+        });
+        // Kill at a random moment: sometimes during start-up, mostly mid-write.
+        std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(0..60)));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        acked.extend(reader.join().unwrap());
+        if !dir.path().join("planning.json").exists() {
+            assert!(acked.is_empty(), "acknowledged updates but no file");
+            continue;
+        }
+        let state = file_state(dir.path());
+        for (key, turns) in &acked {
+            let stored = state
+                .sessions
+                .get(key)
+                .unwrap_or_else(|| panic!("run {run}: lost {key}"));
+            assert_eq!(stored.turns, *turns);
+        }
+    }
+    assert_eq!(kills, 200);
+    assert!(
+        acked.len() > 200,
+        "only {} updates were acknowledged",
+        acked.len()
+    );
+    // No temp files pile up beyond the last writer's.
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .count();
+    assert!(leftovers <= 200);
+}
+
+#[tokio::test]
+async fn concurrent_updates_are_never_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .put(&format!("chat-{i}"), entry("x", i))
+                .await
+                .unwrap();
+            store
+                .update("shared", |slot| {
+                    let e = slot.get_or_insert_with(|| entry("shared", 0));
+                    e.turns += 1;
+                })
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let state = file_state(dir.path());
+    assert_eq!(state.sessions.len(), 201);
+    assert_eq!(state.sessions["shared"].turns, 200);
+    for i in 0..200u32 {
+        assert_eq!(state.sessions[&format!("chat-{i}")].turns, i);
+    }
+    assert_eq!(store.get("shared").await.unwrap().unwrap().turns, 200);
+}
+
+#[tokio::test]
+async fn a_second_instance_is_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("second open succeeded")
+    };
+    assert!(matches!(err, StoreError::Locked { .. }));
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    store.close().await;
+    let (_again, _) = Store::open(dir.path()).unwrap();
+}
+
+#[tokio::test]
+async fn running_entries_become_interrupted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let mut running = entry("a", 1);
+    running.status = EntryStatus::Running;
+    store.put("console:a", running).await.unwrap();
+    store.put("console:b", entry("b", 1)).await.unwrap();
+    store.close().await;
+    let (store, report) = Store::open(dir.path()).unwrap();
+    assert_eq!(report.interrupted, ["console:a"]);
+    assert_eq!(
+        store.get("console:a").await.unwrap().unwrap().status,
+        EntryStatus::Interrupted
+    );
+    assert_eq!(
+        file_state(dir.path()).sessions["console:a"].status,
+        EntryStatus::Interrupted
+    );
+    assert_eq!(
+        store.get("console:b").await.unwrap().unwrap().status,
+        EntryStatus::Planning
+    );
+}
+
+/// A good file, written by the store, so that a `.bak` exists beside it.
+async fn with_backup(dir: &Path) {
+    let (store, _) = Store::open(dir).unwrap();
+    store.put("console:good", entry("good", 7)).await.unwrap();
+    store.put("console:good2", entry("good2", 8)).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn corrupt_files_are_moved_aside_byte_for_byte_and_the_backup_loaded() {
+    let truncated = br#"{"version": 1, "sessions": {"console:x": {"slug": "#.to_vec();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("truncated", truncated),
+        ("nul bytes", vec![0u8; 64]),
+        ("an array", b"[]".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        with_backup(dir.path()).await;
+        std::fs::write(dir.path().join("planning.json"), &bytes).unwrap();
+        let (state, report) = inspect(dir.path()).unwrap();
+        assert!(!report.is_healthy(), "{name}: inspect reports the problem");
+        assert_eq!(
+            std::fs::read(dir.path().join("planning.json")).unwrap(),
+            bytes,
+            "{name}: inspect changes nothing"
+        );
+        assert_eq!(
+            state.sessions.len(),
+            1,
+            "{name}: the .bak holds the state before the last write"
+        );
+
+        let (store, report) = Store::open(dir.path()).unwrap();
+        let aside = report
+            .moved_aside
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: not moved aside"));
+        assert!(
+            aside
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("planning.json.corrupt-")
+        );
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            bytes,
+            "{name}: original bytes preserved"
+        );
+        assert!(report.from_backup);
+        assert!(store.get("console:good").await.unwrap().is_some(), "{name}");
+        // Serving goes on, and the next write makes a healthy file.
+        store.put("console:new", entry("new", 1)).await.unwrap();
+        store.close().await;
+        assert_eq!(file_state(dir.path()).sessions.len(), 2, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_future_version_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = br#"{"version": 2, "sessions": {}, "shiny": true}"#;
+    std::fs::write(dir.path().join("planning.json"), bytes).unwrap();
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("opened a future version")
+    };
+    assert!(
+        err.to_string()
+            .contains("version 2, newer than this planbot understands"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("planning.json")).unwrap(),
+        bytes
+    );
+}
+
+#[tokio::test]
+async fn one_bad_entry_keeps_the_others_and_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = serde_json::to_value(entry("good", 3)).unwrap();
+    let bad = json!({"slug": 42, "mystery": [1, 2]});
+    let file = json!({"version": 1, "sessions": {"console:good": good, "console:bad": bad}, "future_top": "kept"});
+    std::fs::write(dir.path().join("planning.json"), file.to_string()).unwrap();
+    let (store, report) = Store::open(dir.path()).unwrap();
+    assert_eq!(report.unreadable, ["console:bad"]);
+    assert_eq!(store.get("console:good").await.unwrap().unwrap().turns, 3);
+    store.put("console:other", entry("other", 1)).await.unwrap();
+    store.close().await;
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("planning.json")).unwrap()).unwrap();
+    assert_eq!(written["sessions"]["console:bad"], bad);
+    assert_eq!(written["future_top"], "kept");
+    assert_eq!(written["sessions"].as_object().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn unknown_entry_fields_survive_a_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut value = serde_json::to_value(entry("a", 1)).unwrap();
+    value["from_the_future"] = json!({"x": 1});
+    std::fs::write(
+        dir.path().join("planning.json"),
+        json!({"version": 1, "sessions": {"console:a": value}}).to_string(),
+    )
+    .unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store
+        .update("console:a", |e| e.as_mut().unwrap().turns = 5)
+        .await
+        .unwrap();
+    store.close().await;
+    let state = file_state(dir.path());
+    assert_eq!(
+        state.sessions["console:a"].extra["from_the_future"],
+        json!({"x": 1})
+    );
+    assert_eq!(state.sessions["console:a"].turns, 5);
+}
+
+/// The child of the full-disk test, run inside a private mount namespace on a tiny tmpfs.
+#[tokio::test]
+#[ignore = "run by a_full_disk_keeps_the_old_file"]
+async fn full_disk_child() {
+    let Ok(dir) = std::env::var("FULL_DIR") else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let (store, _) = Store::open(dir).unwrap();
+    store.put("console:a", entry("a", 1)).await.unwrap();
+    let before = std::fs::read(dir.join("planning.json")).unwrap();
+    let mut huge = entry("b", 2);
+    huge.description = "x".repeat(200 * 1024);
+    let err = store
+        .put("console:b", huge)
+        .await
+        .expect_err("the disk is full");
+    assert!(err.to_string().contains("could not save"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join("planning.json")).unwrap(),
+        before,
+        "old file intact"
+    );
+    assert!(
+        store.get("console:b").await.unwrap().is_none(),
+        "the failed change was undone"
+    );
+    store
+        .update("console:a", |e| e.as_mut().unwrap().turns = 2)
+        .await
+        .unwrap();
+    assert_eq!(file_state(dir).sessions["console:a"].turns, 2);
+    assert!(!file_state(dir).sessions.contains_key("console:b"));
+    println!("FULL-DISK-CHECKS-PASSED");
+}
+
+#[test]
+fn a_full_disk_keeps_the_old_file() {
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED a_full_disk_keeps_the_old_file: no private mount namespace here (needs root)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("tiny");
+    std::fs::create_dir(&mount).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=128k tmpfs '{m}' && exec '{exe}' --exact store::full_disk_child --ignored --nocapture",
+        m = mount.display(),
+        exe = exe.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("FULL_DIR", &mount)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("FULL-DISK-CHECKS-PASSED"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u32),
+    Remove(u8),
+    Bump(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..6, 0u32..1000).prop_map(|(k, t)| Op::Put(k, t)),
+        (0u8..6).prop_map(Op::Remove),
+        (0u8..6).prop_map(Op::Bump),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn any_sequence_of_updates_reloads_to_the_same_state(ops in proptest::collection::vec(op(), 1..25)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (model, live) = rt.block_on(async {
+            let (store, _) = Store::open(dir.path()).unwrap();
+            let mut model: BTreeMap<String, SessionEntry> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(k, t) => {
+                        let key = format!("telegram:{k}");
+                        store.put(&key, entry(&key, t)).await.unwrap();
+                        model.insert(key.clone(), entry(&key, t));
+                    }
+                    Op::Remove(k) => {
+                        let key = format!("telegram:{k}");
+                        store.remove(&key).await.unwrap();
+                        model.remove(&key);
+                    }
+                    Op::Bump(k) => {
+                        let key = format!("telegram:{k}");
+                        store.update(&key, |e| if let Some(e) = e { e.turns += 1 }).await.unwrap();
+                        if let Some(e) = model.get_mut(&key) { e.turns += 1 }
+                    }
+                }
+            }
+            let live = store.read(|s| s.sessions.clone()).await.unwrap();
+            store.close().await;
+            (model, live)
+        });
+        prop_assert_eq!(&live, &model);
+        let (reloaded, report) = inspect(dir.path()).unwrap();
+        prop_assert!(report.is_healthy());
+        prop_assert_eq!(reloaded.sessions, model);
+    }
+}
