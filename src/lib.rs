@@ -2,9 +2,20 @@
 //! conversation with Claude Code.
 //!
 //! # Layout
+//! - [`config`]: defaults < `planbot.toml` < environment, validated once into a typed `Config`.
 //! - [`claude`]: the Claude Code CLI: argv, spawn, stream-json events, outcome, kill.
 //! - [`planning`]: a plan's phases, prompts and the policies for each way a turn ends.
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
+//! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
+//! - [`adapters`]: front ends (the console), translation only.
+//! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
+//! - [`shutdown`], [`telemetry`]: signals and logging.
+pub mod adapters;
+pub mod app;
 pub mod claude;
+pub mod config;
 pub mod planning;
+pub mod router;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;

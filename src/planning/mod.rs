@@ -293,12 +293,14 @@ impl PlanningSession {
         Ok(self.start_phase(cancel, progress).await)
     }
 
-    /// Asks for the complete plan. On success the reply's text is the plan.
+    /// Closes the current phase and asks for the complete plan. On success the reply's text is
+    /// the plan.
     pub async fn finalize(
         &mut self,
         cancel: &CancellationToken,
         progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> Reply {
+    ) -> Result<Reply, PlanError> {
+        self.close_phase()?;
         let request = self.planner.prompts.finalize_prompt(&self.vars());
         let attempt = match &self.state.session_id {
             Some(id) => Attempt::Resume {
@@ -310,8 +312,9 @@ impl PlanningSession {
                 prompt: self.recap_prompt(&request),
             },
         };
-        self.run_step(Step::Finalize, attempt, None, cancel, progress)
-            .await
+        Ok(self
+            .run_step(Step::Finalize, attempt, None, cancel, progress)
+            .await)
     }
 
     /// Writes the current phase's last reply to `phases/NN-<phase>.md` and marks it completed.

@@ -1,0 +1,249 @@
+//! `planbot console`: a chat with one local user on the terminal. Translation only.
+//!
+//! Lines starting with `/` are commands, a bare number picks an offered action, anything else is a
+//! message. Each line is handled only after the previous line's turn has finished, so a piped
+//! script of any length never fills the queue; at end of input planbot waits for the running turn
+//! and returns. On a terminal, text streams as it is written under a "working" line with elapsed
+//! time; piped, only the replies are printed.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::router::{
+    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, Router,
+    SendError,
+};
+
+/// The console's adapter name and its one chat.
+pub const ADAPTER: &str = "console";
+pub const CHANNEL: &str = "local";
+const USER: &str = "local";
+
+pub fn chat() -> ChatKey {
+    ChatKey::new(ADAPTER, CHANNEL)
+}
+
+/// Prints what the router says.
+pub struct ConsoleOutbound {
+    out: Mutex<Box<dyn Write + Send>>,
+    /// Show progress and streamed text (a terminal).
+    live: bool,
+    /// The actions offered last, picked by number.
+    offers: Mutex<Vec<Offer>>,
+    /// Streamed text not yet printed (held back until its line is complete).
+    pending_line: Mutex<String>,
+    /// Whether this turn's text was shown as it streamed.
+    streamed: Mutex<bool>,
+}
+
+impl ConsoleOutbound {
+    pub fn new(out: Box<dyn Write + Send>, live: bool) -> Arc<ConsoleOutbound> {
+        Arc::new(ConsoleOutbound {
+            out: Mutex::new(out),
+            live,
+            offers: Mutex::new(Vec::new()),
+            pending_line: Mutex::new(String::new()),
+            streamed: Mutex::new(false),
+        })
+    }
+
+    fn print(&self, text: &str) {
+        if let Ok(mut out) = self.out.lock() {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    }
+
+    /// The offer numbered `n` (1-based) among the last ones shown.
+    pub fn pick(&self, n: usize) -> Option<Offer> {
+        let offers = self.offers.lock().ok()?;
+        n.checked_sub(1).and_then(|i| offers.get(i)).cloned()
+    }
+
+    fn show(&self, message: &Outgoing) {
+        match message.kind {
+            MessageKind::Progress => {
+                let streamed = self.streamed.lock().map(|s| *s).unwrap_or(false);
+                if self.live && !streamed {
+                    // Rewrite the working line in place until text starts to stream.
+                    let first = message.text.lines().next().unwrap_or("");
+                    self.print(&format!("\r\x1b[2K{first}"));
+                }
+            }
+            MessageKind::Reply | MessageKind::Ephemeral => {
+                let streamed = self
+                    .streamed
+                    .lock()
+                    .map(|mut s| std::mem::take(&mut *s))
+                    .unwrap_or(false);
+                if let Ok(mut pending) = self.pending_line.lock() {
+                    pending.clear();
+                }
+                let mut text = String::new();
+                if self.live {
+                    text.push_str("\r\x1b[2K");
+                }
+                if streamed {
+                    text.push('\n');
+                } else {
+                    text.push_str(message.text.trim_end());
+                    text.push('\n');
+                }
+                if let Some(file) = &message.attachment {
+                    text.push_str(&format!(
+                        "[attached {} ({} bytes)]\n",
+                        file.name,
+                        file.bytes.len()
+                    ));
+                }
+                if !message.actions.is_empty() {
+                    let choices: Vec<String> = message
+                        .actions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, offer)| format!("[{}] {}", i + 1, offer.label))
+                        .collect();
+                    text.push_str(&choices.join("  "));
+                    text.push('\n');
+                    if let Ok(mut offers) = self.offers.lock() {
+                        *offers = message.actions.clone();
+                    }
+                }
+                text.push('\n');
+                self.print(&text);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Outbound for ConsoleOutbound {
+    async fn send(&self, _chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
+        self.show(&message);
+        Ok(MessageRef("console".into()))
+    }
+
+    async fn edit(
+        &self,
+        _chat: &ChatKey,
+        _id: &MessageRef,
+        message: Outgoing,
+    ) -> Result<(), SendError> {
+        self.show(&message);
+        Ok(())
+    }
+
+    async fn withdraw_actions(&self, _chat: &ChatKey, _id: &MessageRef) -> Result<(), SendError> {
+        if let Ok(mut offers) = self.offers.lock() {
+            offers.clear();
+        }
+        Ok(())
+    }
+
+    async fn stream_text(&self, _chat: &ChatKey, delta: &str) {
+        if !self.live {
+            return;
+        }
+        let mut complete = String::new();
+        if let Ok(mut pending) = self.pending_line.lock() {
+            pending.push_str(delta);
+            while let Some(i) = pending.find('\n') {
+                let line: String = pending.drain(..=i).collect();
+                // The phase marker is for planbot, not for the reader.
+                if !line.trim_start().starts_with("PHASE_STATUS:") {
+                    complete.push_str(&line);
+                }
+            }
+        }
+        if complete.is_empty() {
+            return;
+        }
+        let first = self
+            .streamed
+            .lock()
+            .map(|mut s| !std::mem::replace(&mut *s, true))
+            .unwrap_or(false);
+        if first {
+            self.print("\n");
+        }
+        self.print(&complete);
+    }
+}
+
+/// Reads lines from `input` until it ends or `shutdown` fires, feeding them to the router.
+/// `interrupts` delivers Ctrl-C presses: the first cancels the running turn, a second in a row
+/// (with no turn running) ends the console.
+pub async fn run(
+    router: Router,
+    outbound: Arc<ConsoleOutbound>,
+    input: impl AsyncBufRead + Unpin,
+    mut interrupts: tokio::sync::mpsc::UnboundedReceiver<()>,
+    shutdown: CancellationToken,
+) {
+    let chat = chat();
+    let mut lines = input.lines();
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            _ = shutdown.cancelled() => break,
+            Some(()) = interrupts.recv() => {
+                outbound.print("\n(Ctrl-C again to leave planbot)\n");
+                tokio::select! {
+                    Some(()) = interrupts.recv() => break,
+                    line = lines.next_line() => line,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let line = match line {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the console input failed");
+                break;
+            }
+        };
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let inbound = match trimmed.parse::<usize>().ok().map(|n| outbound.pick(n)) {
+            Some(Some(offer)) => Inbound {
+                chat: chat.clone(),
+                user: USER.into(),
+                private: true,
+                kind: InboundKind::Button {
+                    action: offer.action,
+                    revision: offer.revision,
+                },
+                interaction: None,
+            },
+            _ => Inbound::from_text(chat.clone(), USER, true, &line),
+        };
+        router.handle(inbound).await;
+        wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await;
+    }
+    wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await;
+}
+
+/// Waits until the chat has nothing running or waiting; a Ctrl-C meanwhile cancels the turn.
+async fn wait_for_turn(
+    router: &Router,
+    chat: &ChatKey,
+    interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    shutdown: &CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while !router.chat_is_idle(chat) {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(()) = interrupts.recv() => router.cancel_running(chat),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

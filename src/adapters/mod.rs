@@ -1,0 +1,4 @@
+//! Front ends: each translates its platform to [`crate::router::Inbound`] and implements
+//! [`crate::router::Outbound`]. No planning logic lives here.
+
+pub mod console;

@@ -1,0 +1,302 @@
+//! Wiring: builds the store, planner and router from a [`Config`] and runs front ends until
+//! shutdown; and the operator's commands, `planbot check` and `planbot sessions`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::console::{self, ConsoleOutbound};
+use crate::claude::Runner;
+use crate::config::Config;
+use crate::planning::{Planner, Prompts};
+use crate::router::{Outbound, Router, RouterSettings};
+use crate::store::{self, EntryStatus, LoadReport, StateLock, Store, StoreError};
+
+/// Why planbot could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not load prompts: {0}")]
+    Prompts(std::io::Error),
+    #[error(
+        "no front end is configured: set TELEGRAM_BOT_TOKEN or DISCORD_TOKEN, or try planbot locally with `planbot console`"
+    )]
+    NoFrontEnd,
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The pieces every front end shares.
+struct Core {
+    store: Store,
+    planner: Planner,
+}
+
+fn build_core(config: &Config) -> Result<Core, AppError> {
+    let prompts = Prompts::load(config.prompts_dir.as_deref()).map_err(AppError::Prompts)?;
+    let (store, report) = Store::open(&config.state_dir)?;
+    if !report.is_healthy() {
+        tracing::error!(
+            ?report,
+            "planning.json needed repair; see `planbot check` and the files beside it"
+        );
+    }
+    if config.bypasses_permissions() {
+        tracing::warn!(
+            "PLANBOT_PERMISSION_MODE=bypassPermissions: Claude may run any tool without asking"
+        );
+    }
+    let runner = Runner::new(config.runner_config());
+    let planner = Planner::new(runner, prompts, config.plan_settings());
+    Ok(Core { store, planner })
+}
+
+fn router_settings(config: &Config) -> RouterSettings {
+    RouterSettings {
+        allowed_users: config.allowed_users.clone(),
+        progress_interval: config.progress_interval,
+    }
+}
+
+/// `planbot console`: a local chat on stdin/stdout until end of input, a second Ctrl-C or
+/// `shutdown`.
+pub async fn run_console(
+    config: Config,
+    interrupts: tokio::sync::mpsc::UnboundedReceiver<()>,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let core = build_core(&config)?;
+    let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let outbound = ConsoleOutbound::new(Box::new(std::io::stdout()), live);
+    let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
+    outbounds.insert(console::ADAPTER.into(), outbound.clone());
+    let router = Router::new(
+        core.store.clone(),
+        core.planner,
+        router_settings(&config),
+        outbounds,
+    );
+    if live {
+        println!(
+            "planbot console: plan a product with Claude Code. Type /help, or start with\n  /plan <slug> <idea>\n"
+        );
+    }
+    router.announce_interrupted(console::ADAPTER).await;
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    console::run(router.clone(), outbound, stdin, interrupts, shutdown).await;
+    core.store.close().await;
+    Ok(())
+}
+
+/// `planbot run`: every front end whose token is set, until `shutdown`.
+pub async fn run(config: Config, _shutdown: CancellationToken) -> Result<(), AppError> {
+    match (&config.telegram_token, &config.discord_token) {
+        (None, None) => Err(AppError::NoFrontEnd),
+        _ => Err(AppError::Unsupported(
+            "this build of planbot has no Telegram or Discord front end yet; use `planbot console`"
+                .into(),
+        )),
+    }
+}
+
+/// One line of `planbot check`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckLine {
+    pub ok: bool,
+    pub what: String,
+}
+
+/// `planbot check`: every problem an operator should fix before users notice.
+pub async fn check(config: &Config) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    let mut say = |ok: bool, what: String| lines.push(CheckLine { ok, what });
+    say(true, "configuration is valid".into());
+    match claude_version(&config.claude_bin).await {
+        Ok(version) => say(
+            true,
+            format!("claude found ({}): {version}", config.claude_bin.display()),
+        ),
+        Err(e) => say(
+            false,
+            format!(
+                "claude ({}) does not run: {e}. Install Claude Code with `npm install -g @anthropic-ai/claude-code` and log in once with `claude`",
+                config.claude_bin.display()
+            ),
+        ),
+    }
+    let dir = &config.state_dir;
+    match std::fs::create_dir_all(dir).and_then(|()| probe_write(dir)) {
+        Ok(()) => say(true, format!("state dir {} is writable", dir.display())),
+        Err(e) => say(
+            false,
+            format!("state dir {} is not writable: {e}", dir.display()),
+        ),
+    }
+    match StateLock::probe(dir) {
+        Ok(()) => say(true, "no other planbot holds the state dir".into()),
+        Err(e) => say(false, e.to_string()),
+    }
+    match store::inspect(dir) {
+        Ok((state, report)) => {
+            let interrupted = state
+                .sessions
+                .values()
+                .filter(|e| e.status != EntryStatus::Planning)
+                .count();
+            if report.is_healthy() && report.problem.is_none() {
+                say(
+                    true,
+                    format!(
+                        "planning.json is healthy: {} plans ({interrupted} interrupted or running)",
+                        state.sessions.len()
+                    ),
+                );
+            } else {
+                say(
+                    false,
+                    format!("planning.json needs attention: {}", describe(&report)),
+                );
+            }
+        }
+        Err(e) => say(false, e.to_string()),
+    }
+    let skills = installed_skills();
+    for phase in &config.phases {
+        let installed = skills.iter().any(|s| *s == phase.name);
+        say(
+            true,
+            if installed {
+                format!("phase /{}: skill installed", phase.name)
+            } else {
+                format!(
+                    "phase /{}: skill not installed, uses planbot's built-in prompt",
+                    phase.name
+                )
+            },
+        );
+    }
+    if config.bypasses_permissions() {
+        say(
+            true,
+            "warning: PLANBOT_PERMISSION_MODE=bypassPermissions lets Claude run any tool".into(),
+        );
+    }
+    if config.telegram_token.is_none() && config.discord_token.is_none() {
+        say(
+            true,
+            "no chat front end configured (TELEGRAM_BOT_TOKEN, DISCORD_TOKEN); `planbot console` works without one".into(),
+        );
+    }
+    if config.discord_token.is_some() {
+        say(
+            true,
+            "Discord needs the Message Content intent enabled for the bot in the Developer Portal"
+                .into(),
+        );
+    }
+    lines
+}
+
+fn describe(report: &LoadReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(problem) = &report.problem {
+        parts.push(format!("the file is unreadable ({problem})"));
+    }
+    if let Some(aside) = &report.moved_aside {
+        parts.push(format!("a corrupt file was moved to {}", aside.display()));
+    }
+    if report.from_backup {
+        parts.push("it would be restored from planning.json.bak".into());
+    }
+    if !report.unreadable.is_empty() {
+        parts.push(format!(
+            "entries that do not parse (kept as they are): {}",
+            report.unreadable.join(", ")
+        ));
+    }
+    parts.join("; ")
+}
+
+fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".planbot-write-probe");
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(probe)
+}
+
+async fn claude_version(bin: &Path) -> Result<String, String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(bin)
+            .arg("--version")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| "`claude --version` did not answer within 30 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!("`claude --version` failed with {}", output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Skill names under `~/.claude/skills/` (each a directory with a `SKILL.md`).
+fn installed_skills() -> Vec<String> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return Vec::new();
+    };
+    let dir = Path::new(&home).join(".claude/skills");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("SKILL.md").is_file())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `planbot sessions`: a table of planning.json.
+pub fn sessions_table(config: &Config) -> Result<String, StoreError> {
+    let (state, _) = store::inspect(&config.state_dir)?;
+    if state.sessions.is_empty() {
+        return Ok("No plans in progress.\n".into());
+    }
+    let mut rows = vec![[
+        "CHAT".to_string(),
+        "SLUG".into(),
+        "PHASE".into(),
+        "TURNS".into(),
+        "COST".into(),
+        "LAST ACTIVITY".into(),
+    ]];
+    for (key, e) in &state.sessions {
+        rows.push([
+            key.clone(),
+            e.slug.clone(),
+            format!("{} ({}/{})", e.phase, e.phase_number(), e.phases.len()),
+            e.turns.to_string(),
+            format!("${:.2}", e.total_cost_usd),
+            e.updated_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}

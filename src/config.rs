@@ -1,0 +1,503 @@
+//! Configuration: built-in defaults, then an optional `planbot.toml`, then the environment,
+//! validated once into a typed [`Config`] whose errors name the setting.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::claude::{CommonArgs, RunnerConfig};
+use crate::planning::{DEFAULT_PHASES, Phase, PlanSettings, parse_phases};
+
+/// A secret: its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The tools a planning turn may use by default: reading, and writing inside the slug's
+/// workspace (the turn's working directory).
+pub const DEFAULT_ALLOWED_TOOLS: &str =
+    "Read,Glob,Grep,Skill,WebSearch,WebFetch,Edit(./**),Write(./**)";
+const PERMISSION_MODES: [&str; 6] = [
+    "acceptEdits",
+    "auto",
+    "bypassPermissions",
+    "default",
+    "dontAsk",
+    "plan",
+];
+
+/// Everything planbot is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub claude_bin: PathBuf,
+    pub state_dir: PathBuf,
+    pub workspace_dir: PathBuf,
+    /// Overrides of the compiled-in prompts; `None` uses those.
+    pub prompts_dir: Option<PathBuf>,
+    /// `adapter:user_id` entries allowed to plan; the console's local user always is.
+    pub allowed_users: Vec<String>,
+    pub phases: Vec<Phase>,
+    pub max_turns: u32,
+    pub retry_max_turns: u32,
+    pub turn_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_concurrent_runs: usize,
+    pub permission_mode: String,
+    pub allowed_tools: Vec<String>,
+    pub add_dirs: Vec<PathBuf>,
+    pub model: Option<String>,
+    /// Per-turn `--max-budget-usd`.
+    pub max_budget_usd: Option<f64>,
+    /// `--include-partial-messages`, so progress shows text as it is written.
+    pub stream_partial: bool,
+    /// How often a progress message may be edited.
+    pub progress_interval: Duration,
+    /// Base delay of the one retry after an overloaded API.
+    pub retry_delay: Duration,
+    pub telegram_token: Option<Secret>,
+    pub telegram_api_url: String,
+    pub discord_token: Option<Secret>,
+    pub discord_api_url: String,
+    /// More environment variable names never passed to `claude`.
+    pub secret_env: Vec<String>,
+}
+
+/// A setting that is not valid, named as the user wrote it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {problem}")]
+    Invalid { setting: String, problem: String },
+    #[error("could not read the config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {problem}")]
+    FileFormat { path: PathBuf, problem: String },
+}
+
+/// The optional `planbot.toml`: the same settings, named like the variables without `PLANBOT_`
+/// and in lower case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    claude_bin: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    workspace_dir: Option<PathBuf>,
+    prompts_dir: Option<PathBuf>,
+    allowed_users: Option<Vec<String>>,
+    phases: Option<Vec<String>>,
+    max_turns: Option<u32>,
+    retry_max_turns: Option<u32>,
+    turn_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_concurrent_runs: Option<usize>,
+    permission_mode: Option<String>,
+    allowed_tools: Option<Vec<String>>,
+    add_dirs: Option<Vec<PathBuf>>,
+    model: Option<String>,
+    max_budget_usd: Option<f64>,
+    stream_partial: Option<bool>,
+    progress_interval_ms: Option<u64>,
+    retry_delay_ms: Option<u64>,
+    telegram_api_url: Option<String>,
+    discord_api_url: Option<String>,
+    secret_env: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Loads from `file` (if given or named by `PLANBOT_CONFIG`) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Config::from_sources(file, &env)
+    }
+
+    /// Loads from an explicit environment map (tests use this).
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let path = file
+            .map(Path::to_path_buf)
+            .or_else(|| non_empty(env, "PLANBOT_CONFIG").map(PathBuf::from));
+        let file = match &path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::FileFormat {
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let e = Env(env);
+        let phases_spec = match (e.str("PLANBOT_PHASES"), file.phases) {
+            (Some(spec), _) => spec.to_string(),
+            (None, Some(list)) => list.join(","),
+            (None, None) => DEFAULT_PHASES.to_string(),
+        };
+        let phases = parse_phases(&phases_spec).map_err(|err| invalid("PLANBOT_PHASES", err))?;
+        let config = Config {
+            claude_bin: e
+                .path("PLANBOT_CLAUDE_BIN")
+                .or(file.claude_bin)
+                .unwrap_or_else(|| "claude".into()),
+            state_dir: e
+                .path("PLANBOT_STATE_DIR")
+                .or(file.state_dir)
+                .unwrap_or_else(|| "./state".into()),
+            workspace_dir: e
+                .path("PLANBOT_WORKSPACE_DIR")
+                .or(file.workspace_dir)
+                .unwrap_or_else(|| "./workspace".into()),
+            prompts_dir: e.path("PLANBOT_PROMPTS_DIR").or(file.prompts_dir),
+            allowed_users: e
+                .list("PLANBOT_ALLOWED_USERS")
+                .or(file.allowed_users)
+                .unwrap_or_default(),
+            phases,
+            max_turns: e
+                .parse("PLANBOT_MAX_TURNS")?
+                .or(file.max_turns)
+                .unwrap_or(20),
+            retry_max_turns: e
+                .parse("PLANBOT_RETRY_MAX_TURNS")?
+                .or(file.retry_max_turns)
+                .unwrap_or(30),
+            turn_timeout: Duration::from_secs(
+                e.parse("PLANBOT_TURN_TIMEOUT_SECS")?
+                    .or(file.turn_timeout_secs)
+                    .unwrap_or(600),
+            ),
+            idle_timeout: Duration::from_secs(
+                e.parse("PLANBOT_IDLE_TIMEOUT_SECS")?
+                    .or(file.idle_timeout_secs)
+                    .unwrap_or(300),
+            ),
+            max_concurrent_runs: e
+                .parse("PLANBOT_MAX_CONCURRENT_RUNS")?
+                .or(file.max_concurrent_runs)
+                .unwrap_or(4),
+            permission_mode: e
+                .str("PLANBOT_PERMISSION_MODE")
+                .map(str::to_string)
+                .or(file.permission_mode)
+                .unwrap_or_else(|| "dontAsk".into()),
+            allowed_tools: e
+                .list("PLANBOT_ALLOWED_TOOLS")
+                .or(file.allowed_tools)
+                .unwrap_or_else(|| split_list(DEFAULT_ALLOWED_TOOLS)),
+            add_dirs: e
+                .list("PLANBOT_ADD_DIRS")
+                .map(|l| l.into_iter().map(PathBuf::from).collect())
+                .or(file.add_dirs)
+                .unwrap_or_default(),
+            model: e.str("PLANBOT_MODEL").map(str::to_string).or(file.model),
+            max_budget_usd: e.parse("PLANBOT_MAX_BUDGET_USD")?.or(file.max_budget_usd),
+            stream_partial: e
+                .parse("PLANBOT_STREAM_PARTIAL")?
+                .or(file.stream_partial)
+                .unwrap_or(true),
+            progress_interval: Duration::from_millis(
+                e.parse("PLANBOT_PROGRESS_INTERVAL_MS")?
+                    .or(file.progress_interval_ms)
+                    .unwrap_or(1500),
+            ),
+            retry_delay: Duration::from_millis(
+                e.parse("PLANBOT_RETRY_DELAY_MS")?
+                    .or(file.retry_delay_ms)
+                    .unwrap_or(2000),
+            ),
+            telegram_token: e.str("TELEGRAM_BOT_TOKEN").map(Secret::new),
+            telegram_api_url: e
+                .str("TELEGRAM_API_URL")
+                .map(str::to_string)
+                .or(file.telegram_api_url)
+                .unwrap_or_else(|| "https://api.telegram.org".into()),
+            discord_token: e.str("DISCORD_TOKEN").map(Secret::new),
+            discord_api_url: e
+                .str("DISCORD_API_URL")
+                .map(str::to_string)
+                .or(file.discord_api_url)
+                .unwrap_or_else(|| "https://discord.com".into()),
+            secret_env: e
+                .list("PLANBOT_SECRET_ENV")
+                .or(file.secret_env)
+                .unwrap_or_default(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !PERMISSION_MODES.contains(&self.permission_mode.as_str()) {
+            return Err(invalid(
+                "PLANBOT_PERMISSION_MODE",
+                format!(
+                    "{:?} is not one of {}",
+                    self.permission_mode,
+                    PERMISSION_MODES.join(", ")
+                ),
+            ));
+        }
+        for user in &self.allowed_users {
+            let valid = user
+                .split_once(':')
+                .is_some_and(|(adapter, id)| !adapter.is_empty() && !id.is_empty());
+            if !valid {
+                return Err(invalid(
+                    "PLANBOT_ALLOWED_USERS",
+                    format!("{user:?} is not of the form adapter:user_id (e.g. telegram:12345)"),
+                ));
+            }
+        }
+        let positive = [
+            ("PLANBOT_MAX_TURNS", self.max_turns as u64),
+            ("PLANBOT_RETRY_MAX_TURNS", self.retry_max_turns as u64),
+            ("PLANBOT_TURN_TIMEOUT_SECS", self.turn_timeout.as_secs()),
+            ("PLANBOT_IDLE_TIMEOUT_SECS", self.idle_timeout.as_secs()),
+            (
+                "PLANBOT_MAX_CONCURRENT_RUNS",
+                self.max_concurrent_runs as u64,
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        if self.max_budget_usd.is_some_and(|b| !(b > 0.0)) {
+            return Err(invalid(
+                "PLANBOT_MAX_BUDGET_USD",
+                "must be a positive amount",
+            ));
+        }
+        for (name, url) in [
+            ("TELEGRAM_API_URL", &self.telegram_api_url),
+            ("DISCORD_API_URL", &self.discord_api_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    name,
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `bypassPermissions` was chosen (allowed only explicitly, with a warning).
+    pub fn bypasses_permissions(&self) -> bool {
+        self.permission_mode == "bypassPermissions"
+    }
+
+    /// Environment variables `claude` must never see.
+    pub fn env_to_remove(&self) -> Vec<String> {
+        let mut names = vec![
+            "TELEGRAM_BOT_TOKEN".to_string(),
+            "DISCORD_TOKEN".to_string(),
+        ];
+        names.extend(self.secret_env.iter().cloned());
+        names
+    }
+
+    pub fn runner_config(&self) -> RunnerConfig {
+        // A relative path with a directory part is taken from planbot's own working directory,
+        // not the plan's (where turns run); a bare name is looked up on PATH.
+        let bin = if self.claude_bin.components().count() > 1 {
+            absolute(&self.claude_bin)
+        } else {
+            self.claude_bin.clone()
+        };
+        RunnerConfig {
+            bin,
+            turn_timeout: self.turn_timeout,
+            idle_timeout: self.idle_timeout,
+            max_concurrent: self.max_concurrent_runs,
+            env_remove: self.env_to_remove(),
+            ..RunnerConfig::default()
+        }
+    }
+
+    pub fn plan_settings(&self) -> PlanSettings {
+        let root = absolute(&self.workspace_dir);
+        PlanSettings {
+            common: CommonArgs {
+                permission_mode: self.permission_mode.clone(),
+                allowed_tools: self.allowed_tools.clone(),
+                add_dirs: self.add_dirs.clone(),
+                model: self.model.clone(),
+                max_budget_usd: self.max_budget_usd,
+                stream_partial: self.stream_partial,
+            },
+            max_turns: self.max_turns,
+            retry_max_turns: self.retry_max_turns,
+            retry_delay: self.retry_delay,
+            workspace_root: root,
+            phases: self.phases.clone(),
+        }
+    }
+}
+
+/// An absolute form of `path` without resolving links (the directory may not exist yet).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn invalid(setting: &str, problem: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn non_empty<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Typed reads of the environment; an empty variable counts as unset.
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl Env<'_> {
+    fn str(&self, name: &str) -> Option<&str> {
+        non_empty(self.0, name)
+    }
+
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.str(name).map(PathBuf::from)
+    }
+
+    fn list(&self, name: &str) -> Option<Vec<String>> {
+        self.str(name).map(split_list)
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.str(name)
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|e| invalid(name, format!("{v:?} is not valid: {e}")))
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_sources(None, &env(&[])).unwrap();
+        assert_eq!(c.claude_bin, PathBuf::from("claude"));
+        assert_eq!(c.state_dir, PathBuf::from("./state"));
+        assert_eq!(c.max_turns, 20);
+        assert_eq!(c.retry_max_turns, 30);
+        assert_eq!(c.turn_timeout, Duration::from_secs(600));
+        assert_eq!(c.max_concurrent_runs, 4);
+        assert_eq!(c.permission_mode, "dontAsk");
+        assert!(c.allowed_users.is_empty());
+        assert_eq!(c.phases.len(), 4);
+        assert!(c.phases[3].optional);
+        assert_eq!(c.telegram_api_url, "https://api.telegram.org");
+        assert_eq!(c.discord_api_url, "https://discord.com");
+        assert!(c.allowed_tools.contains(&"Write(./**)".to_string()));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("planbot.toml");
+        std::fs::write(
+            &file,
+            "max_turns = 5\nstate_dir = \"/from/file\"\nphases = [\"a\", \"b?\"]\n",
+        )
+        .unwrap();
+        let c = Config::from_sources(
+            Some(&file),
+            &env(&[
+                ("PLANBOT_MAX_TURNS", "7"),
+                ("TELEGRAM_BOT_TOKEN", "123:abc"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.max_turns, 7);
+        assert_eq!(c.state_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.phases.len(), 2);
+        assert!(c.phases[1].optional);
+        assert_eq!(format!("{:?}", c.telegram_token), "Some(***)");
+        assert!(!format!("{c:?}").contains("123:abc"));
+        // The file is found through PLANBOT_CONFIG too.
+        let c = Config::from_sources(None, &env(&[("PLANBOT_CONFIG", file.to_str().unwrap())]))
+            .unwrap();
+        assert_eq!(c.max_turns, 5);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let cases = [
+            ("PLANBOT_MAX_TURNS", "lots"),
+            ("PLANBOT_MAX_TURNS", "0"),
+            ("PLANBOT_PERMISSION_MODE", "yolo"),
+            ("PLANBOT_ALLOWED_USERS", "telegram"),
+            ("PLANBOT_PHASES", "a,../b"),
+            ("TELEGRAM_API_URL", "ftp://x"),
+            ("PLANBOT_MAX_BUDGET_USD", "-1"),
+        ];
+        for (name, value) in cases {
+            let err = Config::from_sources(None, &env(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{name}={value}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("planbot.toml");
+        std::fs::write(&file, "max_turn = 5\n").unwrap();
+        let err = Config::from_sources(Some(&file), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("max_turn"), "{err}");
+    }
+}

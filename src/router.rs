@@ -1,0 +1,1133 @@
+//! Chat events to actions: the one authorization check, one worker per chat, and every command's
+//! behaviour in every state. Front ends translate their platform to [`Inbound`] and implement
+//! [`Outbound`]; nothing here knows a platform.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::claude::{Progress, TurnStatus};
+use crate::planning::{
+    PhaseStatus, PlanError, Planner, PlanningSession, Reply, ReplyOutcome, validate_slug,
+    write_final_plan,
+};
+use crate::store::{EntryStatus, SessionEntry, Store};
+
+/// Longest message planbot accepts, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 16_000;
+/// Messages that may wait behind a running turn.
+pub const MAX_QUEUED: usize = 5;
+/// A final plan longer than this is posted as a file with a short note, not as text.
+const INLINE_PLAN_CHARS: usize = 3_000;
+/// A chat's worker stops after this long without work (it is started again on demand).
+const WORKER_IDLE: Duration = Duration::from_secs(600);
+
+/// A chat: `adapter:channel`, the key of its state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChatKey {
+    pub adapter: String,
+    pub channel: String,
+}
+
+impl ChatKey {
+    pub fn new(adapter: impl Into<String>, channel: impl Into<String>) -> ChatKey {
+        ChatKey {
+            adapter: adapter.into(),
+            channel: channel.into(),
+        }
+    }
+}
+
+impl fmt::Display for ChatKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.adapter, self.channel)
+    }
+}
+
+/// What a button or command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Advance,
+    Finalize,
+    Cancel,
+}
+
+impl Action {
+    /// Short code for button payloads.
+    pub fn code(self) -> &'static str {
+        match self {
+            Action::Advance => "adv",
+            Action::Finalize => "fin",
+            Action::Cancel => "can",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Action> {
+        match code {
+            "adv" => Some(Action::Advance),
+            "fin" => Some(Action::Finalize),
+            "can" => Some(Action::Cancel),
+            _ => None,
+        }
+    }
+}
+
+/// A button: an action at a revision of the chat's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub label: String,
+    pub action: Action,
+    pub revision: u64,
+}
+
+impl Offer {
+    /// The payload a front end puts in its button, e.g. `adv:12` (well within 64 bytes).
+    pub fn payload(&self) -> String {
+        format!("{}:{}", self.action.code(), self.revision)
+    }
+
+    /// Reads a payload back.
+    pub fn parse_payload(payload: &str) -> Option<(Action, u64)> {
+        let (code, revision) = payload.split_once(':')?;
+        Some((Action::from_code(code)?, revision.parse().ok()?))
+    }
+}
+
+/// What arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundKind {
+    /// `/name args`, the name without slash or `@bot` suffix, lower-cased.
+    Command {
+        name: String,
+        args: String,
+    },
+    Text(String),
+    Button {
+        action: Action,
+        revision: u64,
+    },
+}
+
+/// One event from a front end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub chat: ChatKey,
+    /// The sender's platform id.
+    pub user: String,
+    /// A one-to-one chat (plain text there gets a hint when nothing is being planned).
+    pub private: bool,
+    pub kind: InboundKind,
+    /// An opaque token of the front end (a callback or interaction id) for an ephemeral answer.
+    pub interaction: Option<String>,
+}
+
+impl Inbound {
+    /// Parses a line of chat text: `/command args` or plain text.
+    pub fn from_text(chat: ChatKey, user: &str, private: bool, text: &str) -> Inbound {
+        Inbound {
+            chat,
+            user: user.to_string(),
+            private,
+            kind: parse_text(text),
+            interaction: None,
+        }
+    }
+}
+
+/// `/plan@mybot slug idea` → command `plan`, args `slug idea`.
+pub fn parse_text(text: &str) -> InboundKind {
+    let trimmed = text.trim_start();
+    if let Some(rest) = trimmed.strip_prefix('/') {
+        let (head, args) = match rest.find(char::is_whitespace) {
+            Some(i) => (&rest[..i], rest[i..].trim()),
+            None => (rest, ""),
+        };
+        let name = head.split('@').next().unwrap_or("").to_ascii_lowercase();
+        if !name.is_empty() {
+            return InboundKind::Command {
+                name,
+                args: args.to_string(),
+            };
+        }
+    }
+    InboundKind::Text(text.to_string())
+}
+
+/// How a message is meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// The "working" message of a running turn, edited as it goes.
+    Progress,
+    /// A reply that ends a turn, or the answer to a command.
+    Reply,
+    /// A short note answering a button press (a front end may show it ephemerally).
+    Ephemeral,
+}
+
+/// A file to post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A message to send or to replace an earlier one with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub kind: MessageKind,
+    /// Markdown.
+    pub text: String,
+    pub actions: Vec<Offer>,
+    pub attachment: Option<Attachment>,
+    /// The inbound's interaction token, for ephemeral answers.
+    pub interaction: Option<String>,
+}
+
+impl Outgoing {
+    pub fn reply(text: impl Into<String>) -> Outgoing {
+        Outgoing {
+            kind: MessageKind::Reply,
+            text: text.into(),
+            actions: Vec::new(),
+            attachment: None,
+            interaction: None,
+        }
+    }
+
+    fn with_actions(mut self, actions: Vec<Offer>) -> Outgoing {
+        self.actions = actions;
+        self
+    }
+}
+
+/// A sent message, as the front end identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef(pub String);
+
+/// A front end could not deliver.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(pub String);
+
+/// How the router talks back; each front end implements it.
+#[async_trait]
+pub trait Outbound: Send + Sync {
+    /// Sends a message.
+    async fn send(&self, chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError>;
+    /// Replaces an earlier message (progress edits, and the reply that ends a turn).
+    async fn edit(
+        &self,
+        chat: &ChatKey,
+        id: &MessageRef,
+        message: Outgoing,
+    ) -> Result<(), SendError>;
+    /// Removes the buttons of a message that is no longer current.
+    async fn withdraw_actions(&self, _chat: &ChatKey, _id: &MessageRef) -> Result<(), SendError> {
+        Ok(())
+    }
+    /// Model text as it is written, for front ends that show it live.
+    async fn stream_text(&self, _chat: &ChatKey, _delta: &str) {}
+    /// A "typing" indicator while a turn runs.
+    async fn typing(&self, _chat: &ChatKey) {}
+}
+
+/// What the router needs.
+#[derive(Clone)]
+pub struct RouterSettings {
+    /// `adapter:user_id` entries allowed to plan.
+    pub allowed_users: Vec<String>,
+    /// How often the progress message may change.
+    pub progress_interval: Duration,
+}
+
+/// Routes every front end's events. A cheap handle.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    planner: Planner,
+    allowed: HashSet<String>,
+    progress_interval: Duration,
+    outbounds: HashMap<String, Arc<dyn Outbound>>,
+    /// Live workers by chat. Held only to look up or insert, never across an await.
+    workers: Mutex<HashMap<ChatKey, Worker>>,
+    /// Strangers already refused once, so they get one refusal and no more.
+    refused: Mutex<HashSet<(String, String)>>,
+    /// Set when planbot is shutting down: no new turns start.
+    closing: AtomicBool,
+}
+
+/// The handle to a chat's worker.
+#[derive(Clone)]
+struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
+    shared: Arc<WorkerShared>,
+}
+
+/// What the router and a chat's worker both see.
+struct WorkerShared {
+    /// Messages waiting behind the running one.
+    waiting: AtomicUsize,
+    /// Whether a job is being processed.
+    busy: AtomicBool,
+    /// Bumped by /cancel: jobs queued before it are dropped.
+    generation: AtomicU64,
+    /// Cancels the running turn.
+    cancel: Mutex<CancellationToken>,
+}
+
+struct Job {
+    inbound: Inbound,
+    generation: u64,
+    /// Counted against [`MAX_QUEUED`].
+    counted: bool,
+}
+
+impl Router {
+    pub fn new(
+        store: Store,
+        planner: Planner,
+        settings: RouterSettings,
+        outbounds: HashMap<String, Arc<dyn Outbound>>,
+    ) -> Router {
+        Router {
+            inner: Arc::new(Inner {
+                store,
+                planner,
+                allowed: settings.allowed_users.into_iter().collect(),
+                progress_interval: settings.progress_interval,
+                outbounds,
+                workers: Mutex::new(HashMap::new()),
+                refused: Mutex::new(HashSet::new()),
+                closing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The one access check, on every path. The console's local user is always allowed.
+    pub fn authorize(&self, chat: &ChatKey, user: &str) -> bool {
+        chat.adapter == "console"
+            || self
+                .inner
+                .allowed
+                .contains(&format!("{}:{user}", chat.adapter))
+    }
+
+    /// Takes one event from a front end. Returns at once; the work happens in the chat's worker.
+    pub async fn handle(&self, inbound: Inbound) {
+        let Some(outbound) = self.inner.outbounds.get(&inbound.chat.adapter).cloned() else {
+            tracing::error!(adapter = %inbound.chat.adapter, "event from an unregistered front end");
+            return;
+        };
+        let chat = inbound.chat.clone();
+        if !self.authorize(&chat, &inbound.user) {
+            let first = self
+                .inner
+                .refused
+                .lock()
+                .map(|mut r| r.insert((chat.to_string(), inbound.user.clone())))
+                .unwrap_or(false);
+            tracing::warn!(chat = %chat, user = %inbound.user, "refused a stranger");
+            if first || matches!(inbound.kind, InboundKind::Button { .. }) {
+                let mut msg = Outgoing::reply(
+                    "Sorry, you are not allowed to use this planbot. Ask its operator to add \
+                     your user id to PLANBOT_ALLOWED_USERS.",
+                );
+                if inbound.interaction.is_some() {
+                    msg.kind = MessageKind::Ephemeral;
+                    msg.interaction = inbound.interaction.clone();
+                }
+                let _ = outbound.send(&chat, msg).await;
+            }
+            return;
+        }
+        if let InboundKind::Text(text) | InboundKind::Command { args: text, .. } = &inbound.kind {
+            let chars = text.chars().count();
+            if chars > MAX_MESSAGE_CHARS {
+                let msg = format!(
+                    "That message is {chars} characters; the limit is {MAX_MESSAGE_CHARS}. Send it \
+                     in shorter parts, or put the long text in a file in the plan's workspace."
+                );
+                let _ = outbound.send(&chat, Outgoing::reply(msg)).await;
+                return;
+            }
+        }
+        let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if name == "cancel")
+            || matches!(
+                inbound.kind,
+                InboundKind::Button {
+                    action: Action::Cancel,
+                    ..
+                }
+            );
+        let refused = {
+            let Ok(mut workers) = self.inner.workers.lock() else {
+                return;
+            };
+            let worker = workers
+                .entry(chat.clone())
+                .or_insert_with(|| self.spawn_worker(chat.clone(), outbound.clone()))
+                .clone();
+            let shared = &worker.shared;
+            if is_cancel {
+                // Bypasses the queue: everything waiting is dropped and the running turn ends.
+                shared.generation.fetch_add(1, Ordering::SeqCst);
+                if let Ok(token) = shared.cancel.lock() {
+                    token.cancel();
+                }
+                let generation = shared.generation.load(Ordering::SeqCst);
+                let _ = worker.jobs.send(Job {
+                    inbound,
+                    generation,
+                    counted: false,
+                });
+                None
+            } else {
+                let busy =
+                    shared.busy.load(Ordering::SeqCst) || shared.waiting.load(Ordering::SeqCst) > 0;
+                let waiting = shared.waiting.load(Ordering::SeqCst);
+                if busy && waiting >= MAX_QUEUED {
+                    Some(format!(
+                        "{MAX_QUEUED} messages are already waiting for the current turn; this one \
+                         was not taken. Send it again once the reply arrives."
+                    ))
+                } else {
+                    shared.waiting.fetch_add(1, Ordering::SeqCst);
+                    let generation = shared.generation.load(Ordering::SeqCst);
+                    let _ = worker.jobs.send(Job {
+                        inbound,
+                        generation,
+                        counted: true,
+                    });
+                    busy.then(|| {
+                        format!(
+                            "Queued: I'll answer after the current turn ({} waiting).",
+                            waiting + 1
+                        )
+                    })
+                }
+            }
+        };
+        if let Some(note) = refused {
+            let _ = outbound.send(&chat, Outgoing::reply(note)).await;
+        }
+    }
+
+    /// Tells chats whose turn a restart cut off that their next message resumes the phase.
+    pub async fn announce_interrupted(&self, adapter: &str) {
+        let Some(outbound) = self.inner.outbounds.get(adapter).cloned() else {
+            return;
+        };
+        let entries = self
+            .inner
+            .store
+            .read(|s| {
+                s.sessions
+                    .values()
+                    .filter(|e| e.status == EntryStatus::Interrupted)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+        for entry in entries.into_iter().filter(|e| e.adapter == adapter) {
+            let chat = ChatKey::new(entry.adapter.clone(), entry.channel_id.clone());
+            let text = format!(
+                "planbot restarted while a turn of `{}` ({}) was running. Your plan is saved: send \
+                 a message to continue this phase.",
+                entry.slug, entry.phase
+            );
+            let _ = outbound.send(&chat, Outgoing::reply(text)).await;
+        }
+    }
+
+    /// Stops taking new turns and cancels none; running turns finish on their own.
+    pub fn close(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Cancels every running turn (after the shutdown grace period).
+    pub fn cancel_all(&self) {
+        if let Ok(workers) = self.inner.workers.lock() {
+            for worker in workers.values() {
+                if let Ok(token) = worker.shared.cancel.lock() {
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    /// Whether `chat` has nothing running or waiting.
+    pub fn chat_is_idle(&self, chat: &ChatKey) -> bool {
+        self.inner.workers.lock().is_ok_and(|workers| {
+            workers.get(chat).is_none_or(|w| {
+                !w.shared.busy.load(Ordering::SeqCst)
+                    && w.shared.waiting.load(Ordering::SeqCst) == 0
+            })
+        })
+    }
+
+    /// Ends `chat`'s running turn, keeping its plan (Ctrl-C in the console).
+    pub fn cancel_running(&self, chat: &ChatKey) {
+        if let Ok(workers) = self.inner.workers.lock()
+            && let Some(worker) = workers.get(chat)
+            && let Ok(token) = worker.shared.cancel.lock()
+        {
+            token.cancel();
+        }
+    }
+
+    /// Whether any chat has a job in hand or waiting.
+    pub fn is_idle(&self) -> bool {
+        self.inner.workers.lock().is_ok_and(|workers| {
+            workers.values().all(|w| {
+                !w.shared.busy.load(Ordering::SeqCst)
+                    && w.shared.waiting.load(Ordering::SeqCst) == 0
+            })
+        })
+    }
+
+    fn spawn_worker(&self, chat: ChatKey, outbound: Arc<dyn Outbound>) -> Worker {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(WorkerShared {
+            waiting: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            cancel: Mutex::new(CancellationToken::new()),
+        });
+        let worker = Worker {
+            jobs: tx,
+            shared: shared.clone(),
+        };
+        let chat_worker = ChatWorker {
+            router: self.clone(),
+            chat,
+            outbound,
+            shared,
+            last_offer: None,
+        };
+        tokio::spawn(chat_worker.run(rx));
+        worker
+    }
+}
+
+/// One chat's worker: takes its jobs in order.
+struct ChatWorker {
+    router: Router,
+    chat: ChatKey,
+    outbound: Arc<dyn Outbound>,
+    shared: Arc<WorkerShared>,
+    /// The last message with buttons, withdrawn when it stops being current.
+    last_offer: Option<MessageRef>,
+}
+
+impl ChatWorker {
+    async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        loop {
+            let job = match tokio::time::timeout(WORKER_IDLE, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_) => {
+                    // Retire if still idle; sends happen under the same lock, so none is lost.
+                    let Ok(mut workers) = self.router.inner.workers.lock() else {
+                        return;
+                    };
+                    if jobs.is_empty() {
+                        workers.remove(&self.chat);
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if job.counted {
+                self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+            if job.generation != self.shared.generation.load(Ordering::SeqCst) {
+                continue;
+            }
+            self.shared.busy.store(true, Ordering::SeqCst);
+            let cancel = CancellationToken::new();
+            if let Ok(mut slot) = self.shared.cancel.lock() {
+                *slot = cancel.clone();
+            }
+            self.process(job, &cancel).await;
+            self.shared.busy.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.router.inner.store
+    }
+
+    fn planner(&self) -> &Planner {
+        &self.router.inner.planner
+    }
+
+    async fn say(&self, text: impl Into<String>) {
+        if let Err(e) = self.outbound.send(&self.chat, Outgoing::reply(text)).await {
+            tracing::warn!(chat = %self.chat, error = %e, "could not deliver a message");
+        }
+    }
+
+    async fn ephemeral(&self, inbound: &Inbound, text: &str) {
+        let mut msg = Outgoing::reply(text);
+        if inbound.interaction.is_some() {
+            msg.kind = MessageKind::Ephemeral;
+            msg.interaction = inbound.interaction.clone();
+        }
+        let _ = self.outbound.send(&self.chat, msg).await;
+    }
+
+    async fn load(&self) -> Result<Option<SessionEntry>, ()> {
+        match self.store().get(&self.chat.to_string()).await {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the store failed");
+                self.say("planbot could not read its state; try again in a moment.")
+                    .await;
+                Err(())
+            }
+        }
+    }
+
+    async fn process(&mut self, job: Job, cancel: &CancellationToken) {
+        let inbound = job.inbound;
+        let Ok(entry) = self.load().await else { return };
+        let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if name == "cancel")
+            || matches!(
+                inbound.kind,
+                InboundKind::Button {
+                    action: Action::Cancel,
+                    ..
+                }
+            );
+        if self.router.inner.closing.load(Ordering::SeqCst) && !is_cancel {
+            self.say("planbot is shutting down; send that again when it is back.")
+                .await;
+            return;
+        }
+        match inbound.kind.clone() {
+            InboundKind::Button { action, revision } => {
+                let current = entry.as_ref().is_some_and(|e| e.revision == revision);
+                if !current {
+                    self.ephemeral(&inbound, "This is no longer current.").await;
+                    return;
+                }
+                if let Some(entry) = entry {
+                    self.act(action, entry, cancel).await;
+                }
+            }
+            InboundKind::Text(text) => match entry {
+                Some(entry) => self.respond(entry, text, cancel).await,
+                None if inbound.private => {
+                    self.say("Nothing is being planned here. Start with /plan <slug> <idea>, or /help.")
+                        .await
+                }
+                None => {}
+            },
+            InboundKind::Command { name, args } => match (name.as_str(), entry) {
+                ("plan", Some(entry)) => {
+                    self.say(format!(
+                        "This chat is already planning `{}` (phase {}). Finish it with /finalize or \
+                         drop it with /cancel first.",
+                        entry.slug, entry.phase
+                    ))
+                    .await
+                }
+                ("plan", None) => self.plan(&inbound, &args, cancel).await,
+                ("advance" | "next", Some(entry)) => self.act(Action::Advance, entry, cancel).await,
+                ("finalize", Some(entry)) => self.act(Action::Finalize, entry, cancel).await,
+                ("cancel", Some(entry)) => self.act(Action::Cancel, entry, cancel).await,
+                ("status", Some(entry)) => self.say(status_text(&entry)).await,
+                ("advance" | "next" | "finalize" | "cancel" | "status", None) => {
+                    self.say("Nothing is being planned here. Start with /plan <slug> <idea>.")
+                        .await
+                }
+                ("help" | "start", _) => self.say(HELP).await,
+                (other, _) => {
+                    self.say(format!("Unknown command /{other}. Try /help."))
+                        .await
+                }
+            },
+        }
+    }
+
+    async fn plan(&mut self, inbound: &Inbound, args: &str, cancel: &CancellationToken) {
+        let (slug, description) = match args.split_once(char::is_whitespace) {
+            Some((slug, rest)) => (slug, rest.trim()),
+            None => (args, ""),
+        };
+        if slug.is_empty() {
+            self.say("Usage: /plan <slug> <idea>, for example /plan todo-app a shared todo list for families")
+                .await;
+            return;
+        }
+        if let Err(e) = validate_slug(slug) {
+            self.say(e.to_string()).await;
+            return;
+        }
+        let description = if description.is_empty() {
+            slug.replace('-', " ")
+        } else {
+            description.to_string()
+        };
+        let entry = match self.planner().new_plan(
+            &inbound.chat.adapter,
+            &inbound.chat.channel,
+            slug,
+            &description,
+        ) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(error = %e, "could not create a plan");
+                self.say(plan_error_text(&e)).await;
+                return;
+            }
+        };
+        let first = entry.phase.clone();
+        self.say(format!(
+            "Planning `{slug}`: {} phases, starting with /{first}.",
+            entry.phases.len()
+        ))
+        .await;
+        self.run_turn(entry, Op::Start, cancel).await;
+    }
+
+    async fn respond(&mut self, entry: SessionEntry, text: String, cancel: &CancellationToken) {
+        self.run_turn(entry, Op::Respond(text), cancel).await;
+    }
+
+    async fn act(&mut self, action: Action, entry: SessionEntry, cancel: &CancellationToken) {
+        match action {
+            Action::Cancel => match self.store().remove(&self.chat.to_string()).await {
+                Ok(_) => {
+                    self.withdraw_offer().await;
+                    self.say(format!(
+                        "Cancelled planning `{}`. Its workspace and notes stay in place.",
+                        entry.slug
+                    ))
+                    .await
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cancel could not be saved");
+                    self.say(SAVE_FAILED).await
+                }
+            },
+            Action::Advance if entry.next_phase().is_none() => {
+                let offers = vec![
+                    Offer {
+                        label: "Finalize".into(),
+                        action: Action::Finalize,
+                        revision: entry.revision,
+                    },
+                    Offer {
+                        label: "Cancel".into(),
+                        action: Action::Cancel,
+                        revision: entry.revision,
+                    },
+                ];
+                let text = format!("`{}` is the last phase. Finalize the plan?", entry.phase);
+                self.offer(Outgoing::reply(text).with_actions(offers)).await;
+            }
+            Action::Advance => self.run_turn(entry, Op::Advance, cancel).await,
+            Action::Finalize => self.run_turn(entry, Op::Finalize, cancel).await,
+        }
+    }
+
+    /// Sends a message with buttons, withdrawing the previous one's.
+    async fn offer(&mut self, message: Outgoing) {
+        self.withdraw_offer().await;
+        match self.outbound.send(&self.chat, message).await {
+            Ok(id) => self.last_offer = Some(id),
+            Err(e) => tracing::warn!(chat = %self.chat, error = %e, "could not deliver a reply"),
+        }
+    }
+
+    async fn withdraw_offer(&mut self) {
+        if let Some(id) = self.last_offer.take() {
+            let _ = self.outbound.withdraw_actions(&self.chat, &id).await;
+        }
+    }
+
+    /// Runs one planning step as a turn: marks it running, shows progress, saves and replies.
+    async fn run_turn(&mut self, mut entry: SessionEntry, op: Op, cancel: &CancellationToken) {
+        let key = self.chat.to_string();
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        entry.status = EntryStatus::Running;
+        if let Err(e) = self.store().put(&key, entry.clone()).await {
+            tracing::error!(error = %e, "could not save before a turn");
+            self.say(SAVE_FAILED).await;
+            return;
+        }
+        self.withdraw_offer().await;
+        let label = match &op {
+            Op::Advance => entry.next_phase().unwrap_or(&entry.phase).to_string(),
+            _ => entry.phase.clone(),
+        };
+        let working = match op {
+            Op::Finalize => format!("⏳ Writing the final plan for `{}`…", entry.slug),
+            _ => format!("⏳ Working on /{label}…"),
+        };
+        let progress_ref = self
+            .outbound
+            .send(
+                &self.chat,
+                Outgoing {
+                    kind: MessageKind::Progress,
+                    ..Outgoing::reply(working.clone())
+                },
+            )
+            .await
+            .ok();
+
+        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let mut on_progress = move |p: Progress| {
+            let _ = events.send(p);
+        };
+        let mut session = PlanningSession::new(self.planner().clone(), entry);
+        let step = async {
+            match &op {
+                Op::Start => Ok(session.start_phase(cancel, &mut on_progress).await),
+                Op::Respond(text) => Ok(session.respond(text, cancel, &mut on_progress).await),
+                Op::Advance => session.advance(cancel, &mut on_progress).await,
+                Op::Finalize => session.finalize(cancel, &mut on_progress).await,
+            }
+        };
+        let result = tokio::select! {
+            result = step => result,
+            _ = self.show_progress(&mut events_rx, progress_ref.as_ref(), &working) => unreachable!(),
+        };
+        let mut entry = session.into_state();
+        entry.status = EntryStatus::Planning;
+        entry.revision += 1;
+        entry.updated_at = chrono::Utc::now();
+
+        if generation != self.shared.generation.load(Ordering::SeqCst) {
+            // /cancel came while this ran; it removes the entry next. Nothing to save or say.
+            if let Some(id) = &progress_ref {
+                let _ = self
+                    .outbound
+                    .edit(&self.chat, id, Outgoing::reply("Cancelled."))
+                    .await;
+            }
+            return;
+        }
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => Reply {
+                text: plan_error_text(&e),
+                outcome: ReplyOutcome::Failed(TurnStatus::Cancelled),
+                notices: Vec::new(),
+            },
+        };
+        if matches!(op, Op::Finalize) && reply.is_answered() {
+            self.finish_plan(entry, reply, progress_ref).await;
+            return;
+        }
+        if let Err(e) = self.store().put(&key, entry.clone()).await {
+            tracing::error!(error = %e, "could not save after a turn");
+            self.deliver(
+                progress_ref,
+                Outgoing::reply(format!("{}\n\n{SAVE_FAILED}", reply.text)),
+            )
+            .await;
+            return;
+        }
+        let mut text = String::new();
+        for notice in &reply.notices {
+            text.push_str(&format!("_{notice}_\n\n"));
+        }
+        text.push_str(if reply.text.trim().is_empty() {
+            "(Claude sent an empty reply.)"
+        } else {
+            &reply.text
+        });
+        let message = Outgoing::reply(text).with_actions(phase_offers(&entry, &reply));
+        self.deliver(progress_ref, message).await;
+    }
+
+    /// Replaces the progress message with `message`, or sends it if there is none.
+    async fn deliver(&mut self, progress: Option<MessageRef>, message: Outgoing) {
+        let has_actions = !message.actions.is_empty();
+        match progress {
+            Some(id) => match self.outbound.edit(&self.chat, &id, message.clone()).await {
+                Ok(()) => {
+                    if has_actions {
+                        self.last_offer = Some(id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not edit the progress message; sending anew");
+                    self.offer(message).await;
+                }
+            },
+            None => self.offer(message).await,
+        }
+    }
+
+    async fn finish_plan(
+        &mut self,
+        entry: SessionEntry,
+        reply: Reply,
+        progress: Option<MessageRef>,
+    ) {
+        let key = self.chat.to_string();
+        let path = match write_final_plan(&entry, &reply.text) {
+            Ok(path) => path,
+            Err(e) => {
+                tracing::error!(error = %e, "could not write the final plan");
+                let _ = self.store().put(&key, entry).await;
+                self.deliver(
+                    progress,
+                    Outgoing::reply(format!(
+                        "The plan was written, but saving final-plan.md failed ({e}). Your plan \
+                         is still open: try /finalize again."
+                    )),
+                )
+                .await;
+                return;
+            }
+        };
+        if let Err(e) = self.store().remove(&key).await {
+            tracing::error!(error = %e, "could not close the plan in the store");
+        }
+        let mut text = format!(
+            "✅ Plan `{}` finalized after {} turns (${:.2}). Saved to {}.",
+            entry.slug,
+            entry.turns,
+            entry.total_cost_usd,
+            path.display()
+        );
+        if reply.text.chars().count() <= INLINE_PLAN_CHARS {
+            text.push_str("\n\n");
+            text.push_str(&reply.text);
+        }
+        let mut message = Outgoing::reply(text);
+        message.attachment = Some(Attachment {
+            name: "final-plan.md".into(),
+            bytes: format!("{}\n", reply.text.trim()).into_bytes(),
+        });
+        self.deliver(progress, message).await;
+    }
+
+    /// Shows a running turn: streams text to front ends that want it and edits the progress
+    /// message at most once per interval, only when what it shows changed. Never returns.
+    async fn show_progress(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<Progress>,
+        progress: Option<&MessageRef>,
+        working: &str,
+    ) {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(self.router.inner.progress_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut text = String::new();
+        let mut shown = working.to_string();
+        let mut queued = false;
+        let mut open = true;
+        loop {
+            tokio::select! {
+                event = events.recv(), if open => match event {
+                    Some(Progress::Text(delta)) => {
+                        self.outbound.stream_text(&self.chat, &delta).await;
+                        text.push_str(&delta);
+                    }
+                    Some(Progress::Queued) => queued = true,
+                    Some(Progress::Started) => queued = false,
+                    Some(Progress::Tool(_)) => {}
+                    None => open = false,
+                },
+                _ = tick.tick() => {
+                    self.outbound.typing(&self.chat).await;
+                    let Some(id) = progress else { continue };
+                    let view = progress_view(working, started.elapsed(), &text, queued);
+                    if view != shown {
+                        let message = Outgoing { kind: MessageKind::Progress, ..Outgoing::reply(view.clone()) };
+                        if self.outbound.edit(&self.chat, id, message).await.is_ok() {
+                            shown = view;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a planning step does.
+enum Op {
+    Start,
+    Respond(String),
+    Advance,
+    Finalize,
+}
+
+const SAVE_FAILED: &str =
+    "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";
+
+const HELP: &str = "planbot plans a product with you, phase by phase, with Claude Code.\n\n\
+/plan <slug> <idea>: start planning (slug: lower-case letters, digits, dashes)\n\
+/advance (or /next): finish this phase and start the next\n\
+/finalize: write the complete plan to final-plan.md\n\
+/cancel: stop the running turn and drop this plan\n\
+/status: where the plan stands\n\
+/help: this text\n\n\
+Anything else you write continues the current phase.";
+
+/// The progress message: elapsed time and the tail of the text so far.
+fn progress_view(working: &str, elapsed: Duration, text: &str, queued: bool) -> String {
+    let secs = elapsed.as_secs();
+    let mut view = if queued {
+        format!("{working} waiting for a free slot ({secs}s)")
+    } else {
+        format!("{working} {secs}s")
+    };
+    let tail: Vec<char> = text.chars().rev().take(300).collect();
+    if !tail.is_empty() {
+        let tail: String = tail.into_iter().rev().collect();
+        view.push_str("\n\n…");
+        view.push_str(tail.trim_start());
+    }
+    view
+}
+
+fn phase_offers(entry: &SessionEntry, reply: &Reply) -> Vec<Offer> {
+    let revision = entry.revision;
+    if !reply.is_answered() {
+        // After a failed or cancelled turn the user retries by writing; only leaving is offered.
+        return vec![Offer {
+            label: "Cancel".into(),
+            action: Action::Cancel,
+            revision,
+        }];
+    }
+    let mut offers = Vec::new();
+    match entry.next_phase() {
+        Some(next) => {
+            let optional = if entry.is_optional(next) {
+                " (optional)"
+            } else {
+                ""
+            };
+            offers.push(Offer {
+                label: format!("Continue to /{next}{optional}"),
+                action: Action::Advance,
+                revision,
+            });
+            offers.push(Offer {
+                label: "Finalize".into(),
+                action: Action::Finalize,
+                revision,
+            });
+        }
+        None => offers.push(Offer {
+            label: "Finalize".into(),
+            action: Action::Finalize,
+            revision,
+        }),
+    }
+    offers.push(Offer {
+        label: "Cancel".into(),
+        action: Action::Cancel,
+        revision,
+    });
+    offers
+}
+
+fn plan_error_text(e: &PlanError) -> String {
+    match e {
+        PlanError::Workspace { .. } => format!("planbot could not prepare the workspace: {e}"),
+        other => other.to_string(),
+    }
+}
+
+/// `/status`: slug, phase n of m, phases done, turns, cost, time.
+pub fn status_text(entry: &SessionEntry) -> String {
+    let done = if entry.phases_completed.is_empty() {
+        "none yet".to_string()
+    } else {
+        entry.phases_completed.join(", ")
+    };
+    let ready = match entry.phase_status {
+        PhaseStatus::ReadyToAdvance => " (ready to advance)",
+        _ => "",
+    };
+    let state = match entry.status {
+        EntryStatus::Running => "a turn is running",
+        EntryStatus::Interrupted => "interrupted by a restart; send a message to continue",
+        EntryStatus::Planning => "waiting for you",
+    };
+    let minutes = (chrono::Utc::now() - entry.started_at).num_minutes().max(0);
+    format!(
+        "`{}`: phase {} of {}, /{}{ready}\nDone: {done}\nTurns: {}, cost ${:.2}, started {} min ago, {state}.",
+        entry.slug,
+        entry.phase_number(),
+        entry.phases.len(),
+        entry.phase,
+        entry.turns,
+        entry.total_cost_usd,
+        minutes
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_parsed_with_bot_suffixes() {
+        assert_eq!(
+            parse_text("/plan@PlanBot todo-app  a list "),
+            InboundKind::Command {
+                name: "plan".into(),
+                args: "todo-app  a list".into()
+            }
+        );
+        assert_eq!(
+            parse_text("/Status"),
+            InboundKind::Command {
+                name: "status".into(),
+                args: String::new()
+            }
+        );
+        assert_eq!(parse_text("hello /x"), InboundKind::Text("hello /x".into()));
+        assert_eq!(parse_text("/"), InboundKind::Text("/".into()));
+    }
+
+    #[test]
+    fn payloads_round_trip_within_limits() {
+        let offer = Offer {
+            label: "x".into(),
+            action: Action::Finalize,
+            revision: u64::MAX,
+        };
+        assert!(offer.payload().len() <= 64);
+        assert_eq!(
+            Offer::parse_payload(&offer.payload()),
+            Some((Action::Finalize, u64::MAX))
+        );
+        assert_eq!(Offer::parse_payload("zzz:1"), None);
+        assert_eq!(Offer::parse_payload("adv:x"), None);
+    }
+
+    #[test]
+    fn progress_shows_time_and_tail() {
+        let view = progress_view("⏳ Working", Duration::from_secs(12), "abc", false);
+        assert_eq!(view, "⏳ Working 12s\n\n…abc");
+        let view = progress_view("⏳ Working", Duration::from_secs(1), "", true);
+        assert_eq!(view, "⏳ Working waiting for a free slot (1s)");
+    }
+}
