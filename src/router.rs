@@ -288,9 +288,8 @@ struct WorkerShared {
 
 struct Job {
     inbound: Inbound,
+    /// The chat's generation when the job was queued; /cancel moves it on.
     generation: u64,
-    /// Counted against [`MAX_QUEUED`].
-    counted: bool,
 }
 
 impl Router {
@@ -390,10 +389,10 @@ impl Router {
                     token.cancel();
                 }
                 let generation = shared.generation.load(Ordering::SeqCst);
+                shared.waiting.fetch_add(1, Ordering::SeqCst);
                 let _ = worker.jobs.send(Job {
                     inbound,
                     generation,
-                    counted: false,
                 });
                 None
             } else {
@@ -411,7 +410,6 @@ impl Router {
                     let _ = worker.jobs.send(Job {
                         inbound,
                         generation,
-                        counted: true,
                     });
                     busy.then(|| {
                         format!(
@@ -553,13 +551,13 @@ impl ChatWorker {
                     continue;
                 }
             };
-            if job.counted {
-                self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
-            }
+            // Busy before no longer waiting, so the chat never looks idle in between.
+            self.shared.busy.store(true, Ordering::SeqCst);
+            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
             if job.generation != self.shared.generation.load(Ordering::SeqCst) {
+                self.shared.busy.store(false, Ordering::SeqCst);
                 continue;
             }
-            self.shared.busy.store(true, Ordering::SeqCst);
             let cancel = CancellationToken::new();
             if let Ok(mut slot) = self.shared.cancel.lock() {
                 *slot = cancel.clone();

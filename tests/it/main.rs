@@ -3,6 +3,7 @@
 
 mod classify;
 mod planning;
+mod router;
 mod runner;
 mod store;
 mod util;

@@ -1,0 +1,471 @@
+//! The router with a recording front end and the fake `claude`: every command and button in every
+//! state, the queue, cancel, strangers, bad slugs, finalize.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use planbot::router::{
+    Action, ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Outbound, Outgoing, Router,
+    RouterSettings, SendError,
+};
+use planbot::store::Store;
+use serde_json::{Value, json};
+
+use crate::util::FakeClaude;
+
+/// What the router said, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Said {
+    Sent(Outgoing),
+    Edited(String, Outgoing),
+    Withdrawn(String),
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    said: Mutex<Vec<Said>>,
+    next_id: Mutex<u64>,
+}
+
+impl Recorder {
+    pub fn said(&self) -> Vec<Said> {
+        self.said.lock().unwrap().clone()
+    }
+
+    /// Replies (sent or edited in), in order, without progress.
+    pub fn replies(&self) -> Vec<Outgoing> {
+        self.said()
+            .into_iter()
+            .filter_map(|s| match s {
+                Said::Sent(m) | Said::Edited(_, m) if m.kind != MessageKind::Progress => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn last_reply(&self) -> Outgoing {
+        self.replies().pop().expect("a reply")
+    }
+}
+
+#[async_trait]
+impl Outbound for Recorder {
+    async fn send(&self, _chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
+        let mut id = self.next_id.lock().unwrap();
+        *id += 1;
+        self.said.lock().unwrap().push(Said::Sent(message));
+        Ok(MessageRef(id.to_string()))
+    }
+
+    async fn edit(
+        &self,
+        _chat: &ChatKey,
+        id: &MessageRef,
+        message: Outgoing,
+    ) -> Result<(), SendError> {
+        self.said
+            .lock()
+            .unwrap()
+            .push(Said::Edited(id.0.clone(), message));
+        Ok(())
+    }
+
+    async fn withdraw_actions(&self, _chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        self.said
+            .lock()
+            .unwrap()
+            .push(Said::Withdrawn(id.0.clone()));
+        Ok(())
+    }
+}
+
+pub struct Harness {
+    pub fake: FakeClaude,
+    pub router: Router,
+    pub out: Arc<Recorder>,
+    pub store: Store,
+    _state: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new(steps: Value) -> Harness {
+        let fake = FakeClaude::new(steps);
+        let state = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(state.path()).unwrap();
+        let out = Arc::new(Recorder::default());
+        let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
+        outbounds.insert("console".into(), out.clone());
+        outbounds.insert("telegram".into(), out.clone());
+        let settings = RouterSettings {
+            allowed_users: vec!["telegram:42".into()],
+            progress_interval: Duration::from_millis(50),
+        };
+        let router = Router::new(
+            store.clone(),
+            crate::planning::planner(&fake),
+            settings,
+            outbounds,
+        );
+        Harness {
+            fake,
+            router,
+            out,
+            store,
+            _state: state,
+        }
+    }
+
+    pub fn chat() -> ChatKey {
+        ChatKey::new("console", "local")
+    }
+
+    /// Sends a line and waits for the chat to be idle.
+    pub async fn say(&self, text: &str) {
+        self.router
+            .handle(Inbound::from_text(Self::chat(), "local", true, text))
+            .await;
+        self.idle().await;
+    }
+
+    pub async fn press(&self, action: Action, revision: u64) {
+        self.router
+            .handle(Inbound {
+                chat: Self::chat(),
+                user: "local".into(),
+                private: true,
+                kind: InboundKind::Button { action, revision },
+                interaction: Some("cb-1".into()),
+            })
+            .await;
+        self.idle().await;
+    }
+
+    pub async fn idle(&self) {
+        for _ in 0..1000 {
+            if self.router.chat_is_idle(&Self::chat()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the chat never became idle");
+    }
+
+    pub async fn revision(&self) -> u64 {
+        self.store
+            .get("console:local")
+            .await
+            .unwrap()
+            .expect("a plan")
+            .revision
+    }
+}
+
+#[tokio::test]
+async fn a_whole_plan_through_commands_and_buttons() {
+    let h = Harness::new(json!([
+        {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input"},
+        {"kind": "answer", "text": "Clear.\nPHASE_STATUS: ready_to_advance"},
+        {"kind": "answer", "text": "CEO view.\nPHASE_STATUS: needs_input"},
+        {"kind": "answer", "text": "# The plan\n\nBuild it.\nPHASE_STATUS: ready_to_advance"},
+    ]));
+    h.say("/plan todo-app a todo app for families").await;
+    let reply = h.out.last_reply();
+    assert_eq!(reply.text, "Who is it for?");
+    let labels: Vec<_> = reply.actions.iter().map(|o| o.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["Continue to /plan-ceo-review", "Finalize", "Cancel"]
+    );
+    assert!(
+        h.out
+            .said()
+            .iter()
+            .any(|s| matches!(s, Said::Sent(m) if m.kind == MessageKind::Progress))
+    );
+
+    h.say("Parents with kids").await;
+    assert_eq!(h.out.last_reply().text, "Clear.");
+    let stale = reply.actions[0].revision;
+    let current = h.revision().await;
+    assert!(current > stale);
+
+    // The first reply's button is stale now: nothing happens but a note.
+    let calls_before = h.fake.calls().len();
+    h.press(Action::Advance, stale).await;
+    let note = h.out.last_reply();
+    assert_eq!(
+        (note.kind, note.text.as_str()),
+        (MessageKind::Ephemeral, "This is no longer current.")
+    );
+    assert_eq!(note.interaction.as_deref(), Some("cb-1"));
+    assert_eq!(h.fake.calls().len(), calls_before);
+
+    h.press(Action::Advance, current).await;
+    assert_eq!(h.out.last_reply().text, "CEO view.");
+    let entry = h.store.get("console:local").await.unwrap().unwrap();
+    assert_eq!(entry.phase, "plan-ceo-review");
+    // The buttons of the message that stopped being current were withdrawn.
+    assert!(h.out.said().iter().any(|s| matches!(s, Said::Withdrawn(_))));
+
+    h.say("/status").await;
+    let status = h.out.last_reply().text;
+    assert!(
+        status.contains("phase 2 of 4, /plan-ceo-review") && status.contains("Done: office-hours"),
+        "{status}"
+    );
+
+    h.press(Action::Finalize, h.revision().await).await;
+    let done = h.out.last_reply();
+    assert!(
+        done.text.starts_with("✅ Plan `todo-app` finalized"),
+        "{}",
+        done.text
+    );
+    assert_eq!(done.attachment.as_ref().unwrap().name, "final-plan.md");
+    let ws = h.fake.dir.path().join("workspace/todo-app");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("final-plan.md")).unwrap(),
+        "# The plan\n\nBuild it.\n"
+    );
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "approved");
+    assert_eq!(
+        record["phases_completed"],
+        json!(["office-hours", "plan-ceo-review"])
+    );
+    assert_eq!(record["session_ids"].as_object().unwrap().len(), 2);
+    assert!(record["finalized_at"].is_string());
+    assert!(
+        h.store.get("console:local").await.unwrap().is_none(),
+        "out of planning mode"
+    );
+
+    // A press on the finished plan's buttons changes nothing.
+    h.press(
+        Action::Finalize,
+        done.actions.first().map_or(1, |o| o.revision),
+    )
+    .await;
+    assert_eq!(h.out.last_reply().text, "This is no longer current.");
+}
+
+#[tokio::test]
+async fn commands_in_every_state() {
+    let h = Harness::new(json!([]));
+    for (line, expected) in [
+        ("/status", "Nothing is being planned here"),
+        ("/advance", "Nothing is being planned here"),
+        ("/finalize", "Nothing is being planned here"),
+        ("/cancel", "Nothing is being planned here"),
+        ("hello?", "Nothing is being planned here. Start with /plan"),
+        ("/frobnicate", "Unknown command /frobnicate. Try /help."),
+        ("/help", "/plan <slug> <idea>"),
+        ("/plan", "Usage: /plan <slug> <idea>"),
+    ] {
+        h.say(line).await;
+        assert!(
+            h.out.last_reply().text.contains(expected),
+            "{line}: {}",
+            h.out.last_reply().text
+        );
+    }
+    assert!(h.fake.calls().is_empty());
+
+    h.say("/plan shop an online shop").await;
+    h.say("/plan other something else").await;
+    assert!(h.out.last_reply().text.contains("already planning `shop`"));
+    h.say("/next").await;
+    h.say("/advance").await;
+    h.say("/advance").await;
+    assert_eq!(
+        h.store.get("console:local").await.unwrap().unwrap().phase,
+        "plan-design-review"
+    );
+    h.say("/advance").await;
+    let last = h.out.last_reply();
+    assert!(
+        last.text.contains("is the last phase. Finalize the plan?"),
+        "{}",
+        last.text
+    );
+    assert_eq!(last.actions[0].action, Action::Finalize);
+    h.say("/cancel").await;
+    assert!(
+        h.out
+            .last_reply()
+            .text
+            .starts_with("Cancelled planning `shop`")
+    );
+    assert!(h.store.get("console:local").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn bad_slugs_are_refused_with_the_rule() {
+    let h = Harness::new(json!([]));
+    for slug in ["../x", "/etc", "Todo", "-x", "a_b", "x.y"] {
+        h.say(&format!("/plan {slug} idea")).await;
+        let text = h.out.last_reply().text;
+        assert!(
+            text.contains("is not a valid slug")
+                && text.contains("lower-case letters, digits and dashes"),
+            "{slug}: {text}"
+        );
+    }
+    assert!(h.fake.calls().is_empty());
+    assert!(!h.fake.dir.path().join("workspace").exists());
+}
+
+#[tokio::test]
+async fn strangers_get_one_refusal_and_no_subprocess() {
+    let h = Harness::new(json!([]));
+    let stranger =
+        |text: &str| Inbound::from_text(ChatKey::new("telegram", "-100"), "666", false, text);
+    h.router.handle(stranger("/plan evil rm -rf")).await;
+    h.router.handle(stranger("hello")).await;
+    h.router.handle(stranger("/status")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let replies = h.out.replies();
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].text.contains("not allowed"));
+    assert!(h.fake.calls().is_empty());
+    assert!(!h.router.authorize(&ChatKey::new("telegram", "1"), "666"));
+    assert!(h.router.authorize(&ChatKey::new("telegram", "1"), "42"));
+    assert!(
+        !h.router.authorize(&ChatKey::new("discord", "1"), "42"),
+        "allowed per adapter"
+    );
+}
+
+#[tokio::test]
+async fn group_chatter_is_ignored_and_long_messages_refused() {
+    let h = Harness::new(json!([]));
+    h.router
+        .handle(Inbound::from_text(
+            ChatKey::new("telegram", "-5"),
+            "42",
+            false,
+            "just chatting",
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.out.replies().is_empty());
+    h.say(&"x".repeat(16_001)).await;
+    assert!(h.out.last_reply().text.contains("the limit is 16000"));
+    h.say(&format!("/plan big {}", "y".repeat(16_001))).await;
+    assert!(h.out.last_reply().text.contains("the limit is 16000"));
+    assert!(h.fake.calls().is_empty());
+}
+
+#[tokio::test]
+async fn messages_queue_behind_a_turn_up_to_five() {
+    let h = Harness::new(json!([{"kind": "slow", "delay_ms": 800}]));
+    h.router
+        .handle(Inbound::from_text(
+            Harness::chat(),
+            "local",
+            true,
+            "/plan q a queue",
+        ))
+        .await;
+    // Wait until the first turn is running.
+    while h.fake.calls().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 1..=6 {
+        h.router
+            .handle(Inbound::from_text(
+                Harness::chat(),
+                "local",
+                true,
+                &format!("message {i}"),
+            ))
+            .await;
+    }
+    let acks: Vec<String> = h.out.replies().into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        acks.iter().filter(|t| t.starts_with("Queued")).count(),
+        5,
+        "{acks:?}"
+    );
+    assert!(
+        acks.last()
+            .unwrap()
+            .contains("5 messages are already waiting"),
+        "{acks:?}"
+    );
+    h.idle().await;
+    let said: Vec<String> = h
+        .fake
+        .calls()
+        .iter()
+        .skip(1)
+        .map(|c| c["stdin"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(said.len(), 5);
+    for (i, stdin) in said.iter().enumerate() {
+        assert!(
+            stdin.contains(&format!("message {}", i + 1)),
+            "in order: {said:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_turn_at_once_and_drops_the_queue() {
+    let h = Harness::new(json!([{"kind": "hang", "grandchild": true}]));
+    h.router
+        .handle(Inbound::from_text(
+            Harness::chat(),
+            "local",
+            true,
+            "/plan c cancel me",
+        ))
+        .await;
+    while h.fake.grandchildren().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.router
+        .handle(Inbound::from_text(
+            Harness::chat(),
+            "local",
+            true,
+            "queued message",
+        ))
+        .await;
+    h.say("/cancel").await;
+    let texts: Vec<String> = h.out.replies().into_iter().map(|m| m.text).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Cancelled planning `c`")),
+        "{texts:?}"
+    );
+    assert!(h.store.get("console:local").await.unwrap().is_none());
+    assert_eq!(h.fake.calls().len(), 1, "the queued message was dropped");
+    crate::util::eventually("grandchild survived", || {
+        !crate::util::alive(h.fake.grandchildren()[0])
+    });
+}
+
+#[tokio::test]
+async fn a_failed_turn_offers_only_cancel_and_keeps_the_plan() {
+    let h = Harness::new(json!([{"kind": "crash", "exit": 2, "stderr": "boom"}]));
+    h.say("/plan f fails").await;
+    let reply = h.out.last_reply();
+    assert!(
+        reply.text.contains("did not finish") && reply.text.contains("boom"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.actions.len(), 1);
+    assert_eq!(reply.actions[0].action, Action::Cancel);
+    h.say("try again").await;
+    assert!(
+        h.out.last_reply().text.contains("You said"),
+        "{}",
+        h.out.last_reply().text
+    );
+}
