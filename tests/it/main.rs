@@ -2,6 +2,7 @@
 //! `util` and `tests/fakes/`.
 
 mod classify;
+mod console;
 mod planning;
 mod router;
 mod runner;

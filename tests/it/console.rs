@@ -1,0 +1,234 @@
+//! The real `planbot` binary: a piped console session with the fake `claude`, and the CLI.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::json;
+
+use crate::util::FakeClaude;
+
+pub fn planbot() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_planbot"));
+    // A clean environment: only what the test sets, plus PATH and HOME.
+    command.env_clear();
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
+/// Runs `planbot console` in `dir` with `input` piped in.
+pub fn console(dir: &Path, claude: &Path, input: &str, extra_env: &[(&str, &str)]) -> Output {
+    let mut child = planbot()
+        .arg("console")
+        .current_dir(dir)
+        .env("PLANBOT_CLAUDE_BIN", claude)
+        .env("PLANBOT_STATE_DIR", dir.join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
+        .envs(extra_env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("planbot runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    if !output.status.success() {
+        panic!(
+            "planbot console failed: {}\n--- stdout\n{}\n--- stderr\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+pub const SESSION: &str = "/plan todo-app a shared todo list for families\n\
+Parents and kids\n\
+Chores, with reminders\n\
+1\n\
+Keep it small\n\
+/finalize\n";
+
+#[test]
+fn a_piped_session_plans_and_finalizes() {
+    let fake = FakeClaude::new(json!([
+        {"kind": "answer", "text": "Who uses it?\n\nPHASE_STATUS: needs_input"},
+        {"kind": "echo"}, {"kind": "echo", "status": "ready_to_advance"},
+        {"kind": "answer", "text": "CEO: what is the wedge?\nPHASE_STATUS: needs_input"},
+        {"kind": "echo"},
+        {"kind": "answer", "text": "# Todo app plan\n\n## Summary\nSmall and shared.\n\nPHASE_STATUS: ready_to_advance"},
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        ("TELEGRAM_BOT_TOKEN", "123456:telegram-secret"),
+        ("DISCORD_TOKEN", "discord-secret"),
+        ("CLAUDECODE", "1"),
+        ("ANTHROPIC_API_KEY", "passes-through"),
+    ];
+    let out = console(dir.path(), &fake.bin(), SESSION, &secrets);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    let expected_order = [
+        "Planning `todo-app`: 4 phases, starting with /office-hours.",
+        "Who uses it?",
+        "[1] Continue to /plan-ceo-review  [2] Finalize  [3] Cancel",
+        "You said: 'Parents and kids'",
+        "You said: 'Chores, with reminders'",
+        "CEO: what is the wedge?",
+        "[1] Continue to /plan-eng-review  [2] Finalize  [3] Cancel",
+        "You said: 'Keep it small'",
+        "✅ Plan `todo-app` finalized after 6 turns",
+        "# Todo app plan",
+        "[attached final-plan.md",
+    ];
+    let mut at = 0;
+    for piece in expected_order {
+        let found = transcript[at..]
+            .find(piece)
+            .unwrap_or_else(|| panic!("missing {piece:?} after byte {at} in:\n{transcript}"));
+        at += found + piece.len();
+    }
+    assert!(!transcript.contains("PHASE_STATUS"), "{transcript}");
+    let ws = dir.path().join("workspace/todo-app");
+    let plan = std::fs::read_to_string(ws.join("final-plan.md")).unwrap();
+    assert!(plan.starts_with("# Todo app plan") && !plan.contains("PHASE_STATUS"));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "approved");
+    assert!(ws.join("phases/01-office-hours.md").is_file());
+    assert!(ws.join("phases/02-plan-ceo-review.md").is_file());
+
+    // The secrets never reached claude; what Claude Code needs did.
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 6);
+    for call in &calls {
+        let env = call["env"].as_object().unwrap();
+        for name in ["TELEGRAM_BOT_TOKEN", "DISCORD_TOKEN", "CLAUDECODE"] {
+            assert!(!env.contains_key(name), "{name} reached claude");
+        }
+        assert_eq!(env["ANTHROPIC_API_KEY"], "passes-through");
+        assert!(env.contains_key("HOME"));
+        assert_eq!(call["cwd"], json!(ws.canonicalize().unwrap()));
+    }
+    // Out of planning mode: the state file holds no plan.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["sessions"], json!({}));
+    // No secret in planbot's own output either.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("secret") && !transcript.contains("secret"));
+}
+
+#[test]
+fn a_restart_resumes_the_plan_where_it_was() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    console(
+        dir.path(),
+        &fake.bin(),
+        "/plan resume-me an idea\nfirst answer\n",
+        &[],
+    );
+    let out = console(dir.path(), &fake.bin(), "/status\nsecond answer\n", &[]);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        transcript.contains("`resume-me`: phase 1 of 4, /office-hours"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("reply 3 in session 00000000-0000-4000-8000-000000000001"),
+        "{transcript}"
+    );
+    let calls = fake.calls();
+    assert_eq!(
+        crate::util::arg_after(&calls[2], "--resume"),
+        Some("00000000-0000-4000-8000-000000000001")
+    );
+}
+
+#[test]
+fn sessions_and_check_report_the_state() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    console(dir.path(), &fake.bin(), "/plan listed an idea\n", &[]);
+    let env = |c: &mut Command| {
+        c.current_dir(dir.path())
+            .env("PLANBOT_CLAUDE_BIN", fake.bin())
+            .env("PLANBOT_STATE_DIR", dir.path().join("state"));
+    };
+    let mut sessions = planbot();
+    env(&mut sessions);
+    let out = sessions.arg("sessions").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        table.starts_with("CHAT")
+            && table.contains("console:local")
+            && table.contains("listed")
+            && table.contains("office-hours (1/4)"),
+        "{table}"
+    );
+
+    let mut check = planbot();
+    env(&mut check);
+    let out = check.arg("check").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("claude found") && report.contains("2.1.197"),
+        "{report}"
+    );
+    assert!(
+        report.contains("phase /office-hours: skill not installed, uses planbot's built-in prompt"),
+        "{report}"
+    );
+
+    // A corrupt state file and a missing claude make check fail, naming both.
+    std::fs::write(
+        dir.path().join("state/planning.json"),
+        b"{\"version\": 1, \"sess",
+    )
+    .unwrap();
+    let mut check = planbot();
+    env(&mut check);
+    let out = check
+        .env("PLANBOT_CLAUDE_BIN", "/nonexistent/claude")
+        .arg("check")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        report.contains("FAIL claude (/nonexistent/claude) does not run"),
+        "{report}"
+    );
+    assert!(
+        report.contains("FAIL planning.json needs attention"),
+        "{report}"
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_setting() {
+    let out = planbot()
+        .env("PLANBOT_MAX_TURNS", "many")
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PLANBOT_MAX_TURNS"));
+    let out = planbot().arg("run").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("planbot console"));
+}
