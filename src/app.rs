@@ -166,7 +166,7 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
     }
     let skills = installed_skills();
     for phase in &config.phases {
-        let installed = skills.iter().any(|s| *s == phase.name);
+        let installed = skills.contains(&phase.name);
         say(
             true,
             if installed {

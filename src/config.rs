@@ -294,7 +294,7 @@ impl Config {
                 return Err(invalid(name, "must be at least 1"));
             }
         }
-        if self.max_budget_usd.is_some_and(|b| !(b > 0.0)) {
+        if self.max_budget_usd.is_some_and(|b| b.is_nan() || b <= 0.0) {
             return Err(invalid(
                 "PLANBOT_MAX_BUDGET_USD",
                 "must be a positive amount",

@@ -459,13 +459,12 @@ impl StateLock {
 }
 
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// Changes one entry in place and returns how to answer its caller once the write is done.
+type Apply = Box<dyn FnOnce(&mut Option<SessionEntry>) -> Completion + Send>;
 
 enum Request {
     /// Changes one key's entry.
-    Update {
-        key: String,
-        apply: Box<dyn FnOnce(&mut Option<SessionEntry>) -> Completion + Send>,
-    },
+    Update { key: String, apply: Apply },
     /// Reads the whole state as of the requests before it.
     Read(Box<dyn FnOnce(&State) + Send>),
     /// Stops the owner and releases the lock, then answers.

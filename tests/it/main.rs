@@ -3,6 +3,8 @@
 
 mod classify;
 mod console;
+mod contract;
+mod messages_api;
 mod planning;
 mod router;
 mod runner;

@@ -1,8 +1,9 @@
 //! PlanningSession policies against the fake `claude`: what runs, with which arguments.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use planbot::claude::{CommonArgs, TurnStatus};
+use planbot::claude::{CommonArgs, Runner, TurnStatus};
 use planbot::planning::{
     DEFAULT_PHASES, PhaseStatus, PlanSettings, Planner, PlanningSession, Prompts, ReplyOutcome,
     parse_phases,
@@ -13,15 +14,20 @@ use tokio_util::sync::CancellationToken;
 use crate::util::{FakeClaude, arg_after};
 
 pub fn planner(fake: &FakeClaude) -> Planner {
+    planner_on(fake.runner(|_| {}), fake.dir.path().join("workspace"), 20)
+}
+
+/// A planner with the default phases and prompts, short retry delays, on `runner`.
+pub fn planner_on(runner: Runner, workspace_root: PathBuf, max_turns: u32) -> Planner {
     let settings = PlanSettings {
         common: CommonArgs::default(),
-        max_turns: 20,
+        max_turns,
         retry_max_turns: 30,
         retry_delay: Duration::from_millis(10),
-        workspace_root: fake.dir.path().join("workspace"),
+        workspace_root,
         phases: parse_phases(DEFAULT_PHASES).unwrap(),
     };
-    Planner::new(fake.runner(|_| {}), Prompts::default(), settings)
+    Planner::new(runner, Prompts::default(), settings)
 }
 
 fn session(fake: &FakeClaude) -> PlanningSession {

@@ -1,0 +1,301 @@
+//! Contract tests: the real Claude Code CLI (2.1.197, installed by `scripts/install-claude-cli.sh`)
+//! against the stand-in Messages API. Plain `cargo test` skips them with a message when the CLI is
+//! absent; `.ci/run` sets `PLANBOT_REQUIRE_CONTRACT=1` so that they must run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use planbot::claude::{Runner, RunnerConfig, TurnStatus};
+use planbot::planning::{PhaseStatus, PlanningSession, ReplyOutcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::messages_api::MessagesApi;
+
+pub const CLI_VERSION: &str = "2.1.197";
+
+/// Where the real CLI is: `PLANBOT_REAL_CLAUDE`, or the install script's cache.
+fn real_cli() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PLANBOT_REAL_CLAUDE") {
+        return Some(PathBuf::from(path));
+    }
+    let home = std::env::var_os("HOME")?;
+    let cache = std::env::var_os("PLANBOT_CLI_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&home).join(format!(".cache/planbot/claude-code-{CLI_VERSION}"))
+        });
+    let path = cache.join("node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+    path.is_file().then_some(path)
+}
+
+/// The real CLI behind a launcher that points it at the stand-in API with a throwaway HOME.
+pub struct RealClaude {
+    pub home: tempfile::TempDir,
+    pub api: MessagesApi,
+}
+
+impl RealClaude {
+    /// `None` (after saying so) when the CLI is not installed and the tests may skip.
+    pub async fn start(test: &str) -> Option<RealClaude> {
+        let Some(cli) = real_cli() else {
+            if std::env::var_os("PLANBOT_REQUIRE_CONTRACT").is_some() {
+                panic!(
+                    "{test}: the real Claude Code CLI is required (PLANBOT_REQUIRE_CONTRACT) but not installed; run scripts/install-claude-cli.sh"
+                );
+            }
+            eprintln!(
+                "SKIPPED {test}: the real Claude Code CLI is not installed (run scripts/install-claude-cli.sh)"
+            );
+            return None;
+        };
+        let api = MessagesApi::start().await;
+        let home = tempfile::tempdir().unwrap();
+        let launcher = home.path().join("claude");
+        std::fs::write(
+            &launcher,
+            format!(
+                "#!/bin/sh\nexport HOME='{home}' ANTHROPIC_BASE_URL='{url}' ANTHROPIC_API_KEY=sk-standin \
+                 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 CLAUDE_CODE_MAX_RETRIES=0 DISABLE_AUTOUPDATER=1\n\
+                 exec '{cli}' \"$@\"\n",
+                home = home.path().display(),
+                url = api.url(),
+                cli = cli.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Some(RealClaude { home, api })
+    }
+
+    pub fn launcher(&self) -> PathBuf {
+        self.home.path().join("claude")
+    }
+
+    /// Installs a skill in the throwaway HOME, as gstack would.
+    pub fn install_skill(&self, name: &str, body: &str) {
+        let dir = self.home.path().join(".claude/skills").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("SKILL.md"),
+            format!("---\nname: {name}\ndescription: {body}\n---\n\n{body}\n"),
+        )
+        .unwrap();
+    }
+
+    pub fn session(&self, max_turns: u32) -> PlanningSession {
+        let runner = Runner::new(RunnerConfig {
+            bin: self.launcher(),
+            turn_timeout: Duration::from_secs(120),
+            ..RunnerConfig::default()
+        });
+        let planner =
+            crate::planning::planner_on(runner, self.home.path().join("workspace"), max_turns);
+        let entry = planner
+            .new_plan(
+                "console",
+                "local",
+                "todo-app",
+                "Plan a todo app for families",
+            )
+            .unwrap();
+        PlanningSession::new(planner, entry)
+    }
+
+    /// The user texts of the conversational requests, in order.
+    pub fn conversations(&self) -> Vec<Vec<serde_json::Value>> {
+        self.api
+            .seen()
+            .into_iter()
+            .filter(|s| s.body["tools"].is_array())
+            .map(|s| s.body["messages"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_phase_starts_with_its_skill_and_a_reply_resumes_it() {
+    let Some(claude) =
+        RealClaude::start("a_phase_starts_with_its_skill_and_a_reply_resumes_it").await
+    else {
+        return;
+    };
+    claude.install_skill("office-hours", "Ask about the product.");
+    let mut plan = claude.session(20);
+    let cancel = CancellationToken::new();
+    let reply = plan.start_phase(&cancel, &mut |_| {}).await;
+    assert_eq!(
+        reply.outcome,
+        ReplyOutcome::Answered(PhaseStatus::NeedsInput),
+        "{reply:?}"
+    );
+    assert!(
+        reply.text.contains("reply 1 in this session")
+            && reply.text.contains("Ask about the product."),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains("PHASE_STATUS"));
+    assert!(plan.state.missing_skills.is_empty());
+    let id = plan.state.session_id.clone().expect("the CLI's session id");
+
+    let reply = plan
+        .respond("Families with kids", &cancel, &mut |_| {})
+        .await;
+    assert!(
+        reply.text.contains("reply 2 in this session"),
+        "the resumed session saw the earlier turn: {}",
+        reply.text
+    );
+    assert!(reply.text.contains("Families with kids"));
+    assert_eq!(plan.state.session_id.as_deref(), Some(id.as_str()));
+    let seen: Vec<_> = claude
+        .api
+        .seen()
+        .into_iter()
+        .filter(|s| s.body["tools"].is_array())
+        .collect();
+    let last = seen.last().unwrap();
+    assert!(
+        last.body["messages"].as_array().unwrap().len() >= 3,
+        "the resumed request carries the earlier turn"
+    );
+    assert_eq!(last.session_header.as_deref(), Some(id.as_str()));
+    assert!(plan.state.total_cost_usd >= 0.0);
+}
+
+#[tokio::test]
+async fn a_missing_skill_falls_back_to_the_built_in_prompt() {
+    let Some(claude) = RealClaude::start("a_missing_skill_falls_back_to_the_built_in_prompt").await
+    else {
+        return;
+    };
+    let mut plan = claude.session(20);
+    let reply = plan
+        .start_phase(&CancellationToken::new(), &mut |_| {})
+        .await;
+    assert!(reply.is_answered(), "{reply:?}");
+    assert_eq!(plan.state.missing_skills, ["office-hours"]);
+    assert!(reply.notices[0].contains("not installed"));
+    assert!(
+        reply.text.contains("Run an \"office hours\" session"),
+        "{}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn running_out_of_turns_is_retried_once_and_ends_answered() {
+    let Some(claude) =
+        RealClaude::start("running_out_of_turns_is_retried_once_and_ends_answered").await
+    else {
+        return;
+    };
+    claude.install_skill("office-hours", "Ask about the product.");
+    let mut plan = claude.session(3);
+    let cancel = CancellationToken::new();
+    plan.start_phase(&cancel, &mut |_| {}).await;
+    let id = plan.state.session_id.clone().unwrap();
+    let reply = plan
+        .respond("Please keep digging", &cancel, &mut |_| {})
+        .await;
+    assert!(reply.is_answered(), "{reply:?}");
+    assert!(
+        reply.text.contains("Continue where you stopped"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(plan.state.session_id.as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn an_overloaded_api_gets_one_retry() {
+    let Some(claude) = RealClaude::start("an_overloaded_api_gets_one_retry").await else {
+        return;
+    };
+    claude.install_skill("office-hours", "Ask about the product.");
+    let mut plan = claude.session(20);
+    let cancel = CancellationToken::new();
+    plan.start_phase(&cancel, &mut |_| {}).await;
+    let reply = plan.respond("overload please", &cancel, &mut |_| {}).await;
+    assert!(reply.is_answered(), "{reply:?}");
+    let tries = claude
+        .conversations()
+        .iter()
+        .filter(|m| {
+            m.last()
+                .is_some_and(|l| l.to_string().contains("overload please"))
+        })
+        .count();
+    assert_eq!(tries, 2, "one failed request and one retry");
+}
+
+#[tokio::test]
+async fn a_lost_session_is_reported_by_the_real_cli() {
+    let Some(claude) = RealClaude::start("a_lost_session_is_reported_by_the_real_cli").await else {
+        return;
+    };
+    claude.install_skill("office-hours", "Ask about the product.");
+    let mut plan = claude.session(20);
+    let cancel = CancellationToken::new();
+    plan.start_phase(&cancel, &mut |_| {}).await;
+    plan.state.session_id = Some("00000000-0000-4000-8000-000000000000".into());
+    let reply = plan.respond("Still there?", &cancel, &mut |_| {}).await;
+    assert!(reply.is_answered(), "{reply:?}");
+    assert!(
+        reply
+            .notices
+            .iter()
+            .any(|n| n.contains("restarted the phase"))
+    );
+    assert_ne!(
+        plan.state.session_id.as_deref(),
+        Some("00000000-0000-4000-8000-000000000000")
+    );
+    assert!(!matches!(
+        reply.outcome,
+        ReplyOutcome::Failed(TurnStatus::ResumeNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn a_piped_console_session_with_the_real_cli() {
+    let Some(claude) = RealClaude::start("a_piped_console_session_with_the_real_cli").await else {
+        return;
+    };
+    claude.install_skill("office-hours", "Ask about the product.");
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = claude.launcher();
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || {
+            crate::console::console(
+                &dir,
+                &launcher,
+                crate::console::SESSION,
+                &[("PLANBOT_RETRY_DELAY_MS", "10")],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    for piece in [
+        "Planning `todo-app`",
+        "reply 1 in this session",
+        "You said: '<user_message>\nParents and kids",
+        "reply 3 in this session",
+        "[1] Continue to /plan-ceo-review  [2] Finalize  [3] Cancel",
+        "plan-ceo-review skill is not installed",
+        "✅ Plan `todo-app` finalized",
+    ] {
+        assert!(
+            transcript.contains(piece),
+            "missing {piece:?} in:\n{transcript}"
+        );
+    }
+    let plan =
+        std::fs::read_to_string(dir.path().join("workspace/todo-app/final-plan.md")).unwrap();
+    assert!(plan.contains("We are done planning `todo-app`"), "{plan}");
+    assert!(dir.path().join("workspace/todo-app/plan.json").is_file());
+}
