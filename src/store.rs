@@ -144,22 +144,43 @@ pub struct State {
 }
 
 impl State {
-    /// The file's bytes.
+    /// The file's bytes: one session per line, so the file reads and diffs well.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut sessions = Map::new();
+        let encoded: BTreeMap<String, Vec<u8>> = self
+            .sessions
+            .iter()
+            .map(|(key, entry)| (key.clone(), encode_entry(key, entry)))
+            .collect();
+        self.assemble(&encoded)
+    }
+
+    /// The file from already encoded sessions (see [`encode_entry`]), so that an update
+    /// re-encodes only what changed.
+    fn assemble(&self, encoded: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+        let size: usize = encoded.values().map(|e| e.len() + 2).sum();
+        let mut out = Vec::with_capacity(size + 64);
+        out.extend_from_slice(format!("{{\"version\":{VERSION},\n\"sessions\":{{").as_bytes());
+        let mut first = true;
+        let mut push = |out: &mut Vec<u8>, bytes: &[u8]| {
+            out.extend_from_slice(if first { b"\n" } else { b",\n" });
+            out.extend_from_slice(bytes);
+            first = false;
+        };
         for (key, value) in &self.unreadable {
-            sessions.insert(key.clone(), value.clone());
+            if !encoded.contains_key(key) {
+                push(&mut out, &encode_pair(key, value));
+            }
         }
-        for (key, entry) in &self.sessions {
-            let value = serde_json::to_value(entry).unwrap_or(Value::Null);
-            sessions.insert(key.clone(), value);
+        for bytes in encoded.values() {
+            push(&mut out, bytes);
         }
-        let mut top = self.extra.clone();
-        top.insert("version".into(), VERSION.into());
-        top.insert("sessions".into(), Value::Object(sessions));
-        let mut bytes = serde_json::to_vec_pretty(&Value::Object(top)).unwrap_or_default();
-        bytes.push(b'\n');
-        bytes
+        out.extend_from_slice(b"\n}");
+        for (key, value) in &self.extra {
+            out.extend_from_slice(b",\n");
+            out.extend_from_slice(&encode_pair(key, value));
+        }
+        out.extend_from_slice(b"}\n");
+        out
     }
 
     /// Parses a file's bytes. Unreadable entries are kept aside, not fatal.
@@ -202,6 +223,22 @@ impl State {
         }
         Ok(state)
     }
+}
+
+/// One session as it stands in the file: `"key":{...}`.
+fn encode_entry(key: &str, entry: &SessionEntry) -> Vec<u8> {
+    let mut out = serde_json::to_vec(key).unwrap_or_default();
+    out.push(b':');
+    // Serializing a struct of strings, numbers and maps cannot fail.
+    let _ = serde_json::to_writer(&mut out, entry);
+    out
+}
+
+fn encode_pair<T: Serialize>(key: &str, value: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec(key).unwrap_or_default();
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut out, value);
+    out
 }
 
 /// Why a state file could not be read.
@@ -497,9 +534,15 @@ impl Store {
             })?;
         }
         let (tx, rx) = mpsc::channel(1024);
+        let encoded = state
+            .sessions
+            .iter()
+            .map(|(key, entry)| (key.clone(), encode_entry(key, entry)))
+            .collect();
         let owner = Owner {
             dir: dir.to_owned(),
             state,
+            encoded,
             _lock: lock,
         };
         std::thread::Builder::new()
@@ -599,6 +642,8 @@ impl Store {
 struct Owner {
     dir: PathBuf,
     state: State,
+    /// Each session's encoded form, kept so that a write re-encodes only what changed.
+    encoded: BTreeMap<String, Vec<u8>>,
     _lock: StateLock,
 }
 
@@ -619,6 +664,21 @@ impl Owner {
                 drop(self);
                 let _ = closed.send(());
                 return;
+            }
+        }
+    }
+
+    /// Puts or removes one session, keeping its encoded form in step.
+    fn set(&mut self, key: &str, entry: Option<SessionEntry>) {
+        match entry {
+            Some(entry) => {
+                self.encoded
+                    .insert(key.to_string(), encode_entry(key, &entry));
+                self.state.sessions.insert(key.to_string(), entry);
+            }
+            None => {
+                self.encoded.remove(key);
+                self.state.sessions.remove(key);
             }
         }
     }
@@ -644,10 +704,7 @@ impl Owner {
                     completions.push(apply(&mut slot));
                     if slot != before {
                         changed = true;
-                        match slot {
-                            Some(entry) => self.state.sessions.insert(key.clone(), entry),
-                            None => self.state.sessions.remove(&key),
-                        };
+                        self.set(&key, slot);
                         undo.push((key, before));
                     }
                 }
@@ -655,7 +712,7 @@ impl Owner {
         }
         let written = if changed {
             let path = state_path(&self.dir);
-            write_durably(&path, &self.state.to_bytes(), true)
+            write_durably(&path, &self.state.assemble(&self.encoded), true)
                 .map_err(|source| StoreError::Write { path, source })
         } else {
             Ok(())
@@ -663,10 +720,7 @@ impl Owner {
         if let Err(e) = &written {
             tracing::error!(error = %e, "saving planning.json failed; the last changes are not recorded");
             for (key, before) in undo.into_iter().rev() {
-                match before {
-                    Some(entry) => self.state.sessions.insert(key, entry),
-                    None => self.state.sessions.remove(&key),
-                };
+                self.set(&key, before);
             }
         }
         for complete in completions {

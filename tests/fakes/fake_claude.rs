@@ -10,6 +10,8 @@
 //!   `hang` (`grandchild`, `ignore_sigint`), `result_then_hang`, `no_result` (`exit`), `garbage`,
 //!   `replay` (`file`, `exit`: print a recorded stream verbatim), `slow` (`delay_ms`, then echo).
 //!
+//! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else.
+//!
 //! It fails loudly (exit 97) on a call it cannot make sense of, so a test notices.
 
 use std::fs::{self, File, OpenOptions};
@@ -20,6 +22,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 fn main() {
+    // Benchmarks: print a recorded stream and exit, with no bookkeeping of its own.
+    if let Some(file) = std::env::var_os("FAKE_CLAUDE_REPLAY") {
+        let mut stdin = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut stdin);
+        let text = fs::read(&file).unwrap_or_else(|e| fail(&format!("replay: {e}")));
+        let _ = std::io::stdout().write_all(&text);
+        return;
+    }
     let dir = match std::env::var_os("FAKE_CLAUDE_DIR") {
         Some(d) => PathBuf::from(d),
         None => fail("FAKE_CLAUDE_DIR is not set"),
