@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let result = match cli.command {
             Command::Console => {
                 let (interrupts, shutdown) = planbot::shutdown::console_signals();
@@ -83,5 +83,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // A blocking read of stdin may still be pending; it must not keep planbot from exiting.
+    runtime.shutdown_background();
+    code
 }

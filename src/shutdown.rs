@@ -24,19 +24,20 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
-/// For the console: Ctrl-C presses as a stream, SIGTERM as shutdown.
+/// For the console: Ctrl-C presses as a stream, SIGTERM as shutdown. The handlers are installed
+/// before this returns, so no early Ctrl-C kills the process.
 pub fn console_signals() -> (mpsc::UnboundedReceiver<()>, CancellationToken) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("could not install signal handlers");
+        return (rx, shutdown);
+    };
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("could not install signal handlers");
-            return;
-        };
         loop {
             tokio::select! {
                 _ = term.recv() => { token.cancel(); return; }

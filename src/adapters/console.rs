@@ -176,8 +176,8 @@ impl Outbound for ConsoleOutbound {
 }
 
 /// Reads lines from `input` until it ends or `shutdown` fires, feeding them to the router.
-/// `interrupts` delivers Ctrl-C presses: the first cancels the running turn, a second in a row
-/// (with no turn running) ends the console.
+/// `interrupts` delivers Ctrl-C presses: one while a turn runs cancels it (the plan stays), one
+/// while nothing runs ends the console.
 pub async fn run(
     router: Router,
     outbound: Arc<ConsoleOutbound>,
@@ -191,14 +191,8 @@ pub async fn run(
         let line = tokio::select! {
             line = lines.next_line() => line,
             _ = shutdown.cancelled() => break,
-            Some(()) = interrupts.recv() => {
-                outbound.print("\n(Ctrl-C again to leave planbot)\n");
-                tokio::select! {
-                    Some(()) = interrupts.recv() => break,
-                    line = lines.next_line() => line,
-                    _ = shutdown.cancelled() => break,
-                }
-            }
+            // Ctrl-C with no turn running leaves.
+            Some(()) = interrupts.recv() => break,
         };
         let line = match line {
             Ok(Some(line)) => line,
@@ -226,24 +220,41 @@ pub async fn run(
             _ => Inbound::from_text(chat.clone(), USER, true, &line),
         };
         router.handle(inbound).await;
-        wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await;
+        if wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await == Wait::Leave {
+            return;
+        }
     }
     wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await;
 }
 
-/// Waits until the chat has nothing running or waiting; a Ctrl-C meanwhile cancels the turn.
+#[derive(PartialEq)]
+enum Wait {
+    Done,
+    Leave,
+}
+
+/// Waits until the chat has nothing running or waiting. The first Ctrl-C meanwhile cancels the
+/// turn; a second one leaves.
 async fn wait_for_turn(
     router: &Router,
     chat: &ChatKey,
     interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
     shutdown: &CancellationToken,
-) {
+) -> Wait {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut cancelled = false;
     while !router.chat_is_idle(chat) {
         tokio::select! {
             _ = tick.tick() => {}
-            Some(()) = interrupts.recv() => router.cancel_running(chat),
-            _ = shutdown.cancelled() => return,
+            Some(()) = interrupts.recv() => {
+                if cancelled {
+                    return Wait::Leave;
+                }
+                router.cancel_running(chat);
+                cancelled = true;
+            }
+            _ = shutdown.cancelled() => return Wait::Leave,
         }
     }
+    Wait::Done
 }

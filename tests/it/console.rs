@@ -232,3 +232,50 @@ fn configuration_errors_name_the_setting() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("planbot console"));
 }
+
+#[test]
+fn ctrl_c_cancels_the_turn_and_a_second_leaves() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader};
+
+    let fake = FakeClaude::new(json!([{"kind": "hang"}]));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = planbot()
+        .arg("console")
+        .current_dir(dir.path())
+        .env("PLANBOT_CLAUDE_BIN", fake.bin())
+        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"/plan stuck an idea\n").unwrap();
+    crate::util::eventually("claude never started", || !fake.calls().is_empty());
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGINT).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("Cancelled.") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("Cancelled.")), "{seen:?}");
+    // The plan survives a cancelled turn; a second Ctrl-C, with nothing running, leaves.
+    kill(pid, Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    drop(stdin);
+    let state = std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap();
+    assert!(state.contains("\"slug\":\"stuck\""), "{state}");
+    let pid = fake.calls()[0]["pid"].as_i64().unwrap() as i32;
+    crate::util::eventually("claude survived", || {
+        crate::util::group_members(pid).is_empty()
+    });
+}

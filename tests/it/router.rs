@@ -469,3 +469,39 @@ async fn a_failed_turn_offers_only_cancel_and_keeps_the_plan() {
         h.out.last_reply().text
     );
 }
+
+#[tokio::test]
+async fn interrupted_plans_are_announced_and_resume_on_the_next_message() {
+    let h = Harness::new(json!([]));
+    h.say("/plan resumed an idea").await;
+    let id = h
+        .store
+        .get("console:local")
+        .await
+        .unwrap()
+        .unwrap()
+        .session_id
+        .clone();
+    // A crash mid-turn leaves the entry running; the next start marks it interrupted.
+    h.store
+        .update("console:local", |e| {
+            e.as_mut().unwrap().status = planbot::store::EntryStatus::Interrupted
+        })
+        .await
+        .unwrap();
+    h.router.announce_interrupted("console").await;
+    assert!(
+        h.out
+            .last_reply()
+            .text
+            .contains("planbot restarted while a turn of `resumed`")
+    );
+    h.say("where were we?").await;
+    let calls = h.fake.calls();
+    assert_eq!(
+        crate::util::arg_after(calls.last().unwrap(), "--resume"),
+        id.as_deref()
+    );
+    let entry = h.store.get("console:local").await.unwrap().unwrap();
+    assert_eq!(entry.status, planbot::store::EntryStatus::Planning);
+}
