@@ -263,8 +263,6 @@ struct Inner {
     workers: Mutex<HashMap<ChatKey, Worker>>,
     /// Strangers already refused once, so they get one refusal and no more.
     refused: Mutex<HashSet<(String, String)>>,
-    /// Set when planbot is shutting down: no new turns start.
-    closing: AtomicBool,
 }
 
 /// The handle to a chat's worker.
@@ -308,13 +306,8 @@ impl Router {
                 outbounds,
                 workers: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashSet::new()),
-                closing: AtomicBool::new(false),
             }),
         }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.inner.store
     }
 
     /// The one access check, on every path. The console's local user is always allowed.
@@ -453,22 +446,6 @@ impl Router {
         }
     }
 
-    /// Stops taking new turns and cancels none; running turns finish on their own.
-    pub fn close(&self) {
-        self.inner.closing.store(true, Ordering::SeqCst);
-    }
-
-    /// Cancels every running turn (after the shutdown grace period).
-    pub fn cancel_all(&self) {
-        if let Ok(workers) = self.inner.workers.lock() {
-            for worker in workers.values() {
-                if let Ok(token) = worker.shared.cancel.lock() {
-                    token.cancel();
-                }
-            }
-        }
-    }
-
     /// Whether `chat` has nothing running or waiting.
     pub fn chat_is_idle(&self, chat: &ChatKey) -> bool {
         self.inner.workers.lock().is_ok_and(|workers| {
@@ -487,16 +464,6 @@ impl Router {
         {
             token.cancel();
         }
-    }
-
-    /// Whether any chat has a job in hand or waiting.
-    pub fn is_idle(&self) -> bool {
-        self.inner.workers.lock().is_ok_and(|workers| {
-            workers.values().all(|w| {
-                !w.shared.busy.load(Ordering::SeqCst)
-                    && w.shared.waiting.load(Ordering::SeqCst) == 0
-            })
-        })
     }
 
     fn spawn_worker(&self, chat: ChatKey, outbound: Arc<dyn Outbound>) -> Worker {
@@ -605,19 +572,6 @@ impl ChatWorker {
     async fn process(&mut self, job: Job, cancel: &CancellationToken) {
         let inbound = job.inbound;
         let Ok(entry) = self.load().await else { return };
-        let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if name == "cancel")
-            || matches!(
-                inbound.kind,
-                InboundKind::Button {
-                    action: Action::Cancel,
-                    ..
-                }
-            );
-        if self.router.inner.closing.load(Ordering::SeqCst) && !is_cancel {
-            self.say("planbot is shutting down; send that again when it is back.")
-                .await;
-            return;
-        }
         match inbound.kind.clone() {
             InboundKind::Button { action, revision } => {
                 let current = entry.as_ref().is_some_and(|e| e.revision == revision);

@@ -561,10 +561,6 @@ impl Store {
         ))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Applies `f` to the entry under `key` (`None` if absent; set it to `None` to remove it).
     /// Returns once the change is durable on disk; on a failed write the change is undone.
     pub async fn update<R, F>(&self, key: &str, f: F) -> Result<R, StoreError>

@@ -99,10 +99,6 @@ impl Runner {
         }
     }
 
-    pub fn config(&self) -> &RunnerConfig {
-        &self.config
-    }
-
     /// Runs one turn to its end. Never fails: every way it can end is in the [`RawTurn`].
     pub async fn run(
         &self,

@@ -6,7 +6,7 @@ pub mod prompts;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,18 +136,6 @@ impl Planner {
         }
     }
 
-    pub fn settings(&self) -> &PlanSettings {
-        &self.settings
-    }
-
-    pub fn prompts(&self) -> &Prompts {
-        &self.prompts
-    }
-
-    pub fn runner(&self) -> &Runner {
-        &self.runner
-    }
-
     /// The workspace of a slug, checked to stay under the workspace root.
     pub fn workspace_of(&self, slug: &str) -> Result<PathBuf, PlanError> {
         validate_slug(slug)?;
@@ -263,18 +251,7 @@ impl PlanningSession {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Reply {
         let wrapped = prompts::wrap_user_text(text);
-        let attempt = match &self.state.session_id {
-            Some(id) => Attempt::Resume {
-                id: id.clone(),
-                prompt: wrapped.clone(),
-                max_turns: self.planner.settings.max_turns,
-            },
-            // The phase never got a session (its first turn was cut off): start it again with
-            // what was said so far.
-            None => Attempt::Fresh {
-                prompt: self.recap_prompt(&wrapped),
-            },
-        };
+        let attempt = self.continuation(&wrapped);
         self.run_step(Step::Respond, attempt, Some(wrapped), cancel, progress)
             .await
     }
@@ -302,16 +279,7 @@ impl PlanningSession {
     ) -> Result<Reply, PlanError> {
         self.close_phase()?;
         let request = self.planner.prompts.finalize_prompt(&self.vars());
-        let attempt = match &self.state.session_id {
-            Some(id) => Attempt::Resume {
-                id: id.clone(),
-                prompt: request.clone(),
-                max_turns: self.planner.settings.max_turns,
-            },
-            None => Attempt::Fresh {
-                prompt: self.recap_prompt(&request),
-            },
-        };
+        let attempt = self.continuation(&request);
         Ok(self
             .run_step(Step::Finalize, attempt, None, cancel, progress)
             .await)
@@ -337,6 +305,21 @@ impl PlanningSession {
             self.state.phases_completed.push(self.state.phase.clone());
         }
         Ok(())
+    }
+
+    /// Continues the phase's session with `prompt`; a phase that never got a session (its first
+    /// turn was cut off) starts again with what was said so far.
+    fn continuation(&self, prompt: &str) -> Attempt {
+        match &self.state.session_id {
+            Some(id) => Attempt::Resume {
+                id: id.clone(),
+                prompt: prompt.to_string(),
+                max_turns: self.planner.settings.max_turns,
+            },
+            None => Attempt::Fresh {
+                prompt: self.recap_prompt(prompt),
+            },
+        }
     }
 
     fn opening_prompt(&self) -> String {
@@ -637,16 +620,6 @@ pub fn write_final_plan(state: &SessionEntry, plan: &str) -> io::Result<PathBuf>
     json.push(b'\n');
     write_durably(&state.cwd.join("plan.json"), &json, false)?;
     Ok(path)
-}
-
-/// Whether `path` is a workspace of a slug (a directory under the root with a valid name).
-pub fn is_workspace(root: &Path, path: &Path) -> bool {
-    path.parent() == Some(root)
-        && path.is_dir()
-        && path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| validate_slug(n).is_ok())
 }
 
 #[cfg(test)]

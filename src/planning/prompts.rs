@@ -107,11 +107,6 @@ impl Prompts {
         render(template, vars)
     }
 
-    /// Whether a phase has a prompt of its own (not the generic one).
-    pub fn has_phase_prompt(&self, phase: &str) -> bool {
-        self.phases.contains_key(phase)
-    }
-
     /// The request for the complete plan.
     pub fn finalize_prompt(&self, vars: &Vars) -> String {
         render(&self.finalize, vars)
