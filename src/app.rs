@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::console::{self, ConsoleOutbound};
+use crate::adapters::telegram::{self, TelegramOutbound};
 use crate::claude::Runner;
 use crate::config::Config;
 use crate::planning::{Planner, Prompts};
@@ -28,6 +29,8 @@ pub enum AppError {
     NoFrontEnd,
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    FrontEnd(String),
 }
 
 /// The pieces every front end shares.
@@ -93,14 +96,37 @@ pub async fn run_console(
 }
 
 /// `planbot run`: every front end whose token is set, until `shutdown`.
-pub async fn run(config: Config, _shutdown: CancellationToken) -> Result<(), AppError> {
-    match (&config.telegram_token, &config.discord_token) {
-        (None, None) => Err(AppError::NoFrontEnd),
-        _ => Err(AppError::Unsupported(
-            "this build of planbot has no Telegram or Discord front end yet; use `planbot console`"
-                .into(),
-        )),
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    let Some(token) = config.telegram_token.clone() else {
+        return Err(match config.discord_token {
+            None => AppError::NoFrontEnd,
+            Some(_) => AppError::Unsupported(
+                "this build of planbot has no Discord front end yet; use Telegram or `planbot console`".into(),
+            ),
+        });
+    };
+    if config.discord_token.is_some() {
+        tracing::warn!("DISCORD_TOKEN is set, but this build has no Discord front end yet");
     }
+    let core = build_core(&config)?;
+    let telegram =
+        TelegramOutbound::new(token, &config.telegram_api_url).map_err(AppError::Unsupported)?;
+    let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
+    outbounds.insert(telegram::ADAPTER.into(), telegram.clone());
+    let router = Router::new(
+        core.store.clone(),
+        core.planner,
+        router_settings(&config),
+        outbounds,
+    );
+    let poller = telegram::Poller {
+        outbound: telegram,
+        router,
+        offset_file: config.state_dir.join("telegram.offset"),
+    };
+    let result = poller.run(shutdown).await;
+    core.store.close().await;
+    result.map_err(AppError::FrontEnd)
 }
 
 /// One line of `planbot check`.

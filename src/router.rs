@@ -358,6 +358,27 @@ impl Router {
                 return;
             }
         }
+        if let InboundKind::Button { revision, .. } = inbound.kind {
+            // Answered at once, so that the front end can stop its button spinner: a press on a
+            // button that is no longer current changes nothing; a current one is acknowledged
+            // and queued (and checked again when its turn comes).
+            let current = self
+                .inner
+                .store
+                .get(&chat.to_string())
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|entry| entry.revision == revision);
+            let note = if current { "" } else { STALE };
+            let mut ack = Outgoing::reply(note);
+            ack.kind = MessageKind::Ephemeral;
+            ack.interaction = inbound.interaction.clone();
+            let _ = outbound.send(&chat, ack).await;
+            if !current {
+                return;
+            }
+        }
         let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if name == "cancel")
             || matches!(
                 inbound.kind,
@@ -576,7 +597,7 @@ impl ChatWorker {
             InboundKind::Button { action, revision } => {
                 let current = entry.as_ref().is_some_and(|e| e.revision == revision);
                 if !current {
-                    self.ephemeral(&inbound, "This is no longer current.").await;
+                    self.ephemeral(&inbound, STALE).await;
                     return;
                 }
                 if let Some(entry) = entry {
@@ -926,6 +947,9 @@ enum Op {
     Advance,
     Finalize,
 }
+
+/// The answer to a press on a button whose moment has passed.
+pub const STALE: &str = "This is no longer current.";
 
 const SAVE_FAILED: &str =
     "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";

@@ -75,6 +75,8 @@ impl ConsoleOutbound {
                     self.print(&format!("\r\x1b[2K{first}"));
                 }
             }
+            // The acknowledgement of a number typed for a button: nothing to show.
+            MessageKind::Ephemeral if message.text.is_empty() => {}
             MessageKind::Reply | MessageKind::Ephemeral => {
                 let streamed = self
                     .streamed

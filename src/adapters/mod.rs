@@ -2,3 +2,5 @@
 //! [`crate::router::Outbound`]. No planning logic lives here.
 
 pub mod console;
+pub mod render;
+pub mod telegram;

@@ -4,9 +4,11 @@
 mod classify;
 mod console;
 mod contract;
+mod fake_telegram;
 mod messages_api;
 mod planning;
 mod router;
 mod runner;
 mod store;
+mod telegram;
 mod util;

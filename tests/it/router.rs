@@ -39,7 +39,12 @@ impl Recorder {
         self.said()
             .into_iter()
             .filter_map(|s| match s {
-                Said::Sent(m) | Said::Edited(_, m) if m.kind != MessageKind::Progress => Some(m),
+                // Progress and the empty acknowledgement of a button press are not replies.
+                Said::Sent(m) | Said::Edited(_, m)
+                    if m.kind != MessageKind::Progress && !m.text.is_empty() =>
+                {
+                    Some(m)
+                }
                 _ => None,
             })
             .collect()

@@ -1,0 +1,752 @@
+//! The Telegram front end (teloxide, long polling). Translation only: updates become
+//! [`Inbound`] events, [`Outgoing`] messages become Bot API calls.
+//!
+//! Every call to a chat goes through that chat's lane: one call at a time, spaced so a chat never
+//! trips Telegram's flood limits, and a `429 retry_after` keeps the lane shut for its window.
+//! Replies are rendered from markdown to Telegram HTML, split under the message limit, and resent
+//! as plain text if Telegram still rejects the entities. Update ids already handled are recorded
+//! durably before they are handled, so a restart never answers a message twice.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::IntoFuture;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use teloxide::payloads::{
+    AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, EditMessageTextSetters,
+    GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, CallbackQuery, CallbackQueryId, ChatAction, ChatId,
+    InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, MessageId, ParseMode, ThreadId,
+    UpdateKind,
+};
+use teloxide::{ApiError, Bot, RequestError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::render::{split_markdown, telegram_html, utf16_len};
+use crate::config::Secret;
+use crate::router::{
+    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, Router,
+    SendError,
+};
+use crate::store::write_durably;
+
+pub const ADAPTER: &str = "telegram";
+/// Under Telegram's 4096 (counted on the HTML, which is longer than the text Telegram counts).
+const MESSAGE_LIMIT: usize = 4000;
+/// A reply longer than this many messages goes as a `.md` document with a summary.
+const MAX_PARTS: usize = 3;
+/// At most one call per chat this often: well under Telegram's per-chat flood limits.
+const CALL_INTERVAL: Duration = Duration::from_millis(350);
+/// "typing" lasts about 5 s in Telegram clients.
+const TYPING_EVERY: Duration = Duration::from_secs(4);
+/// The long-polling timeout; teloxide's HTTP client waits 17 s.
+const POLL_SECS: u32 = 10;
+/// How many answered callback ids to remember.
+const ANSWERED_KEPT: usize = 1024;
+
+/// The commands shown in Telegram's menu.
+const COMMANDS: [(&str, &str); 6] = [
+    ("plan", "Start planning: /plan <slug> <idea>"),
+    ("advance", "Finish this phase and start the next"),
+    ("finalize", "Write the complete plan"),
+    ("cancel", "Stop the running turn and drop the plan"),
+    ("status", "Where the plan stands"),
+    ("help", "How planbot works"),
+];
+
+/// One chat's queue of calls.
+struct Lane {
+    /// No call before this instant (spacing, or a 429's window).
+    next_call: Instant,
+    last_typing: Option<Instant>,
+}
+
+/// A message part: the HTML to send and the plain text to fall back to.
+struct Part {
+    html: String,
+    plain: String,
+}
+
+/// Telegram's side of [`Outbound`].
+pub struct TelegramOutbound {
+    bot: Bot,
+    token: Secret,
+    lanes: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Lane>>>>,
+    /// Callback queries already answered (each may be answered once).
+    answered: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// For a message the router knows, the message of the same reply that carries the buttons.
+    keyboards: Mutex<HashMap<(i64, i32), i32>>,
+    /// What each progress message shows, so that an edit never repeats it.
+    shown: Mutex<HashMap<(i64, i32), String>>,
+}
+
+/// `telegram:<chat_id>` or `telegram:<chat_id>:<thread_id>`.
+fn target(chat: &ChatKey) -> Result<(ChatId, Option<ThreadId>), SendError> {
+    let mut parts = chat.channel.split(':');
+    let id = parts
+        .next()
+        .and_then(|p| p.parse::<i64>().ok())
+        .ok_or_else(|| SendError(format!("not a Telegram chat: {chat}")))?;
+    let thread = parts
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+        .map(|t| ThreadId(MessageId(t)));
+    Ok((ChatId(id), thread))
+}
+
+fn message_id(id: &MessageRef) -> Result<MessageId, SendError> {
+    id.0.parse::<i32>()
+        .map(MessageId)
+        .map_err(|_| SendError(format!("not a Telegram message id: {}", id.0)))
+}
+
+fn keyboard(actions: &[Offer]) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(actions.iter().map(|offer| {
+        vec![InlineKeyboardButton::callback(
+            offer.label.clone(),
+            offer.payload(),
+        )]
+    }))
+}
+
+fn parts_of(markdown: &str) -> Vec<Part> {
+    let fits =
+        |p: &str| utf16_len(&telegram_html(p)) <= MESSAGE_LIMIT && utf16_len(p) <= MESSAGE_LIMIT;
+    split_markdown(markdown, &fits)
+        .into_iter()
+        .map(|plain| Part {
+            html: telegram_html(&plain),
+            plain,
+        })
+        .collect()
+}
+
+impl TelegramOutbound {
+    pub fn new(token: Secret, api_url: &str) -> Result<Arc<TelegramOutbound>, String> {
+        let url = reqwest_url(api_url)?;
+        let bot = Bot::new(token.expose()).set_api_url(url);
+        Ok(Arc::new(TelegramOutbound {
+            bot,
+            token,
+            lanes: Mutex::new(HashMap::new()),
+            answered: Mutex::new((HashSet::new(), VecDeque::new())),
+            keyboards: Mutex::new(HashMap::new()),
+            shown: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// An error as text with the token taken out (it is part of every request URL).
+    fn redact(&self, error: &RequestError) -> String {
+        error.to_string().replace(self.token.expose(), "***")
+    }
+
+    fn lane(&self, chat: i64) -> Arc<tokio::sync::Mutex<Lane>> {
+        let Ok(mut lanes) = self.lanes.lock() else {
+            return Arc::new(tokio::sync::Mutex::new(Lane {
+                next_call: Instant::now(),
+                last_typing: None,
+            }));
+        };
+        lanes
+            .entry(chat)
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Lane {
+                    next_call: Instant::now(),
+                    last_typing: None,
+                }))
+            })
+            .clone()
+    }
+
+    /// Makes one call in the chat's lane, obeying 429 windows and retrying network failures.
+    async fn call<T, F, Fut>(
+        &self,
+        chat: ChatId,
+        what: &str,
+        mut make: F,
+    ) -> Result<T, RequestError>
+    where
+        F: FnMut() -> Fut,
+        Fut: IntoFuture<Output = Result<T, RequestError>>,
+    {
+        let lane = self.lane(chat.0);
+        let mut lane = lane.lock().await;
+        let mut attempt = 0u32;
+        loop {
+            tokio::time::sleep_until(lane.next_call).await;
+            let result = make().await;
+            lane.next_call = Instant::now() + CALL_INTERVAL;
+            match result {
+                Err(RequestError::RetryAfter(wait)) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(
+                        chat = chat.0,
+                        what,
+                        retry_after = wait.seconds(),
+                        "Telegram asked to wait"
+                    );
+                    lane.next_call = Instant::now() + wait.duration() + Duration::from_millis(50);
+                }
+                Err(ref e @ (RequestError::Network(_) | RequestError::Io(_))) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(chat = chat.0, what, error = %self.redact(e), "Telegram call failed; retrying");
+                    lane.next_call =
+                        Instant::now() + Duration::from_millis(500 * 2u64.pow(attempt));
+                }
+                Err(e) => {
+                    tracing::warn!(chat = chat.0, what, error = %self.redact(&e), "Telegram call failed");
+                    return Err(e);
+                }
+                ok => return ok,
+            }
+        }
+    }
+
+    fn send_error(&self, e: &RequestError) -> SendError {
+        SendError(self.redact(e))
+    }
+
+    /// Sends (or, for the first part, edits into `edit`) the parts of a reply; the buttons go
+    /// under the last part. Returns the first message's id.
+    async fn post(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        parts: Vec<Part>,
+        markup: Option<InlineKeyboardMarkup>,
+        edit: Option<MessageId>,
+    ) -> Result<(MessageId, MessageId), SendError> {
+        let count = parts.len();
+        let mut first = None;
+        let mut last = None;
+        for (i, part) in parts.into_iter().enumerate() {
+            let buttons = if i + 1 == count { markup.clone() } else { None };
+            let id = match (i, edit) {
+                (0, Some(id)) => {
+                    self.edit_part(chat, id, &part, buttons).await?;
+                    id
+                }
+                _ => self.send_part(chat, thread, &part, buttons).await?,
+            };
+            first.get_or_insert(id);
+            last = Some(id);
+        }
+        match (first, last) {
+            (Some(first), Some(last)) => Ok((first, last)),
+            _ => Err(SendError("nothing to send".into())),
+        }
+    }
+
+    async fn send_part(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        part: &Part,
+        markup: Option<InlineKeyboardMarkup>,
+    ) -> Result<MessageId, SendError> {
+        let html = self
+            .call(chat, "sendMessage", || {
+                let mut request = self
+                    .bot
+                    .send_message(chat, part.html.clone())
+                    .parse_mode(ParseMode::Html);
+                if let Some(thread) = thread {
+                    request = request.message_thread_id(thread);
+                }
+                if let Some(markup) = markup.clone() {
+                    request = request.reply_markup(markup);
+                }
+                request
+            })
+            .await;
+        match html {
+            Ok(message) => Ok(message.id),
+            Err(RequestError::Api(ApiError::CantParseEntities(_))) => {
+                // The HTML was refused after all: the same text, plain.
+                let plain = self
+                    .call(chat, "sendMessage", || {
+                        let mut request = self.bot.send_message(chat, part.plain.clone());
+                        if let Some(thread) = thread {
+                            request = request.message_thread_id(thread);
+                        }
+                        if let Some(markup) = markup.clone() {
+                            request = request.reply_markup(markup);
+                        }
+                        request
+                    })
+                    .await;
+                plain.map(|m| m.id).map_err(|e| self.send_error(&e))
+            }
+            Err(e) => Err(self.send_error(&e)),
+        }
+    }
+
+    async fn edit_part(
+        &self,
+        chat: ChatId,
+        id: MessageId,
+        part: &Part,
+        markup: Option<InlineKeyboardMarkup>,
+    ) -> Result<(), SendError> {
+        let html = self
+            .call(chat, "editMessageText", || {
+                let mut request = self
+                    .bot
+                    .edit_message_text(chat, id, part.html.clone())
+                    .parse_mode(ParseMode::Html);
+                if let Some(markup) = markup.clone() {
+                    request = request.reply_markup(markup);
+                }
+                request
+            })
+            .await;
+        let result = match html {
+            Err(RequestError::Api(ApiError::CantParseEntities(_))) => {
+                self.call(chat, "editMessageText", || {
+                    let mut request = self.bot.edit_message_text(chat, id, part.plain.clone());
+                    if let Some(markup) = markup.clone() {
+                        request = request.reply_markup(markup);
+                    }
+                    request
+                })
+                .await
+            }
+            other => other,
+        };
+        match result {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.send_error(&e)),
+        }
+    }
+
+    async fn send_document(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        name: &str,
+        bytes: &[u8],
+        caption: Option<&str>,
+    ) -> Result<MessageId, SendError> {
+        self.call(chat, "sendDocument", || {
+            let file = InputFile::memory(bytes.to_vec()).file_name(name.to_string());
+            let mut request = self.bot.send_document(chat, file);
+            if let Some(thread) = thread {
+                request = request.message_thread_id(thread);
+            }
+            if let Some(caption) = caption {
+                request = request.caption(caption.to_string());
+            }
+            request
+        })
+        .await
+        .map(|m| m.id)
+        .map_err(|e| self.send_error(&e))
+    }
+
+    /// Delivers a reply, into the message `edit` if given. Returns the id the router will know.
+    async fn deliver(
+        &self,
+        chat: &ChatKey,
+        message: &Outgoing,
+        edit: Option<MessageId>,
+    ) -> Result<MessageId, SendError> {
+        let (chat_id, thread) = target(chat)?;
+        let markup = (!message.actions.is_empty()).then(|| keyboard(&message.actions));
+        let mut parts = parts_of(&message.text);
+        let mut long_reply = None;
+        if parts.len() > MAX_PARTS {
+            // Too long for chat: a short summary here, the whole reply as a file.
+            let summary: String = message.text.chars().take(600).collect();
+            let summary = format!(
+                "{}…\n\n_The full reply ({} characters) is attached as reply.md._",
+                summary.trim_end(),
+                message.text.chars().count()
+            );
+            parts = parts_of(&summary);
+            long_reply = Some(message.text.clone());
+        }
+        let result = if parts.is_empty() {
+            None
+        } else {
+            Some(self.post(chat_id, thread, parts, markup, edit).await?)
+        };
+        if let Some(text) = long_reply {
+            self.send_document(chat_id, thread, "reply.md", text.as_bytes(), None)
+                .await?;
+        }
+        let mut first = result.map(|(first, _)| first);
+        if let Some(file) = &message.attachment {
+            let id = self
+                .send_document(chat_id, thread, &file.name, &file.bytes, None)
+                .await?;
+            first.get_or_insert(id);
+        }
+        let first = first.ok_or_else(|| SendError("empty message".into()))?;
+        if let (Some((_, last)), Ok(mut keyboards)) = (result, self.keyboards.lock())
+            && !message.actions.is_empty()
+        {
+            keyboards.insert((chat_id.0, first.0), last.0);
+        }
+        Ok(first)
+    }
+
+    /// Answers a button press (once); a note for an already answered press goes to the chat.
+    async fn answer(&self, chat: &ChatKey, id: &str, text: &str) -> Result<(), SendError> {
+        let first = self
+            .answered
+            .lock()
+            .map(|mut answered| {
+                let (set, order) = &mut *answered;
+                let fresh = set.insert(id.to_string());
+                if fresh {
+                    order.push_back(id.to_string());
+                    if order.len() > ANSWERED_KEPT
+                        && let Some(old) = order.pop_front()
+                    {
+                        set.remove(&old);
+                    }
+                }
+                fresh
+            })
+            .unwrap_or(true);
+        let (chat_id, _) = target(chat)?;
+        if first {
+            let query = CallbackQueryId(id.to_string());
+            self.call(chat_id, "answerCallbackQuery", || {
+                let request = self.bot.answer_callback_query(query.clone());
+                if text.is_empty() {
+                    request
+                } else {
+                    request.text(text.to_string())
+                }
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| self.send_error(&e))
+        } else if !text.is_empty() {
+            self.deliver(chat, &Outgoing::reply(text), None)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn reqwest_url(url: &str) -> Result<url::Url, String> {
+    url::Url::parse(url).map_err(|e| format!("TELEGRAM_API_URL {url:?}: {e}"))
+}
+
+#[async_trait]
+impl Outbound for TelegramOutbound {
+    async fn send(&self, chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
+        match (message.kind, &message.interaction) {
+            (MessageKind::Ephemeral, Some(id)) => {
+                self.answer(chat, id, &message.text).await?;
+                Ok(MessageRef(String::new()))
+            }
+            (MessageKind::Progress, _) => {
+                let (chat_id, thread) = target(chat)?;
+                let part = Part {
+                    html: String::new(),
+                    plain: message.text.clone(),
+                };
+                // Progress is plain text: it carries raw model output, markdown half-written.
+                let id = self
+                    .call(chat_id, "sendMessage", || {
+                        let mut request = self.bot.send_message(chat_id, part.plain.clone());
+                        if let Some(thread) = thread {
+                            request = request.message_thread_id(thread);
+                        }
+                        request
+                    })
+                    .await
+                    .map_err(|e| self.send_error(&e))?
+                    .id;
+                if let Ok(mut shown) = self.shown.lock() {
+                    shown.insert((chat_id.0, id.0), message.text.clone());
+                }
+                Ok(MessageRef(id.0.to_string()))
+            }
+            _ => {
+                let id = self.deliver(chat, &message, None).await?;
+                Ok(MessageRef(id.0.to_string()))
+            }
+        }
+    }
+
+    async fn edit(
+        &self,
+        chat: &ChatKey,
+        id: &MessageRef,
+        message: Outgoing,
+    ) -> Result<(), SendError> {
+        let (chat_id, _) = target(chat)?;
+        let msg_id = message_id(id)?;
+        if message.kind == MessageKind::Progress {
+            let unchanged = self
+                .shown
+                .lock()
+                .map(|shown| shown.get(&(chat_id.0, msg_id.0)) == Some(&message.text))
+                .unwrap_or(false);
+            if unchanged {
+                return Ok(());
+            }
+            let text = message.text.clone();
+            let result = self
+                .call(chat_id, "editMessageText", || {
+                    self.bot.edit_message_text(chat_id, msg_id, text.clone())
+                })
+                .await;
+            return match result {
+                Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => {
+                    if let Ok(mut shown) = self.shown.lock() {
+                        shown.insert((chat_id.0, msg_id.0), message.text);
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(self.send_error(&e)),
+            };
+        }
+        if let Ok(mut shown) = self.shown.lock() {
+            shown.remove(&(chat_id.0, msg_id.0));
+        }
+        self.deliver(chat, &message, Some(msg_id)).await.map(|_| ())
+    }
+
+    async fn withdraw_actions(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        let (chat_id, _) = target(chat)?;
+        let msg_id = message_id(id)?;
+        let holder = self
+            .keyboards
+            .lock()
+            .ok()
+            .and_then(|mut k| k.remove(&(chat_id.0, msg_id.0)));
+        let Some(holder) = holder else { return Ok(()) };
+        let result = self
+            .call(chat_id, "editMessageReplyMarkup", || {
+                self.bot
+                    .edit_message_reply_markup(chat_id, MessageId(holder))
+                    .reply_markup(InlineKeyboardMarkup::default())
+            })
+            .await;
+        match result {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.send_error(&e)),
+        }
+    }
+
+    async fn typing(&self, chat: &ChatKey) {
+        let Ok((chat_id, _)) = target(chat) else {
+            return;
+        };
+        {
+            let lane = self.lane(chat_id.0);
+            let mut lane = lane.lock().await;
+            if lane.last_typing.is_some_and(|t| t.elapsed() < TYPING_EVERY) {
+                return;
+            }
+            lane.last_typing = Some(Instant::now());
+        }
+        let _ = self
+            .call(chat_id, "sendChatAction", || {
+                self.bot.send_chat_action(chat_id, ChatAction::Typing)
+            })
+            .await;
+    }
+}
+
+/// The long-polling loop: runs until `shutdown`.
+pub struct Poller {
+    pub outbound: Arc<TelegramOutbound>,
+    pub router: Router,
+    /// Where the last handled update id is kept.
+    pub offset_file: PathBuf,
+}
+
+impl Poller {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let bot = self.outbound.bot.clone();
+        let me = tokio::select! {
+            me = bot.get_me() => me.map_err(|e| format!("Telegram getMe failed: {}", self.outbound.redact(&e)))?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let username = me.username.clone().unwrap_or_default();
+        tracing::info!(bot = %username, "Telegram front end started");
+        let commands = COMMANDS
+            .iter()
+            .map(|(command, description)| BotCommand::new(*command, *description));
+        if let Err(e) = bot.set_my_commands(commands).await {
+            tracing::warn!(error = %self.outbound.redact(&e), "could not register the command menu");
+        }
+        self.router.announce_interrupted(ADAPTER).await;
+
+        let mut last_done = read_offset(&self.offset_file);
+        let mut failures = 0u32;
+        loop {
+            let request = bot
+                .get_updates()
+                .offset(last_done.map_or(0, |id| id.saturating_add(1)))
+                .timeout(POLL_SECS)
+                .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
+            let updates = tokio::select! {
+                updates = request => updates,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let updates = match updates {
+                Ok(updates) => {
+                    failures = 0;
+                    updates
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = match &e {
+                        RequestError::RetryAfter(wait) => wait.duration(),
+                        _ => Duration::from_millis(500 * 2u64.pow(failures.min(6))),
+                    };
+                    tracing::warn!(error = %self.outbound.redact(&e), ?wait, "getUpdates failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+            };
+            for update in updates {
+                let id = update.id.0 as i32;
+                if last_done.is_some_and(|done| id <= done) {
+                    continue;
+                }
+                // Recorded before it is handled: after a crash it is skipped, never answered twice.
+                last_done = Some(id);
+                if let Err(e) = write_durably(&self.offset_file, id.to_string().as_bytes(), false) {
+                    tracing::error!(error = %e, "could not record the Telegram update offset");
+                }
+                match update.kind {
+                    UpdateKind::Message(message) => self.on_message(&message, &username).await,
+                    UpdateKind::CallbackQuery(query) => self.on_callback(query).await,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn on_message(&self, message: &Message, username: &str) {
+        let Some(from) = message.from.as_ref() else {
+            return;
+        };
+        if from.is_bot {
+            return;
+        }
+        let Some(text) = message.text().or_else(|| message.caption()) else {
+            return;
+        };
+        // A command addressed to another bot in a group is not ours.
+        if let Some(head) = text
+            .strip_prefix('/')
+            .and_then(|t| t.split_whitespace().next())
+            && let Some((_, bot)) = head.split_once('@')
+            && !bot.eq_ignore_ascii_case(username)
+        {
+            return;
+        }
+        let chat = chat_key(message);
+        let inbound = Inbound::from_text(
+            chat,
+            &from.id.0.to_string(),
+            message.chat.is_private(),
+            text,
+        );
+        self.router.handle(inbound).await;
+    }
+
+    async fn on_callback(&self, query: CallbackQuery) {
+        let Some(message) = query.message.as_ref() else {
+            let _ = self
+                .outbound
+                .bot
+                .answer_callback_query(query.id.clone())
+                .await;
+            return;
+        };
+        let chat = match message {
+            teloxide::types::MaybeInaccessibleMessage::Regular(m) => chat_key(m),
+            other => ChatKey::new(ADAPTER, other.chat().id.0.to_string()),
+        };
+        let parsed = query.data.as_deref().and_then(Offer::parse_payload);
+        let Some((action, revision)) = parsed else {
+            let _ = self
+                .outbound
+                .answer(&chat, &query.id.0, "This button is not one of planbot's.")
+                .await;
+            return;
+        };
+        let inbound = Inbound {
+            chat,
+            user: query.from.id.0.to_string(),
+            private: message.chat().is_private(),
+            kind: InboundKind::Button { action, revision },
+            interaction: Some(query.id.0.clone()),
+        };
+        self.router.handle(inbound).await;
+    }
+}
+
+fn chat_key(message: &Message) -> ChatKey {
+    match message.thread_id.filter(|_| message.is_topic_message) {
+        Some(thread) => ChatKey::new(ADAPTER, format!("{}:{}", message.chat.id.0, thread.0.0)),
+        None => ChatKey::new(ADAPTER, message.chat.id.0.to_string()),
+    }
+}
+
+fn read_offset(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_keys_and_targets() {
+        let (chat, thread) = target(&ChatKey::new(ADAPTER, "-1001:42")).unwrap();
+        assert_eq!(
+            (chat, thread),
+            (ChatId(-1001), Some(ThreadId(MessageId(42))))
+        );
+        assert!(target(&ChatKey::new(ADAPTER, "nope")).is_err());
+    }
+
+    #[test]
+    fn long_markdown_becomes_parts_under_the_limit() {
+        let block = format!(
+            "```python\n{}\n```",
+            "print('x' * 80)  # a line of code\n".repeat(300)
+        );
+        let md = format!(
+            "# Plan\n\n{}\n\n{block}\n\nDone <ok> & dusted.",
+            "A paragraph of words. ".repeat(150)
+        );
+        let parts = parts_of(&md);
+        assert!(parts.len() >= 3);
+        for part in &parts {
+            assert!(utf16_len(&part.html) <= MESSAGE_LIMIT);
+            assert_eq!(
+                part.html.matches("<pre>").count(),
+                part.html.matches("</pre>").count()
+            );
+        }
+        assert!(
+            parts
+                .last()
+                .unwrap()
+                .html
+                .ends_with("Done &lt;ok&gt; &amp; dusted.")
+        );
+    }
+}

@@ -1,0 +1,655 @@
+//! A fake Telegram Bot API on 127.0.0.1, strict where the real one is: it rejects text over 4096
+//! characters, HTML that does not parse, `callback_data` over 64 bytes, edits that change
+//! nothing, and calls inside a `retry_after` window; it answers 429 when a chat gets more than a
+//! few calls a second; it records callback queries never answered. Every rejection is a fault;
+//! a test passes only with none.
+//!
+//! Errors are 4xx (teloxide waits 10 s after a 5xx). Method names are matched case-insensitively
+//! (teloxide sends `SendMessage`, the docs say `sendMessage`).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+pub const TOKEN: &str = "123456:TEST-secret-token";
+const BOT_ID: i64 = 999;
+/// More calls than this to one chat within a second get a 429.
+const CALLS_PER_SECOND: usize = 4;
+
+/// A message the fake holds.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub chat: i64,
+    pub id: i64,
+    pub text: String,
+    pub html: bool,
+    pub markup: Value,
+    pub document: Option<(String, Vec<u8>)>,
+    pub thread: Option<i64>,
+}
+
+impl Stored {
+    /// `callback_data` of each button.
+    pub fn buttons(&self) -> Vec<(String, String)> {
+        self.markup["inline_keyboard"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+            .map(|b| {
+                (
+                    b["text"].as_str().unwrap_or("").to_string(),
+                    b["callback_data"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    next_update: i64,
+    updates: VecDeque<Value>,
+    next_message: HashMap<i64, i64>,
+    messages: Vec<Stored>,
+    calls: Vec<(String, Value)>,
+    faults: Vec<String>,
+    recent: HashMap<i64, VecDeque<Instant>>,
+    blocked_until: HashMap<i64, Instant>,
+    /// Callback query id -> answered.
+    callbacks: HashMap<String, bool>,
+    commands: Option<Value>,
+    next_callback: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeTelegram {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    notify: Arc<Notify>,
+}
+
+fn ok(result: Value) -> Response {
+    axum::Json(json!({"ok": true, "result": result})).into_response()
+}
+
+fn bad(status: u16, description: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        code,
+        axum::Json(json!({"ok": false, "error_code": status, "description": description})),
+    )
+        .into_response()
+}
+
+fn chat_json(chat: i64) -> Value {
+    if chat > 0 {
+        json!({"id": chat, "type": "private", "first_name": "Person"})
+    } else {
+        json!({"id": chat, "type": "supergroup", "title": "Team", "is_forum": true})
+    }
+}
+
+fn user_json(id: i64) -> Value {
+    json!({"id": id, "is_bot": false, "first_name": format!("User{id}")})
+}
+
+impl FakeTelegram {
+    pub async fn start() -> FakeTelegram {
+        let inner = Arc::new(Mutex::new(Inner {
+            next_update: 1000,
+            ..Inner::default()
+        }));
+        let notify = Arc::new(Notify::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = FakeTelegram {
+            addr,
+            inner,
+            notify,
+        };
+        let app = Router::new()
+            .route("/{bot}/{method}", post(handle))
+            .with_state(fake.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        fake
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn push(&self, update: Value) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next_update += 1;
+        let mut update = update;
+        update["update_id"] = json!(inner.next_update);
+        inner.updates.push_back(update);
+        drop(inner);
+        self.notify.notify_waiters();
+    }
+
+    /// A person writes in a chat (private when `chat > 0`), optionally in a forum topic.
+    pub fn message(&self, chat: i64, user: i64, text: &str, thread: Option<i64>) {
+        let id = {
+            let mut inner = self.inner.lock().unwrap();
+            let next = inner.next_message.entry(chat).or_insert(0);
+            *next += 1;
+            *next
+        };
+        let mut message = json!({"message_id": id, "date": 1_700_000_000, "chat": chat_json(chat),
+            "from": user_json(user), "text": text});
+        if let Some(thread) = thread {
+            message["message_thread_id"] = json!(thread);
+            message["is_topic_message"] = json!(true);
+        }
+        if let Some(command) = text.strip_prefix('/') {
+            let len = command
+                .split_whitespace()
+                .next()
+                .map_or(0, |c| c.encode_utf16().count() + 1);
+            message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
+        }
+        self.push(json!({"message": message}));
+    }
+
+    /// A person presses a button of a stored message.
+    pub fn press(&self, user: i64, message: &Stored, data: &str) -> String {
+        let id = {
+            let mut inner = self.inner.lock().unwrap();
+            inner.next_callback += 1;
+            let id = format!("cb{}", inner.next_callback);
+            inner.callbacks.insert(id.clone(), false);
+            id
+        };
+        let mut msg = json!({"message_id": message.id, "date": 1_700_000_000, "chat": chat_json(message.chat),
+            "from": {"id": BOT_ID, "is_bot": true, "first_name": "planbot", "username": "planbot_test_bot"},
+            "text": message.text});
+        if !message.markup.is_null() {
+            msg["reply_markup"] = message.markup.clone();
+        }
+        self.push(
+            json!({"callback_query": {"id": id, "from": user_json(user), "message": msg,
+            "chat_instance": "ci", "data": data}}),
+        );
+        id
+    }
+
+    pub fn messages(&self, chat: i64) -> Vec<Stored> {
+        self.inner
+            .lock()
+            .unwrap()
+            .messages
+            .iter()
+            .filter(|m| m.chat == chat)
+            .cloned()
+            .collect()
+    }
+
+    /// Every method called, in order, with its parameters.
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    pub fn commands(&self) -> Option<Value> {
+        self.inner.lock().unwrap().commands.clone()
+    }
+
+    /// Everything the fake refused, plus callback queries never answered.
+    pub fn faults(&self) -> Vec<String> {
+        let inner = self.inner.lock().unwrap();
+        let mut faults = inner.faults.clone();
+        for (id, answered) in &inner.callbacks {
+            if !answered {
+                faults.push(format!("callback query {id} was never answered"));
+            }
+        }
+        faults
+    }
+
+    pub fn callback_answered(&self, id: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .callbacks
+            .get(id)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Waits (boundedly) until `done` holds over the fake's state.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        secs: u64,
+        mut done: impl FnMut(&FakeTelegram) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if done(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; calls: {:#?}",
+            self.calls().iter().rev().take(12).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Parameters of a call: JSON, or multipart form fields (a file as its name and bytes).
+async fn params(request: Request) -> (Value, Option<(String, Vec<u8>)>) {
+    let multipart = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        let body = Bytes::from_request(request, &()).await.unwrap_or_default();
+        return (serde_json::from_slice(&body).unwrap_or(json!({})), None);
+    }
+    let mut form = json!({});
+    let mut file = None;
+    if let Ok(mut parts) = Multipart::from_request(request, &()).await {
+        while let Ok(Some(field)) = parts.next_field().await {
+            let name = field.name().unwrap_or("").to_string();
+            let filename = field.file_name().map(str::to_string);
+            let bytes = field.bytes().await.unwrap_or_default();
+            match filename {
+                Some(filename) => file = Some((filename, bytes.to_vec())),
+                None => {
+                    let text = String::from_utf8_lossy(&bytes).to_string();
+                    form[name] = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                }
+            }
+        }
+    }
+    (form, file)
+}
+
+async fn handle(
+    State(fake): State<FakeTelegram>,
+    Path((bot, method)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    if bot != format!("bot{TOKEN}") {
+        return bad(401, "Unauthorized");
+    }
+    let method = method.to_ascii_lowercase();
+    let (params, file) = params(request).await;
+    if method == "getupdates" {
+        return get_updates(&fake, &params).await;
+    }
+    let mut inner = fake.inner.lock().unwrap();
+    inner.calls.push((method.clone(), params.clone()));
+    let chat = params["chat_id"].as_i64();
+    if let Some(chat) = chat
+        && let Some(limited) = flood_check(&mut inner, chat)
+    {
+        return limited;
+    }
+    match method.as_str() {
+        "getme" => ok(
+            json!({"id": BOT_ID, "is_bot": true, "first_name": "planbot", "username": "planbot_test_bot",
+            "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
+            "has_main_web_app": false}),
+        ),
+        "setmycommands" => {
+            inner.commands = Some(params["commands"].clone());
+            ok(json!(true))
+        }
+        "sendchataction" => ok(json!(true)),
+        "sendmessage" => {
+            let Some(chat) = chat else {
+                return fault(&mut inner, 400, "Bad Request: chat_id is empty");
+            };
+            let html = params["parse_mode"]
+                .as_str()
+                .is_some_and(|m| m.eq_ignore_ascii_case("html"));
+            let text = params["text"].as_str().unwrap_or("").to_string();
+            if let Err(e) =
+                check_text(&text, html).and_then(|()| check_markup(&params["reply_markup"]))
+            {
+                return fault(&mut inner, 400, &e);
+            }
+            let next = inner.next_message.entry(chat).or_insert(0);
+            *next += 1;
+            let stored = Stored {
+                chat,
+                id: *next,
+                text,
+                html,
+                markup: params["reply_markup"].clone(),
+                document: None,
+                thread: params["message_thread_id"].as_i64(),
+            };
+            let json = message_json(&stored);
+            inner.messages.push(stored);
+            ok(json)
+        }
+        "editmessagetext" | "editmessagereplymarkup" => {
+            let (Some(chat), Some(id)) = (chat, params["message_id"].as_i64()) else {
+                return fault(
+                    &mut inner,
+                    400,
+                    "Bad Request: message identifier is not specified",
+                );
+            };
+            let html = params["parse_mode"]
+                .as_str()
+                .is_some_and(|m| m.eq_ignore_ascii_case("html"));
+            let Some(index) = inner
+                .messages
+                .iter()
+                .position(|m| m.chat == chat && m.id == id)
+            else {
+                return fault(&mut inner, 400, "Bad Request: message to edit not found");
+            };
+            let mut updated = inner.messages[index].clone();
+            if method == "editmessagetext" {
+                let text = params["text"].as_str().unwrap_or("").to_string();
+                if let Err(e) = check_text(&text, html) {
+                    return fault(&mut inner, 400, &e);
+                }
+                updated.text = text;
+                updated.html = html;
+            }
+            let markup = params["reply_markup"].clone();
+            if let Err(e) = check_markup(&markup) {
+                return fault(&mut inner, 400, &e);
+            }
+            updated.markup = if markup.is_null()
+                || markup["inline_keyboard"]
+                    .as_array()
+                    .is_some_and(|k| k.is_empty())
+            {
+                Value::Null
+            } else {
+                markup
+            };
+            let old = &inner.messages[index];
+            if old.text == updated.text && old.markup == updated.markup && old.html == updated.html
+            {
+                return fault(
+                    &mut inner,
+                    400,
+                    "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                );
+            }
+            let json = message_json(&updated);
+            inner.messages[index] = updated;
+            ok(json)
+        }
+        "answercallbackquery" => {
+            let id = params["callback_query_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            match inner.callbacks.get(&id).copied() {
+                None => fault(
+                    &mut inner,
+                    400,
+                    "Bad Request: query is too old and response timeout expired or query ID is invalid",
+                ),
+                Some(true) => fault(&mut inner, 400, "Bad Request: query is already answered"),
+                Some(false) => {
+                    inner.callbacks.insert(id, true);
+                    ok(json!(true))
+                }
+            }
+        }
+        "senddocument" => {
+            let Some(chat) = chat else {
+                return fault(&mut inner, 400, "Bad Request: chat_id is empty");
+            };
+            let Some(file) = file else {
+                return fault(
+                    &mut inner,
+                    400,
+                    "Bad Request: there is no document in the request",
+                );
+            };
+            let next = inner.next_message.entry(chat).or_insert(0);
+            *next += 1;
+            let stored = Stored {
+                chat,
+                id: *next,
+                text: params["caption"].as_str().unwrap_or("").to_string(),
+                html: false,
+                markup: params["reply_markup"].clone(),
+                document: Some(file),
+                thread: params["message_thread_id"].as_i64(),
+            };
+            let json = message_json(&stored);
+            inner.messages.push(stored);
+            ok(json)
+        }
+        other => fault(&mut inner, 404, &format!("Not Found: method {other}")),
+    }
+}
+
+fn fault(inner: &mut Inner, status: u16, description: &str) -> Response {
+    let (method, params) = inner.calls.last().cloned().unwrap_or_default();
+    inner
+        .faults
+        .push(format!("{method}: {description} (params {params})"));
+    bad(status, description)
+}
+
+/// Telegram's flood control, per chat: a 429 past a few calls a second; a call inside the
+/// window it set is a fault.
+fn flood_check(inner: &mut Inner, chat: i64) -> Option<Response> {
+    let now = Instant::now();
+    if let Some(until) = inner.blocked_until.get(&chat).copied()
+        && now < until
+    {
+        let (method, _) = inner.calls.last().cloned().unwrap_or_default();
+        inner.faults.push(format!(
+            "{method} to chat {chat} inside a retry_after window"
+        ));
+        return Some(too_many(until - now));
+    }
+    let recent = inner.recent.entry(chat).or_default();
+    while recent
+        .front()
+        .is_some_and(|t| now - *t > Duration::from_secs(1))
+    {
+        recent.pop_front();
+    }
+    recent.push_back(now);
+    if recent.len() > CALLS_PER_SECOND {
+        inner
+            .blocked_until
+            .insert(chat, now + Duration::from_secs(1));
+        inner.faults.push(format!(
+            "chat {chat} got more than {CALLS_PER_SECOND} calls in a second (429)"
+        ));
+        return Some(too_many(Duration::from_secs(1)));
+    }
+    None
+}
+
+fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let body = json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {secs}"),
+        "parameters": {"retry_after": secs}});
+    (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+}
+
+fn message_json(m: &Stored) -> Value {
+    let mut json = json!({"message_id": m.id, "date": 1_700_000_000, "chat": chat_json(m.chat),
+        "from": {"id": BOT_ID, "is_bot": true, "first_name": "planbot", "username": "planbot_test_bot"}});
+    match &m.document {
+        Some((name, bytes)) => {
+            json["document"] = json!({"file_id": format!("file{}", m.id), "file_unique_id": format!("u{}", m.id),
+                "file_name": name, "file_size": bytes.len()});
+            if !m.text.is_empty() {
+                json["caption"] = json!(m.text);
+            }
+        }
+        None => json["text"] = json!(visible_text(&m.text, m.html).unwrap_or_default()),
+    }
+    if !m.markup.is_null() {
+        json["reply_markup"] = m.markup.clone();
+    }
+    if let Some(thread) = m.thread {
+        json["message_thread_id"] = json!(thread);
+        json["is_topic_message"] = json!(true);
+    }
+    json
+}
+
+fn check_text(text: &str, html: bool) -> Result<(), String> {
+    let visible = visible_text(text, html)?;
+    if visible.trim().is_empty() {
+        return Err("Bad Request: message text is empty".into());
+    }
+    if visible.encode_utf16().count() > 4096 {
+        return Err("Bad Request: message is too long".into());
+    }
+    Ok(())
+}
+
+fn check_markup(markup: &Value) -> Result<(), String> {
+    for row in markup["inline_keyboard"].as_array().into_iter().flatten() {
+        for button in row.as_array().into_iter().flatten() {
+            let data = button["callback_data"].as_str().unwrap_or("");
+            if data.is_empty() || data.len() > 64 {
+                return Err("Bad Request: BUTTON_DATA_INVALID".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+const TAGS: [&str; 14] = [
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-spoiler",
+];
+
+/// The text Telegram would show: for HTML, tags checked for balance and kind and entities
+/// decoded, as strictly as Telegram's parser.
+pub fn visible_text(text: &str, html: bool) -> Result<String, String> {
+    if !html {
+        return Ok(text.to_string());
+    }
+    let err = |what: String| Err(format!("Bad Request: can't parse entities: {what}"));
+    let mut out = String::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '<' => {
+                let Some(end) = rest.find('>') else {
+                    return err("unclosed start tag".into());
+                };
+                let tag = &rest[1..end];
+                if let Some(name) = tag.strip_prefix('/') {
+                    match stack.pop() {
+                        Some(open) if open == name.trim() => {}
+                        _ => return err(format!("unmatched end tag {name}")),
+                    }
+                } else {
+                    let name = tag.split_whitespace().next().unwrap_or("").to_string();
+                    if !TAGS.contains(&name.as_str()) {
+                        return err(format!("unsupported start tag \"{name}\""));
+                    }
+                    let attrs = tag[name.len()..].trim();
+                    let allowed = attrs.is_empty()
+                        || (name == "a" && attrs.starts_with("href=\"") && attrs.ends_with('"'))
+                        || (name == "code"
+                            && attrs.starts_with("class=\"language-")
+                            && attrs.ends_with('"'));
+                    if !allowed {
+                        return err(format!("unsupported attributes in <{tag}>"));
+                    }
+                    stack.push(name);
+                }
+                rest = &rest[end + 1..];
+            }
+            '&' => {
+                let Some(end) = rest.find(';').filter(|e| *e <= 10) else {
+                    return err("unterminated entity".into());
+                };
+                match &rest[..=end] {
+                    "&lt;" => out.push('<'),
+                    "&gt;" => out.push('>'),
+                    "&amp;" => out.push('&'),
+                    "&quot;" => out.push('"'),
+                    other => return err(format!("unsupported entity {other}")),
+                }
+                rest = &rest[end + 1..];
+            }
+            c => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    if let Some(open) = stack.pop() {
+        return err(format!("unclosed tag {open}"));
+    }
+    Ok(out)
+}
+
+async fn get_updates(fake: &FakeTelegram, params: &Value) -> Response {
+    let offset = params["offset"].as_i64().unwrap_or(0);
+    let timeout = params["timeout"].as_u64().unwrap_or(0).min(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let notified = fake.notify.notified();
+        {
+            let mut inner = fake.inner.lock().unwrap();
+            // Updates below the offset are confirmed and forgotten, as on Telegram.
+            inner
+                .updates
+                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            if !inner.updates.is_empty() {
+                let updates: Vec<Value> = inner.updates.iter().cloned().collect();
+                return ok(Value::Array(updates));
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return ok(json!([]));
+        }
+    }
+}
+
+#[test]
+fn the_html_check_is_strict() {
+    assert!(visible_text("<b>a</b> &lt; <a href=\"x\">y</a>", true).is_ok());
+    assert!(visible_text("<b>a", true).is_err());
+    assert!(visible_text("<b>a</i>", true).is_err());
+    assert!(visible_text("a < b", true).is_err());
+    assert!(visible_text("<h1>x</h1>", true).is_err());
+    assert!(visible_text("AT&T", true).is_err());
+    assert_eq!(
+        visible_text("<code class=\"language-rust\">1 &amp; 2</code>", true).unwrap(),
+        "1 & 2"
+    );
+}

@@ -1,0 +1,394 @@
+//! The Telegram front end end to end: the real `planbot run` against the fake Bot API and the
+//! fake `claude`.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use serde_json::json;
+
+use crate::fake_telegram::{FakeTelegram, Stored, TOKEN};
+use crate::util::{FakeClaude, arg_after};
+
+/// `planbot run` against the fake, allowing users 100..=120; killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, claude: &FakeClaude, telegram: &FakeTelegram) -> Running {
+    let allowed: Vec<String> = (100..=120).map(|u| format!("telegram:{u}")).collect();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("planbot.log"))
+        .unwrap();
+    let child = crate::console::planbot()
+        .arg("run")
+        .current_dir(dir)
+        .env("PLANBOT_CLAUDE_BIN", claude.bin())
+        .env("PLANBOT_STATE_DIR", dir.join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
+        .env("PLANBOT_ALLOWED_USERS", allowed.join(","))
+        .env("PLANBOT_MAX_CONCURRENT_RUNS", "10")
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_API_URL", telegram.url())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("planbot run");
+    Running(child)
+}
+
+/// The bot's messages in a chat that carry buttons, newest last.
+fn with_buttons(telegram: &FakeTelegram, chat: i64) -> Vec<Stored> {
+    telegram
+        .messages(chat)
+        .into_iter()
+        .filter(|m| !m.buttons().is_empty())
+        .collect()
+}
+
+fn button(message: &Stored, label_start: &str) -> String {
+    message
+        .buttons()
+        .into_iter()
+        .find(|(label, _)| label.starts_with(label_start))
+        .unwrap_or_else(|| panic!("no {label_start:?} button in {:?}", message.buttons()))
+        .1
+}
+
+/// What the chat shows: each message's text as Telegram displays it.
+fn texts(telegram: &FakeTelegram, chat: i64) -> Vec<String> {
+    telegram
+        .messages(chat)
+        .into_iter()
+        .map(|m| crate::fake_telegram::visible_text(&m.text, m.html).unwrap_or(m.text))
+        .collect()
+}
+
+fn long_markdown() -> String {
+    let mut md = String::from("# Engineering review\n\nHere is the design, in parts.\n\n");
+    for i in 0..6 {
+        md.push_str(&format!(
+            "## Component {i} <core> & friends\n\n{}\n\n",
+            "The component does one thing well. ".repeat(12)
+        ));
+        md.push_str(&format!(
+            "```rust\n{}```\n\n",
+            "fn handle(x: &str) -> Option<u8> { x.parse().ok() } // <T>\n".repeat(14)
+        ));
+    }
+    md.push_str("- a list item with **bold**\n- and `code`\n\nPHASE_STATUS: needs_input");
+    md
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_from_start_to_finish_in_one_chat() {
+    let claude = FakeClaude::new(json!([
+        {"kind": "answer", "text": "What problem does it solve?\n\nPHASE_STATUS: needs_input", "delay_ms": 3500},
+        {"kind": "echo"},
+        {"kind": "echo", "status": "ready_to_advance"},
+        {"kind": "answer", "text": long_markdown()},
+        {"kind": "answer", "text": "# Final plan\n\nShip it.\n\nPHASE_STATUS: ready_to_advance"},
+    ]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _planbot = start(dir.path(), &claude, &telegram);
+    telegram
+        .wait_for("the command menu", 20, |t| t.commands().is_some())
+        .await;
+    let commands: Vec<String> = telegram
+        .commands()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        commands,
+        ["plan", "advance", "finalize", "cancel", "status", "help"]
+    );
+
+    // A stranger gets one refusal and no subprocess.
+    telegram.message(200, 200, "/plan evil rm -rf /", None);
+    telegram.message(200, 200, "hello?", None);
+    telegram
+        .wait_for("the refusal", 10, |t| !t.messages(200).is_empty())
+        .await;
+
+    telegram.message(100, 100, "/plan todo-app a shared todo list", None);
+    telegram
+        .wait_for("the first reply", 20, |t| with_buttons(t, 100).len() == 1)
+        .await;
+    let first = with_buttons(&telegram, 100).remove(0);
+    assert_eq!(first.text, "What problem does it solve?");
+    // The reply replaced the progress message, which was edited while the turn ran.
+    let progress_edits = telegram
+        .calls()
+        .iter()
+        .filter(|(m, p)| {
+            m == "editmessagetext"
+                && p["message_id"] == json!(first.id)
+                && p["text"].as_str().is_some_and(|t| t.starts_with("⏳"))
+        })
+        .count();
+    assert!(
+        progress_edits >= 1,
+        "the working message shows elapsed time"
+    );
+    assert!(telegram.calls().iter().any(|(m, _)| m == "sendchataction"));
+
+    telegram.message(100, 100, "Families with kids", None);
+    telegram
+        .wait_for("the second reply", 20, |t| {
+            texts(t, 100)
+                .iter()
+                .any(|x| x.contains("Families with kids"))
+        })
+        .await;
+    telegram.message(100, 100, "Chores & <reminders>", None);
+    telegram
+        .wait_for("the third reply", 20, |t| {
+            texts(t, 100)
+                .iter()
+                .any(|x| x.contains("Chores & <reminders>"))
+        })
+        .await;
+    let calls = claude.calls();
+    let session = calls[0]["stdin"]
+        .as_str()
+        .map(|_| arg_after(&calls[1], "--resume").unwrap().to_string())
+        .unwrap();
+    assert_eq!(
+        arg_after(&calls[2], "--resume"),
+        Some(session.as_str()),
+        "both replies resume one session"
+    );
+
+    // Continue: the stale keyboards are gone, the long reply arrives in valid parts.
+    let latest = with_buttons(&telegram, 100).pop().unwrap();
+    assert_eq!(
+        with_buttons(&telegram, 100).len(),
+        1,
+        "only the latest reply keeps buttons"
+    );
+    let before = telegram.messages(100).len();
+    let cb = telegram.press(
+        100,
+        &latest,
+        &button(&latest, "Continue to /plan-ceo-review"),
+    );
+    telegram
+        .wait_for("the long reply", 30, |t| {
+            t.messages(100)
+                .last()
+                .is_some_and(|m| !m.buttons().is_empty())
+                && texts(t, 100).last().is_some_and(|x| x.contains("and code"))
+        })
+        .await;
+    assert!(telegram.callback_answered(&cb));
+    let parts: Vec<String> = texts(&telegram, 100).into_iter().skip(before).collect();
+    assert!(parts.len() >= 2, "{} parts", parts.len());
+    assert!(parts[0].starts_with("Engineering review"), "{}", parts[0]);
+    for i in 0..6 {
+        assert!(
+            parts
+                .iter()
+                .any(|p| p.contains(&format!("Component {i} <core> & friends")))
+        );
+    }
+    assert!(
+        parts
+            .iter()
+            .any(|p| p.contains("fn handle(x: &str) -> Option<u8>"))
+    );
+    // A stale press changes nothing and is answered with a note.
+    let stale = telegram.press(100, &latest, &button(&latest, "Finalize"));
+    telegram
+        .wait_for("the stale press answer", 10, |t| {
+            t.callback_answered(&stale)
+        })
+        .await;
+    assert_eq!(claude.calls().len(), 4);
+
+    let current = with_buttons(&telegram, 100).pop().unwrap();
+    telegram.press(100, &current, &button(&current, "Finalize"));
+    telegram
+        .wait_for("the final plan", 30, |t| {
+            t.messages(100).iter().any(|m| m.document.is_some())
+        })
+        .await;
+    let doc = telegram
+        .messages(100)
+        .into_iter()
+        .find_map(|m| m.document)
+        .unwrap();
+    assert_eq!(doc.0, "final-plan.md");
+    assert_eq!(
+        String::from_utf8(doc.1).unwrap(),
+        "# Final plan\n\nShip it.\n"
+    );
+    assert!(
+        dir.path()
+            .join("workspace/todo-app/final-plan.md")
+            .is_file()
+    );
+    telegram.message(100, 100, "/status", None);
+    telegram
+        .wait_for("status", 10, |t| {
+            texts(t, 100)
+                .iter()
+                .any(|x| x.contains("Nothing is being planned here"))
+        })
+        .await;
+
+    let refusals = telegram.messages(200);
+    assert_eq!(refusals.len(), 1, "one refusal");
+    assert!(refusals[0].text.contains("not allowed"));
+    assert!(
+        claude
+            .calls()
+            .iter()
+            .all(|c| !c["stdin"].as_str().unwrap().contains("evil"))
+    );
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+    let log = std::fs::read_to_string(dir.path().join("planbot.log")).unwrap();
+    assert!(
+        !log.contains("TEST-secret-token"),
+        "the token leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_chats_plan_at_once() {
+    let claude = FakeClaude::new(json!([]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _planbot = start(dir.path(), &claude, &telegram);
+    telegram
+        .wait_for("start-up", 20, |t| t.commands().is_some())
+        .await;
+    for user in 101..=110 {
+        telegram.message(user, user, &format!("/plan plan-{user} idea {user}"), None);
+    }
+    telegram
+        .wait_for("ten first replies", 60, |t| {
+            (101..=110).all(|u| with_buttons(t, u).len() == 1)
+        })
+        .await;
+    for user in 101..=110 {
+        telegram.message(user, user, &format!("answer from {user}"), None);
+    }
+    telegram
+        .wait_for("ten second replies", 60, |t| {
+            (101..=110).all(|u| {
+                texts(t, u)
+                    .iter()
+                    .any(|x| x.contains(&format!("answer from {u}")))
+            })
+        })
+        .await;
+    let calls = claude.calls();
+    assert_eq!(calls.len(), 20);
+    for user in 101..=110 {
+        let mine: Vec<_> = calls
+            .iter()
+            .filter(|c| {
+                c["cwd"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("plan-{user}"))
+            })
+            .collect();
+        assert_eq!(mine.len(), 2);
+        assert!(arg_after(mine[1], "--resume").is_some());
+    }
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_and_restart_resumes_the_session_and_answers_nothing_twice() {
+    let claude = FakeClaude::new(json!([]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut planbot = start(dir.path(), &claude, &telegram);
+    telegram.message(100, 100, "/plan survive an idea", None);
+    telegram
+        .wait_for("the first reply", 20, |t| with_buttons(t, 100).len() == 1)
+        .await;
+    // kill -9: no chance to clean up.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(planbot.0.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    planbot.0.wait().unwrap();
+    drop(planbot);
+    let replies_before = telegram.messages(100).len();
+
+    let _planbot = start(dir.path(), &claude, &telegram);
+    telegram.message(100, 100, "still there?", None);
+    telegram
+        .wait_for("the reply after restart", 20, |t| {
+            texts(t, 100).iter().any(|x| x.contains("still there?"))
+        })
+        .await;
+    let calls = claude.calls();
+    assert_eq!(calls.len(), 2, "the /plan was not handled again");
+    let first_session = calls[0]["stdin"].as_str().map(|_| {
+        std::fs::read_dir(claude.dir.path().join("state/sessions"))
+            .unwrap()
+            .count()
+    });
+    assert_eq!(first_session, Some(1), "no new Claude session");
+    assert_eq!(
+        arg_after(&calls[1], "--resume"),
+        Some("00000000-0000-4000-8000-000000000001")
+    );
+    assert!(telegram.messages(100).len() > replies_before);
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forum_topics_are_chats_of_their_own_and_bot_suffixes_are_checked() {
+    let claude = FakeClaude::new(json!([]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _planbot = start(dir.path(), &claude, &telegram);
+    telegram
+        .wait_for("start-up", 20, |t| t.commands().is_some())
+        .await;
+    telegram.message(-100, 105, "/status@some_other_bot", Some(7));
+    telegram.message(-100, 105, "just chatting in the group", Some(7));
+    telegram.message(
+        -100,
+        105,
+        "/plan@planbot_test_bot topic-plan an idea",
+        Some(7),
+    );
+    telegram
+        .wait_for("the reply in the topic", 20, |t| {
+            with_buttons(t, -100).len() == 1
+        })
+        .await;
+    let messages = telegram.messages(-100);
+    assert!(
+        messages.iter().all(|m| m.thread == Some(7)),
+        "replies stay in the topic"
+    );
+    assert!(
+        texts(&telegram, -100)
+            .iter()
+            .all(|t| !t.contains("Nothing is being planned")),
+        "other bots' commands and chatter are ignored"
+    );
+    let state = std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap();
+    assert!(state.contains("\"telegram:-100:7\""), "{state}");
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
