@@ -354,8 +354,15 @@ async fn next_line<R: AsyncRead + Unpin>(lines: &mut Option<LineReader<R>>) -> O
 
 /// Splits a byte stream at `\n` without a line-length limit short of [`MAX_LINE_BYTES`]; longer
 /// lines are skipped whole. The last line may lack its newline.
+///
+/// Cancel-safe: the line being read lives in the reader, not in the future, so a `select!` that
+/// drops [`LineReader::next_line`] mid-line loses nothing.
 struct LineReader<R> {
     reader: BufReader<R>,
+    /// The line read so far.
+    partial: Vec<u8>,
+    /// The line being read is over the limit and is being skipped.
+    oversized: bool,
     done: bool,
 }
 
@@ -363,14 +370,14 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     fn new(reader: BufReader<R>) -> Self {
         LineReader {
             reader,
+            partial: Vec::new(),
+            oversized: false,
             done: false,
         }
     }
 
     /// The next line without its newline; `None` at end of stream (or on a read error).
     async fn next_line(&mut self) -> Option<Vec<u8>> {
-        let mut line = Vec::new();
-        let mut oversized = false;
         while !self.done {
             let chunk = match self.reader.fill_buf().await {
                 Ok(chunk) => chunk,
@@ -388,25 +395,25 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 Some(i) => (&chunk[..i], true, i + 1),
                 None => (chunk, false, chunk.len()),
             };
-            if !oversized {
-                if line.len() + part.len() > MAX_LINE_BYTES {
-                    oversized = true;
-                    line = Vec::new();
+            if !self.oversized {
+                if self.partial.len() + part.len() > MAX_LINE_BYTES {
+                    self.oversized = true;
+                    self.partial = Vec::new();
                 } else {
-                    line.extend_from_slice(part);
+                    self.partial.extend_from_slice(part);
                 }
             }
             self.reader.consume(used);
             if found {
-                if oversized {
+                if std::mem::take(&mut self.oversized) {
                     tracing::warn!("skipped a stdout line over {MAX_LINE_BYTES} bytes");
-                    oversized = false;
                     continue;
                 }
-                return Some(line);
+                return Some(std::mem::take(&mut self.partial));
             }
         }
-        (!line.is_empty() && !oversized).then_some(line)
+        let line = std::mem::take(&mut self.partial);
+        (!line.is_empty() && !std::mem::take(&mut self.oversized)).then_some(line)
     }
 }
 
