@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::console::{self, ConsoleOutbound};
 use crate::adapters::telegram::{self, TelegramOutbound};
+use crate::audit::Audit;
 use crate::claude::Runner;
 use crate::config::Config;
 use crate::planning::{Planner, Prompts};
@@ -62,6 +63,9 @@ fn router_settings(config: &Config) -> RouterSettings {
     RouterSettings {
         allowed_users: config.allowed_users.clone(),
         progress_interval: config.progress_interval,
+        plan_budget_usd: config.plan_budget_usd,
+        user_daily_budget_usd: config.user_daily_budget_usd,
+        audit: Some(Audit::new(&config.state_dir)),
     }
 }
 
@@ -91,6 +95,7 @@ pub async fn run_console(
     router.announce_interrupted(console::ADAPTER).await;
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     console::run(router.clone(), outbound, stdin, interrupts, shutdown).await;
+    router.shutdown(config.shutdown_grace).await;
     core.store.close().await;
     Ok(())
 }
@@ -121,11 +126,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     );
     let poller = telegram::Poller {
         outbound: telegram,
-        router,
+        router: router.clone(),
         offset_file: config.state_dir.join("telegram.offset"),
     };
     let result = poller.run(shutdown).await;
+    // No new updates are taken; running turns get the grace period, then are interrupted.
+    router.shutdown(config.shutdown_grace).await;
     core.store.close().await;
+    tracing::info!("planbot stopped");
     result.map_err(AppError::FrontEnd)
 }
 
@@ -290,8 +298,11 @@ fn installed_skills() -> Vec<String> {
 /// `planbot sessions`: a table of planning.json.
 pub fn sessions_table(config: &Config) -> Result<String, StoreError> {
     let (state, _) = store::inspect(&config.state_dir)?;
+    let audit = crate::audit::summary(&config.state_dir)
+        .map(|s| format!("\n{s}\n"))
+        .unwrap_or_default();
     if state.sessions.is_empty() {
-        return Ok("No plans in progress.\n".into());
+        return Ok(format!("No plans in progress.\n{audit}"));
     }
     let mut rows = vec![[
         "CHAT".to_string(),
@@ -324,5 +335,6 @@ pub fn sessions_table(config: &Config) -> Result<String, StoreError> {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
+    out.push_str(&audit);
     Ok(out)
 }

@@ -85,6 +85,12 @@ pub struct Config {
     pub discord_api_url: String,
     /// More environment variable names never passed to `claude`.
     pub secret_env: Vec<String>,
+    /// No turn starts for a plan that has spent this much.
+    pub plan_budget_usd: Option<f64>,
+    /// No turn starts for a user who has spent this much today (UTC).
+    pub user_daily_budget_usd: Option<f64>,
+    /// On SIGTERM or Ctrl-C, how long running turns may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 /// A setting that is not valid, named as the user wrote it.
@@ -128,6 +134,9 @@ struct FileConfig {
     telegram_api_url: Option<String>,
     discord_api_url: Option<String>,
     secret_env: Option<Vec<String>>,
+    plan_budget_usd: Option<f64>,
+    user_daily_budget_usd: Option<f64>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 impl Config {
@@ -252,6 +261,15 @@ impl Config {
                 .list("PLANBOT_SECRET_ENV")
                 .or(file.secret_env)
                 .unwrap_or_default(),
+            plan_budget_usd: e.parse("PLANBOT_PLAN_BUDGET_USD")?.or(file.plan_budget_usd),
+            user_daily_budget_usd: e
+                .parse("PLANBOT_USER_DAILY_BUDGET_USD")?
+                .or(file.user_daily_budget_usd),
+            shutdown_grace: Duration::from_secs(
+                e.parse("PLANBOT_SHUTDOWN_GRACE_SECS")?
+                    .or(file.shutdown_grace_secs)
+                    .unwrap_or(30),
+            ),
         };
         config.validate()?;
         Ok(config)

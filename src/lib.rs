@@ -12,6 +12,7 @@
 //! - [`shutdown`], [`telemetry`]: signals and logging.
 pub mod adapters;
 pub mod app;
+pub mod audit;
 pub mod claude;
 pub mod config;
 pub mod planning;

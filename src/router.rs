@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Audit, AuditLine};
 use crate::claude::{Progress, TurnStatus};
 use crate::planning::{
     PhaseStatus, PlanError, Planner, PlanningSession, Reply, ReplyOutcome, validate_slug,
@@ -57,6 +58,8 @@ pub enum Action {
     Advance,
     Finalize,
     Cancel,
+    /// Lifts a pause of the circuit breaker.
+    Resume,
 }
 
 impl Action {
@@ -66,6 +69,7 @@ impl Action {
             Action::Advance => "adv",
             Action::Finalize => "fin",
             Action::Cancel => "can",
+            Action::Resume => "res",
         }
     }
 
@@ -74,6 +78,7 @@ impl Action {
             "adv" => Some(Action::Advance),
             "fin" => Some(Action::Finalize),
             "can" => Some(Action::Cancel),
+            "res" => Some(Action::Resume),
             _ => None,
         }
     }
@@ -245,6 +250,12 @@ pub struct RouterSettings {
     pub allowed_users: Vec<String>,
     /// How often the progress message may change.
     pub progress_interval: Duration,
+    /// No turn starts for a plan that has spent this much.
+    pub plan_budget_usd: Option<f64>,
+    /// No turn starts for a user who has spent this much today (UTC).
+    pub user_daily_budget_usd: Option<f64>,
+    /// Where every action is recorded.
+    pub audit: Option<Audit>,
 }
 
 /// Routes every front end's events. A cheap handle.
@@ -258,6 +269,13 @@ struct Inner {
     planner: Planner,
     allowed: HashSet<String>,
     progress_interval: Duration,
+    plan_budget_usd: Option<f64>,
+    user_daily_budget_usd: Option<f64>,
+    audit: Option<Audit>,
+    /// What each `adapter:user` has spent today, seeded from the audit log.
+    spend: Mutex<(chrono::NaiveDate, HashMap<String, f64>)>,
+    /// Set by [`Router::shutdown`]: no new work is taken.
+    closing: AtomicBool,
     outbounds: HashMap<String, Arc<dyn Outbound>>,
     /// Live workers by chat. Held only to look up or insert, never across an await.
     workers: Mutex<HashMap<ChatKey, Worker>>,
@@ -297,12 +315,23 @@ impl Router {
         settings: RouterSettings,
         outbounds: HashMap<String, Arc<dyn Outbound>>,
     ) -> Router {
+        let today = chrono::Utc::now().date_naive();
+        let spent = settings
+            .audit
+            .as_ref()
+            .map(|a| a.spend_on(today))
+            .unwrap_or_default();
         Router {
             inner: Arc::new(Inner {
                 store,
                 planner,
                 allowed: settings.allowed_users.into_iter().collect(),
                 progress_interval: settings.progress_interval,
+                plan_budget_usd: settings.plan_budget_usd,
+                user_daily_budget_usd: settings.user_daily_budget_usd,
+                audit: settings.audit,
+                spend: Mutex::new((today, spent)),
+                closing: AtomicBool::new(false),
                 outbounds,
                 workers: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashSet::new()),
@@ -326,6 +355,11 @@ impl Router {
             return;
         };
         let chat = inbound.chat.clone();
+        if self.inner.closing.load(Ordering::SeqCst) {
+            let note = "planbot is restarting; send that again in a minute.";
+            let _ = outbound.send(&chat, Outgoing::reply(note)).await;
+            return;
+        }
         if !self.authorize(&chat, &inbound.user) {
             let first = self
                 .inner
@@ -467,6 +501,55 @@ impl Router {
         }
     }
 
+    /// Stops taking work, lets running turns finish within `grace`, then cancels the rest (their
+    /// plans are kept as interrupted and their chats told). Returns once every chat is idle.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while !self.all_idle() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.all_idle() {
+            return;
+        }
+        tracing::warn!("the shutdown grace period is over; interrupting the running turns");
+        if let Ok(workers) = self.inner.workers.lock() {
+            for worker in workers.values() {
+                if let Ok(token) = worker.shared.cancel.lock() {
+                    token.cancel();
+                }
+            }
+        }
+        // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
+        let hard_deadline = Instant::now() + Duration::from_secs(10);
+        while !self.all_idle() && Instant::now() < hard_deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn all_idle(&self) -> bool {
+        self.inner.workers.lock().is_ok_and(|workers| {
+            workers.values().all(|w| {
+                !w.shared.busy.load(Ordering::SeqCst)
+                    && w.shared.waiting.load(Ordering::SeqCst) == 0
+            })
+        })
+    }
+
+    /// Adds to what a user spent today; returns the new total.
+    fn add_spend(&self, user_key: &str, usd: f64) -> f64 {
+        let Ok(mut spend) = self.inner.spend.lock() else {
+            return 0.0;
+        };
+        let today = chrono::Utc::now().date_naive();
+        if spend.0 != today {
+            *spend = (today, HashMap::new());
+        }
+        let total = spend.1.entry(user_key.to_string()).or_insert(0.0);
+        *total += usd;
+        *total
+    }
+
     /// Whether `chat` has nothing running or waiting.
     pub fn chat_is_idle(&self, chat: &ChatKey) -> bool {
         self.inner.workers.lock().is_ok_and(|workers| {
@@ -505,6 +588,8 @@ impl Router {
             outbound,
             shared,
             last_offer: None,
+            user: String::new(),
+            record: None,
         };
         tokio::spawn(chat_worker.run(rx));
         worker
@@ -519,6 +604,10 @@ struct ChatWorker {
     shared: Arc<WorkerShared>,
     /// The last message with buttons, withdrawn when it stops being current.
     last_offer: Option<MessageRef>,
+    /// The user of the job in hand (for budgets).
+    user: String,
+    /// What the job in hand did, for its audit line: outcome, cost, slug, phase.
+    record: Option<(String, f64, String, String)>,
 }
 
 impl ChatWorker {
@@ -590,9 +679,66 @@ impl ChatWorker {
         }
     }
 
+    /// Handles one job and records it in the audit log.
     async fn process(&mut self, job: Job, cancel: &CancellationToken) {
+        let started = Instant::now();
         let inbound = job.inbound;
-        let Ok(entry) = self.load().await else { return };
+        let action = match &inbound.kind {
+            InboundKind::Command { name, .. } => name.clone(),
+            InboundKind::Text(_) => "message".into(),
+            InboundKind::Button { action, .. } => format!("button:{}", action.code()),
+        };
+        self.user = inbound.user.clone();
+        self.record = None;
+        let entry = self.dispatch(inbound.clone(), cancel).await;
+        let Some(audit) = self.router.inner.audit.clone() else {
+            return;
+        };
+        let (outcome, cost, slug, phase) = match self.record.take() {
+            Some((outcome, cost, slug, phase)) => (outcome, cost, Some(slug), Some(phase)),
+            None => (
+                "ok".to_string(),
+                0.0,
+                entry.as_ref().map(|e| e.slug.clone()),
+                entry.as_ref().map(|e| e.phase.clone()),
+            ),
+        };
+        audit
+            .append(AuditLine {
+                time: chrono::Utc::now(),
+                adapter: self.chat.adapter.clone(),
+                chat: self.chat.channel.clone(),
+                user: inbound.user,
+                action,
+                slug,
+                phase,
+                outcome,
+                cost_usd: cost,
+                duration_ms: started.elapsed().as_millis() as u64,
+            })
+            .await;
+    }
+
+    /// Does what a job asks. Returns the chat's entry as it was when the job started.
+    async fn dispatch(
+        &mut self,
+        inbound: Inbound,
+        cancel: &CancellationToken,
+    ) -> Option<SessionEntry> {
+        let Ok(entry) = self.load().await else {
+            return None;
+        };
+        let seen = entry.clone();
+        self.route(inbound, entry, cancel).await;
+        seen
+    }
+
+    async fn route(
+        &mut self,
+        inbound: Inbound,
+        entry: Option<SessionEntry>,
+        cancel: &CancellationToken,
+    ) {
         match inbound.kind.clone() {
             InboundKind::Button { action, revision } => {
                 let current = entry.as_ref().is_some_and(|e| e.revision == revision);
@@ -625,8 +771,9 @@ impl ChatWorker {
                 ("advance" | "next", Some(entry)) => self.act(Action::Advance, entry, cancel).await,
                 ("finalize", Some(entry)) => self.act(Action::Finalize, entry, cancel).await,
                 ("cancel", Some(entry)) => self.act(Action::Cancel, entry, cancel).await,
+                ("resume", Some(entry)) => self.act(Action::Resume, entry, cancel).await,
                 ("status", Some(entry)) => self.say(status_text(&entry)).await,
-                ("advance" | "next" | "finalize" | "cancel" | "status", None) => {
+                ("advance" | "next" | "finalize" | "cancel" | "status" | "resume", None) => {
                     self.say("Nothing is being planned here. Start with /plan <slug> <idea>.")
                         .await
                 }
@@ -700,6 +847,22 @@ impl ChatWorker {
                     self.say(SAVE_FAILED).await
                 }
             },
+            Action::Resume => {
+                let mut entry = entry;
+                let was_paused = entry.paused;
+                entry.paused = false;
+                entry.failures = 0;
+                entry.revision += 1;
+                let text = if was_paused {
+                    "Resumed. Send your message again to continue this phase."
+                } else {
+                    "This plan is not paused."
+                };
+                match self.store().put(&self.chat.to_string(), entry).await {
+                    Ok(()) => self.say(text).await,
+                    Err(_) => self.say(SAVE_FAILED).await,
+                }
+            }
             Action::Advance if entry.next_phase().is_none() => {
                 let offers = vec![
                     Offer {
@@ -739,6 +902,25 @@ impl ChatWorker {
     /// Runs one planning step as a turn: marks it running, shows progress, saves and replies.
     async fn run_turn(&mut self, mut entry: SessionEntry, op: Op, cancel: &CancellationToken) {
         let key = self.chat.to_string();
+        if let Some(refusal) = self.refusal(&entry) {
+            self.record = Some((
+                "refused".into(),
+                0.0,
+                entry.slug.clone(),
+                entry.phase.clone(),
+            ));
+            let mut message = Outgoing::reply(refusal);
+            if entry.paused {
+                message.actions = vec![Offer {
+                    label: "Resume".into(),
+                    action: Action::Resume,
+                    revision: entry.revision,
+                }];
+            }
+            self.offer(message).await;
+            return;
+        }
+        let cost_before = entry.total_cost_usd;
         let generation = self.shared.generation.load(Ordering::SeqCst);
         entry.status = EntryStatus::Running;
         if let Err(e) = self.store().put(&key, entry.clone()).await {
@@ -788,6 +970,40 @@ impl ChatWorker {
         entry.status = EntryStatus::Planning;
         entry.revision += 1;
         entry.updated_at = chrono::Utc::now();
+        let cost = entry.total_cost_usd - cost_before;
+        self.router
+            .add_spend(&format!("{}:{}", self.chat.adapter, self.user), cost);
+        let outcome = match &result {
+            Ok(reply) => match &reply.outcome {
+                ReplyOutcome::Answered(_) if matches!(op, Op::Finalize) => "finalized".to_string(),
+                ReplyOutcome::Answered(_) => "answered".to_string(),
+                ReplyOutcome::Failed(status) => status.describe(),
+                ReplyOutcome::Cancelled => "cancelled".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        self.record = Some((outcome, cost, entry.slug.clone(), entry.phase.clone()));
+        let interrupted = self.router.inner.closing.load(Ordering::SeqCst)
+            && matches!(&result, Ok(reply) if reply.outcome == ReplyOutcome::Cancelled);
+        if interrupted {
+            // Shutdown cut this turn off: the plan waits, and the chat hears it on return too.
+            entry.status = EntryStatus::Interrupted;
+            let saved = self.store().put(&key, entry).await;
+            let text = match saved {
+                Ok(()) => {
+                    "planbot is restarting, so this turn was stopped. Your plan is saved:                            send a message when planbot is back to continue this phase."
+                }
+                Err(_) => SAVE_FAILED,
+            };
+            self.deliver(progress_ref, Outgoing::reply(text)).await;
+            return;
+        }
+        let failed =
+            matches!(&result, Ok(reply) if matches!(reply.outcome, ReplyOutcome::Failed(_)));
+        entry.failures = if failed { entry.failures + 1 } else { 0 };
+        if entry.failures >= BREAKER_FAILURES {
+            entry.paused = true;
+        }
 
         if generation != self.shared.generation.load(Ordering::SeqCst) {
             // /cancel came while this ran; it removes the entry next. Nothing to save or say.
@@ -829,8 +1045,48 @@ impl ChatWorker {
         } else {
             &reply.text
         });
-        let message = Outgoing::reply(text).with_actions(phase_offers(&entry, &reply));
+        let mut offers = phase_offers(&entry, &reply);
+        if entry.paused {
+            text.push_str(&format!(
+                "\n\n⏸ This plan is paused after {BREAKER_FAILURES} failed turns in a row, so that                  a broken setup cannot keep spending. Check the setup (`planbot check`), then                  /resume."
+            ));
+            offers = vec![Offer {
+                label: "Resume".into(),
+                action: Action::Resume,
+                revision: entry.revision,
+            }];
+        }
+        let message = Outgoing::reply(text).with_actions(offers);
         self.deliver(progress_ref, message).await;
+    }
+
+    /// Why no turn may start for this plan now, if one may not.
+    fn refusal(&self, entry: &SessionEntry) -> Option<String> {
+        if entry.paused {
+            return Some(format!(
+                "This plan is paused after {BREAKER_FAILURES} failed turns in a row. Check the                  setup (`planbot check`), then /resume."
+            ));
+        }
+        let inner = &self.router.inner;
+        if let Some(cap) = inner.plan_budget_usd
+            && entry.total_cost_usd >= cap
+        {
+            return Some(format!(
+                "`{}` has spent ${:.2}, its budget is ${cap:.2} (PLANBOT_PLAN_BUDGET_USD). /finalize                  it, or ask the operator to raise the cap.",
+                entry.slug, entry.total_cost_usd
+            ));
+        }
+        if let Some(cap) = inner.user_daily_budget_usd {
+            let spent = self
+                .router
+                .add_spend(&format!("{}:{}", self.chat.adapter, self.user), 0.0);
+            if spent >= cap {
+                return Some(format!(
+                    "You have spent ${spent:.2} today, your daily budget is ${cap:.2}                      (PLANBOT_USER_DAILY_BUDGET_USD). It resets at midnight UTC."
+                ));
+            }
+        }
+        None
     }
 
     /// Replaces the progress message with `message`, or sends it if there is none.
@@ -948,6 +1204,9 @@ enum Op {
     Finalize,
 }
 
+/// Failed turns in a row that pause a plan.
+const BREAKER_FAILURES: u32 = 3;
+
 /// The answer to a press on a button whose moment has passed.
 pub const STALE: &str = "This is no longer current.";
 
@@ -959,6 +1218,7 @@ const HELP: &str = "planbot plans a product with you, phase by phase, with Claud
 /advance (or /next): finish this phase and start the next\n\
 /finalize: write the complete plan to final-plan.md\n\
 /cancel: stop the running turn and drop this plan\n\
+/resume: continue a plan paused after repeated failures\n\
 /status: where the plan stands\n\
 /help: this text\n\n\
 Anything else you write continues the current phase.";

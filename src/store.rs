@@ -99,6 +99,12 @@ pub struct SessionEntry {
     /// Bumped on every change a button could act on; buttons carry it to detect staleness.
     #[serde(default)]
     pub revision: u64,
+    /// Failed turns in a row; three pause the plan (the circuit breaker).
+    #[serde(default)]
+    pub failures: u32,
+    /// Paused by the circuit breaker until the user says /resume.
+    #[serde(default)]
+    pub paused: bool,
     /// Fields written by a newer planbot, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

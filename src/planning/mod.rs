@@ -194,6 +194,8 @@ impl Planner {
             recap: Vec::new(),
             missing_skills: Vec::new(),
             revision: 0,
+            failures: 0,
+            paused: false,
             extra: Default::default(),
         })
     }

@@ -91,11 +91,15 @@ pub struct Harness {
     pub router: Router,
     pub out: Arc<Recorder>,
     pub store: Store,
-    _state: tempfile::TempDir,
+    pub _state: tempfile::TempDir,
 }
 
 impl Harness {
     pub fn new(steps: Value) -> Harness {
+        Harness::with(steps, |_| {})
+    }
+
+    pub fn with(steps: Value, tweak: impl FnOnce(&mut RouterSettings)) -> Harness {
         let fake = FakeClaude::new(steps);
         let state = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(state.path()).unwrap();
@@ -103,10 +107,14 @@ impl Harness {
         let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
         outbounds.insert("console".into(), out.clone());
         outbounds.insert("telegram".into(), out.clone());
-        let settings = RouterSettings {
+        let mut settings = RouterSettings {
             allowed_users: vec!["telegram:42".into()],
             progress_interval: Duration::from_millis(50),
+            plan_budget_usd: None,
+            user_daily_budget_usd: None,
+            audit: Some(planbot::audit::Audit::new(state.path())),
         };
+        tweak(&mut settings);
         let router = Router::new(
             store.clone(),
             crate::planning::planner(&fake),
@@ -509,4 +517,128 @@ async fn interrupted_plans_are_announced_and_resume_on_the_next_message() {
     );
     let entry = h.store.get("console:local").await.unwrap().unwrap();
     assert_eq!(entry.status, planbot::store::EntryStatus::Planning);
+}
+
+#[tokio::test]
+async fn three_failed_turns_pause_the_plan_until_resume() {
+    let crash = json!({"kind": "crash", "exit": 1, "stderr": "broken setup"});
+    let h = Harness::new(json!([crash, crash, crash]));
+    h.say("/plan brk a broken setup").await;
+    h.say("again").await;
+    h.say("and again").await;
+    let paused = h.out.last_reply();
+    assert!(
+        paused.text.contains("paused after 3 failed turns"),
+        "{}",
+        paused.text
+    );
+    assert_eq!(paused.actions.len(), 1);
+    assert_eq!(paused.actions[0].action, Action::Resume);
+    h.say("one more try?").await;
+    assert!(h.out.last_reply().text.contains("is paused"));
+    assert_eq!(h.fake.calls().len(), 3, "no turn while paused");
+    h.press(Action::Resume, paused.actions[0].revision).await;
+    assert!(h.out.last_reply().text.starts_with("Resumed."));
+    h.say("working now?").await;
+    // The phase never got a session, so it starts afresh with the message at the end.
+    assert!(
+        h.out.last_reply().text.starts_with("[fake claude] reply 1"),
+        "{}",
+        h.out.last_reply().text
+    );
+    assert!(
+        h.fake.calls()[3]["stdin"]
+            .as_str()
+            .unwrap()
+            .ends_with("working now?\n</user_message>")
+    );
+    assert!(!h.store.get("console:local").await.unwrap().unwrap().paused);
+}
+
+#[tokio::test]
+async fn a_plan_budget_stops_new_turns() {
+    // The fake reports $0.001 a turn.
+    let h = Harness::with(json!([]), |s| s.plan_budget_usd = Some(0.0015));
+    h.say("/plan capped an idea").await;
+    h.say("second").await;
+    h.say("third").await;
+    let text = h.out.last_reply().text;
+    assert!(
+        text.contains("its budget is $0.00") && text.contains("PLANBOT_PLAN_BUDGET_USD"),
+        "{text}"
+    );
+    assert_eq!(h.fake.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_daily_budget_follows_the_user_across_chats() {
+    let h = Harness::with(json!([]), |s| s.user_daily_budget_usd = Some(0.0015));
+    let telegram = |chat: &str, text: &str| {
+        Inbound::from_text(ChatKey::new("telegram", chat), "42", true, text)
+    };
+    h.router.handle(telegram("1", "/plan one first")).await;
+    h.router.handle(telegram("2", "/plan two second")).await;
+    for _ in 0..500 {
+        if h.fake.calls().len() == 2
+            && h.router.chat_is_idle(&ChatKey::new("telegram", "2"))
+            && h.router.chat_is_idle(&ChatKey::new("telegram", "1"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.router.handle(telegram("3", "/plan three third")).await;
+    for _ in 0..500 {
+        if h.out
+            .replies()
+            .iter()
+            .any(|m| m.text.contains("daily budget"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        h.out
+            .replies()
+            .iter()
+            .any(|m| m.text.contains("PLANBOT_USER_DAILY_BUDGET_USD"))
+    );
+    assert_eq!(h.fake.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn every_action_is_audited() {
+    let h = Harness::new(json!([]));
+    h.say("/plan audited an idea").await;
+    h.say("a reply").await;
+    h.say("/status").await;
+    h.press(Action::Finalize, h.revision().await).await;
+    let lines = planbot::audit::Audit::new(h._state.path()).lines();
+    let actions: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l.action.as_str(), l.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("plan", "answered"),
+            ("message", "answered"),
+            ("status", "ok"),
+            ("button:fin", "finalized")
+        ]
+    );
+    for line in &lines {
+        assert_eq!(
+            (
+                line.adapter.as_str(),
+                line.chat.as_str(),
+                line.user.as_str()
+            ),
+            ("console", "local", "local")
+        );
+        assert_eq!(line.slug.as_deref(), Some("audited"));
+    }
+    assert!(lines[0].cost_usd > 0.0 && lines[2].cost_usd == 0.0);
+    assert!(lines[0].phase.as_deref() == Some("office-hours"));
 }

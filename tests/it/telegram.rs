@@ -20,6 +20,10 @@ impl Drop for Running {
 }
 
 fn start(dir: &Path, claude: &FakeClaude, telegram: &FakeTelegram) -> Running {
+    start_with(dir, claude, &telegram.url(), &[])
+}
+
+fn start_with(dir: &Path, claude: &FakeClaude, api_url: &str, env: &[(&str, &str)]) -> Running {
     let allowed: Vec<String> = (100..=120).map(|u| format!("telegram:{u}")).collect();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -35,7 +39,8 @@ fn start(dir: &Path, claude: &FakeClaude, telegram: &FakeTelegram) -> Running {
         .env("PLANBOT_ALLOWED_USERS", allowed.join(","))
         .env("PLANBOT_MAX_CONCURRENT_RUNS", "10")
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_API_URL", telegram.url())
+        .env("TELEGRAM_API_URL", api_url)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -391,4 +396,124 @@ async fn forum_topics_are_chats_of_their_own_and_bot_suffixes_are_checked() {
     let state = std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap();
     assert!(state.contains("\"telegram:-100:7\""), "{state}");
     assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+fn sigterm(planbot: &Running) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(planbot.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_short_turn_finish_and_exits_cleanly() {
+    let claude = FakeClaude::new(json!([{"kind": "slow", "delay_ms": 1500}]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut planbot = start_with(
+        dir.path(),
+        &claude,
+        &telegram.url(),
+        &[("PLANBOT_SHUTDOWN_GRACE_SECS", "20")],
+    );
+    telegram.message(100, 100, "/plan quick an idea", None);
+    telegram
+        .wait_for("the turn to start", 20, |_| !claude.calls().is_empty())
+        .await;
+    sigterm(&planbot);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = planbot.0.wait().unwrap();
+        drop(planbot);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        with_buttons(&telegram, 100).len(),
+        1,
+        "the running turn finished and was delivered"
+    );
+    let state = std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap();
+    assert!(state.contains("\"status\":\"planning\""), "{state}");
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_interrupts_a_long_turn_after_the_grace_period() {
+    let claude = FakeClaude::new(json!([{"kind": "hang", "grandchild": true}]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut planbot = start_with(
+        dir.path(),
+        &claude,
+        &telegram.url(),
+        &[("PLANBOT_SHUTDOWN_GRACE_SECS", "1")],
+    );
+    telegram.message(100, 100, "/plan long an idea", None);
+    telegram
+        .wait_for("the turn to start", 20, |_| {
+            !claude.grandchildren().is_empty()
+        })
+        .await;
+    sigterm(&planbot);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = planbot.0.wait().unwrap();
+        drop(planbot);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        texts(&telegram, 100)
+            .iter()
+            .any(|t| t.contains("planbot is restarting, so this turn was stopped"))
+    );
+    let state = std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap();
+    assert!(state.contains("\"status\":\"interrupted\""), "{state}");
+    let pid = claude.calls()[0]["pid"].as_i64().unwrap() as i32;
+    crate::util::eventually("claude survived the shutdown", || {
+        crate::util::group_members(pid).is_empty()
+    });
+
+    // Back up: the chat is told, and its next message continues the phase.
+    let _planbot = start(dir.path(), &claude, &telegram);
+    telegram
+        .wait_for("the announcement", 20, |t| {
+            texts(t, 100)
+                .iter()
+                .any(|x| x.contains("planbot restarted while a turn of long"))
+        })
+        .await;
+    telegram.message(100, 100, "go on", None);
+    telegram
+        .wait_for("the resumed reply", 20, |t| with_buttons(t, 100).len() == 1)
+        .await;
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_even_when_every_call_fails() {
+    let claude = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 of loopback: every call fails with an error that names the URL.
+    let mut planbot = start_with(
+        dir.path(),
+        &claude,
+        "http://127.0.0.1:9/",
+        &[("RUST_LOG", "trace"), ("PLANBOT_LOG_FORMAT", "json")],
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = planbot.0.wait().unwrap();
+        drop(planbot);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.path().join("planbot.log")).unwrap();
+    assert!(log.contains("Telegram getMe failed"), "{log}");
+    assert!(!log.contains("TEST-secret-token"), "{log}");
 }
