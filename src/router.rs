@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::audit::{Audit, AuditLine};
 use crate::claude::{Progress, TurnStatus};
@@ -639,7 +640,8 @@ impl ChatWorker {
             if let Ok(mut slot) = self.shared.cancel.lock() {
                 *slot = cancel.clone();
             }
-            self.process(job, &cancel).await;
+            let span = tracing::info_span!("chat", chat = %self.chat, user = %job.inbound.user);
+            self.process(job, &cancel).instrument(span).await;
             self.shared.busy.store(false, Ordering::SeqCst);
         }
     }
@@ -953,6 +955,7 @@ impl ChatWorker {
         let mut on_progress = move |p: Progress| {
             let _ = events.send(p);
         };
+        let label_slug = entry.slug.clone();
         let mut session = PlanningSession::new(self.planner().clone(), entry);
         let step = async {
             match &op {
@@ -962,8 +965,9 @@ impl ChatWorker {
                 Op::Finalize => session.finalize(cancel, &mut on_progress).await,
             }
         };
+        let span = tracing::info_span!("turn", slug = %label_slug, phase = %label);
         let result = tokio::select! {
-            result = step => result,
+            result = step.instrument(span) => result,
             _ = self.show_progress(&mut events_rx, progress_ref.as_ref(), &working) => unreachable!(),
         };
         let mut entry = session.into_state();
