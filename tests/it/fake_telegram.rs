@@ -70,6 +70,8 @@ struct Inner {
     callbacks: HashMap<String, bool>,
     commands: Option<Value>,
     next_callback: u64,
+    /// Chats whose next call gets a 429 (as Telegram does under load), not counted as a fault.
+    flood_next: Vec<i64>,
 }
 
 #[derive(Clone)]
@@ -185,6 +187,11 @@ impl FakeTelegram {
             "chat_instance": "ci", "data": data}}),
         );
         id
+    }
+
+    /// The next call to `chat` is answered 429 with a 2 s `retry_after`.
+    pub fn flood_next(&self, chat: i64) {
+        self.inner.lock().unwrap().flood_next.push(chat);
     }
 
     pub fn messages(&self, chat: i64) -> Vec<Stored> {
@@ -453,6 +460,13 @@ fn fault(inner: &mut Inner, status: u16, description: &str) -> Response {
 /// window it set is a fault.
 fn flood_check(inner: &mut Inner, chat: i64) -> Option<Response> {
     let now = Instant::now();
+    if let Some(i) = inner.flood_next.iter().position(|c| *c == chat) {
+        inner.flood_next.remove(i);
+        inner
+            .blocked_until
+            .insert(chat, now + Duration::from_secs(2));
+        return Some(too_many(Duration::from_secs(2)));
+    }
     if let Some(until) = inner.blocked_until.get(&chat).copied()
         && now < until
     {

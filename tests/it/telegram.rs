@@ -517,3 +517,47 @@ async fn no_secret_reaches_the_log_even_when_every_call_fails() {
     assert!(log.contains("Telegram getMe failed"), "{log}");
     assert!(!log.contains("TEST-secret-token"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_waited_out_and_a_very_long_reply_arrives_as_a_file() {
+    let huge = format!(
+        "# Big\n\n{}\n\nPHASE_STATUS: needs_input",
+        "A long paragraph of planning prose. ".repeat(700)
+    );
+    let claude = FakeClaude::new(json!([{"kind": "answer", "text": huge, "delay_ms": 500}]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _planbot = start(dir.path(), &claude, &telegram);
+    telegram
+        .wait_for("start-up", 20, |t| t.commands().is_some())
+        .await;
+    telegram.flood_next(100);
+    telegram.message(100, 100, "/plan big an idea", None);
+    telegram
+        .wait_for("the long reply", 30, |t| {
+            t.messages(100).iter().any(|m| m.document.is_some())
+        })
+        .await;
+    telegram
+        .wait_for("the buttons", 10, |t| with_buttons(t, 100).len() == 1)
+        .await;
+    let doc = telegram
+        .messages(100)
+        .into_iter()
+        .find_map(|m| m.document)
+        .unwrap();
+    assert_eq!(doc.0, "reply.md");
+    assert!(
+        String::from_utf8(doc.1)
+            .unwrap()
+            .contains("A long paragraph of planning prose.")
+    );
+    let summary = with_buttons(&telegram, 100).remove(0);
+    let shown = crate::fake_telegram::visible_text(&summary.text, summary.html).unwrap();
+    assert!(
+        shown.contains("The full reply") && shown.contains("attached as reply.md"),
+        "{shown}"
+    );
+    // The 429 was obeyed: nothing was sent to the chat inside its window.
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
