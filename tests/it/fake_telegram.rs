@@ -72,6 +72,9 @@ struct Inner {
     next_callback: u64,
     /// Chats whose next call gets a 429 (as Telegram does under load), not counted as a fault.
     flood_next: Vec<i64>,
+    /// Chats whose next HTML message is refused as unparsable (as Telegram sometimes does with
+    /// HTML it should accept), not counted as a fault.
+    refuse_html_next: Vec<i64>,
 }
 
 #[derive(Clone)]
@@ -192,6 +195,11 @@ impl FakeTelegram {
     /// The next call to `chat` is answered 429 with a 2 s `retry_after`.
     pub fn flood_next(&self, chat: i64) {
         self.inner.lock().unwrap().flood_next.push(chat);
+    }
+
+    /// The next HTML message to `chat` is refused with "can't parse entities".
+    pub fn refuse_html_next(&self, chat: i64) {
+        self.inner.lock().unwrap().refuse_html_next.push(chat);
     }
 
     pub fn messages(&self, chat: i64) -> Vec<Stored> {
@@ -327,6 +335,13 @@ async fn handle(
                 .as_str()
                 .is_some_and(|m| m.eq_ignore_ascii_case("html"));
             let text = params["text"].as_str().unwrap_or("").to_string();
+            if html && let Some(i) = inner.refuse_html_next.iter().position(|c| *c == chat) {
+                inner.refuse_html_next.remove(i);
+                return bad(
+                    400,
+                    "Bad Request: can't parse entities: Can't find end tag corresponding to start tag \"b\"",
+                );
+            }
             if let Err(e) =
                 check_text(&text, html).and_then(|()| check_markup(&params["reply_markup"]))
             {

@@ -561,3 +561,31 @@ async fn a_429_is_waited_out_and_a_very_long_reply_arrives_as_a_file() {
     // The 429 was obeyed: nothing was sent to the chat inside its window.
     assert_eq!(telegram.faults(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_telegram_refuses_is_resent_as_plain_text() {
+    let claude = FakeClaude::new(json!([]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _planbot = start(dir.path(), &claude, &telegram);
+    telegram
+        .wait_for("start-up", 20, |t| t.commands().is_some())
+        .await;
+    telegram.refuse_html_next(100);
+    telegram.message(100, 100, "/help", None);
+    telegram
+        .wait_for("the help text", 20, |t| !t.messages(100).is_empty())
+        .await;
+    let help = telegram.messages(100).remove(0);
+    assert!(
+        !help.html,
+        "sent again without parse mode: {:#?}",
+        telegram.calls()
+    );
+    assert!(
+        help.text.contains("/plan <slug> <idea>"),
+        "the markdown source, as plain text: {}",
+        help.text
+    );
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
