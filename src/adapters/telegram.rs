@@ -243,6 +243,28 @@ impl TelegramOutbound {
         }
     }
 
+    /// A `sendMessage` of `text`, as HTML or plain.
+    fn send_request(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        text: &str,
+        html: bool,
+        markup: &Option<InlineKeyboardMarkup>,
+    ) -> <Bot as Requester>::SendMessage {
+        let mut request = self.bot.send_message(chat, text.to_string());
+        if html {
+            request = request.parse_mode(ParseMode::Html);
+        }
+        if let Some(thread) = thread {
+            request = request.message_thread_id(thread);
+        }
+        if let Some(markup) = markup.clone() {
+            request = request.reply_markup(markup);
+        }
+        request
+    }
+
     async fn send_part(
         &self,
         chat: ChatId,
@@ -250,41 +272,20 @@ impl TelegramOutbound {
         part: &Part,
         markup: Option<InlineKeyboardMarkup>,
     ) -> Result<MessageId, SendError> {
-        let html = self
+        let mut result = self
             .call(chat, "sendMessage", || {
-                let mut request = self
-                    .bot
-                    .send_message(chat, part.html.clone())
-                    .parse_mode(ParseMode::Html);
-                if let Some(thread) = thread {
-                    request = request.message_thread_id(thread);
-                }
-                if let Some(markup) = markup.clone() {
-                    request = request.reply_markup(markup);
-                }
-                request
+                self.send_request(chat, thread, &part.html, true, &markup)
             })
             .await;
-        match html {
-            Ok(message) => Ok(message.id),
-            Err(RequestError::Api(ApiError::CantParseEntities(_))) => {
-                // The HTML was refused after all: the same text, plain.
-                let plain = self
-                    .call(chat, "sendMessage", || {
-                        let mut request = self.bot.send_message(chat, part.plain.clone());
-                        if let Some(thread) = thread {
-                            request = request.message_thread_id(thread);
-                        }
-                        if let Some(markup) = markup.clone() {
-                            request = request.reply_markup(markup);
-                        }
-                        request
-                    })
-                    .await;
-                plain.map(|m| m.id).map_err(|e| self.send_error(&e))
-            }
-            Err(e) => Err(self.send_error(&e)),
+        if let Err(RequestError::Api(ApiError::CantParseEntities(_))) = result {
+            // The HTML was refused after all: the same text, plain.
+            result = self
+                .call(chat, "sendMessage", || {
+                    self.send_request(chat, thread, &part.plain, false, &markup)
+                })
+                .await;
         }
+        result.map(|m| m.id).map_err(|e| self.send_error(&e))
     }
 
     async fn edit_part(
@@ -294,31 +295,24 @@ impl TelegramOutbound {
         part: &Part,
         markup: Option<InlineKeyboardMarkup>,
     ) -> Result<(), SendError> {
-        let html = self
-            .call(chat, "editMessageText", || {
-                let mut request = self
-                    .bot
-                    .edit_message_text(chat, id, part.html.clone())
-                    .parse_mode(ParseMode::Html);
-                if let Some(markup) = markup.clone() {
-                    request = request.reply_markup(markup);
-                }
-                request
-            })
-            .await;
-        let result = match html {
-            Err(RequestError::Api(ApiError::CantParseEntities(_))) => {
-                self.call(chat, "editMessageText", || {
-                    let mut request = self.bot.edit_message_text(chat, id, part.plain.clone());
-                    if let Some(markup) = markup.clone() {
-                        request = request.reply_markup(markup);
-                    }
-                    request
-                })
-                .await
+        let request = |text: &str, html: bool| {
+            let mut request = self.bot.edit_message_text(chat, id, text.to_string());
+            if html {
+                request = request.parse_mode(ParseMode::Html);
             }
-            other => other,
+            if let Some(markup) = markup.clone() {
+                request = request.reply_markup(markup);
+            }
+            request
         };
+        let mut result = self
+            .call(chat, "editMessageText", || request(&part.html, true))
+            .await;
+        if let Err(RequestError::Api(ApiError::CantParseEntities(_))) = result {
+            result = self
+                .call(chat, "editMessageText", || request(&part.plain, false))
+                .await;
+        }
         match result {
             Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
             Err(e) => Err(self.send_error(&e)),
@@ -453,18 +447,10 @@ impl Outbound for TelegramOutbound {
             }
             (MessageKind::Progress, _) => {
                 let (chat_id, thread) = target(chat)?;
-                let part = Part {
-                    html: String::new(),
-                    plain: message.text.clone(),
-                };
                 // Progress is plain text: it carries raw model output, markdown half-written.
                 let id = self
                     .call(chat_id, "sendMessage", || {
-                        let mut request = self.bot.send_message(chat_id, part.plain.clone());
-                        if let Some(thread) = thread {
-                            request = request.message_thread_id(thread);
-                        }
-                        request
+                        self.send_request(chat_id, thread, &message.text, false, &None)
                     })
                     .await
                     .map_err(|e| self.send_error(&e))?
