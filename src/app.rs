@@ -40,6 +40,20 @@ struct Core {
     planner: Planner,
 }
 
+impl Core {
+    /// The router for one front end.
+    fn router(&self, config: &Config, adapter: &str, outbound: Arc<dyn Outbound>) -> Router {
+        let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
+        outbounds.insert(adapter.to_string(), outbound);
+        Router::new(
+            self.store.clone(),
+            self.planner.clone(),
+            router_settings(config),
+            outbounds,
+        )
+    }
+}
+
 fn build_core(config: &Config) -> Result<Core, AppError> {
     let prompts = Prompts::load(config.prompts_dir.as_deref()).map_err(AppError::Prompts)?;
     let (store, report) = Store::open(&config.state_dir)?;
@@ -79,14 +93,7 @@ pub async fn run_console(
     let core = build_core(&config)?;
     let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let outbound = ConsoleOutbound::new(Box::new(std::io::stdout()), live);
-    let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
-    outbounds.insert(console::ADAPTER.into(), outbound.clone());
-    let router = Router::new(
-        core.store.clone(),
-        core.planner,
-        router_settings(&config),
-        outbounds,
-    );
+    let router = core.router(&config, console::ADAPTER, outbound.clone());
     if live {
         println!(
             "planbot console: plan a product with Claude Code. Type /help, or start with\n  /plan <slug> <idea>\n"
@@ -116,14 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let core = build_core(&config)?;
     let telegram =
         TelegramOutbound::new(token, &config.telegram_api_url).map_err(AppError::Unsupported)?;
-    let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
-    outbounds.insert(telegram::ADAPTER.into(), telegram.clone());
-    let router = Router::new(
-        core.store.clone(),
-        core.planner,
-        router_settings(&config),
-        outbounds,
-    );
+    let router = core.router(&config, telegram::ADAPTER, telegram.clone());
     let poller = telegram::Poller {
         outbound: telegram,
         router: router.clone(),

@@ -207,6 +207,17 @@ impl Outgoing {
         }
     }
 
+    /// An answer to `inbound`: ephemeral where the front end has an interaction to answer (a
+    /// button press), an ordinary reply otherwise.
+    pub fn answer(inbound: &Inbound, text: impl Into<String>) -> Outgoing {
+        let mut message = Outgoing::reply(text);
+        if inbound.interaction.is_some() {
+            message.kind = MessageKind::Ephemeral;
+            message.interaction = inbound.interaction.clone();
+        }
+        message
+    }
+
     fn with_actions(mut self, actions: Vec<Offer>) -> Outgoing {
         self.actions = actions;
         self
@@ -370,14 +381,11 @@ impl Router {
                 .unwrap_or(false);
             tracing::warn!(chat = %chat, user = %inbound.user, "refused a stranger");
             if first || matches!(inbound.kind, InboundKind::Button { .. }) {
-                let mut msg = Outgoing::reply(
+                let msg = Outgoing::answer(
+                    &inbound,
                     "Sorry, you are not allowed to use this planbot. Ask its operator to add \
                      your user id to PLANBOT_ALLOWED_USERS.",
                 );
-                if inbound.interaction.is_some() {
-                    msg.kind = MessageKind::Ephemeral;
-                    msg.interaction = inbound.interaction.clone();
-                }
                 let _ = outbound.send(&chat, msg).await;
             }
             return;
@@ -406,10 +414,10 @@ impl Router {
                 .flatten()
                 .is_some_and(|entry| entry.revision == revision);
             let note = if current { "" } else { STALE };
-            let mut ack = Outgoing::reply(note);
-            ack.kind = MessageKind::Ephemeral;
-            ack.interaction = inbound.interaction.clone();
-            let _ = outbound.send(&chat, ack).await;
+            // An empty acknowledgement only where there is an interaction to close.
+            if inbound.interaction.is_some() || !note.is_empty() {
+                let _ = outbound.send(&chat, Outgoing::answer(&inbound, note)).await;
+            }
             if !current {
                 return;
             }
@@ -537,18 +545,27 @@ impl Router {
         })
     }
 
-    /// Adds to what a user spent today; returns the new total.
-    fn add_spend(&self, user_key: &str, usd: f64) -> f64 {
-        let Ok(mut spend) = self.inner.spend.lock() else {
-            return 0.0;
-        };
+    /// Adds to what a user spent today.
+    fn add_spend(&self, user_key: &str, usd: f64) {
+        self.with_spend(|spend| *spend.entry(user_key.to_string()).or_insert(0.0) += usd);
+    }
+
+    /// What a user has spent today.
+    fn spent_today(&self, user_key: &str) -> f64 {
+        self.with_spend(|spend| spend.get(user_key).copied().unwrap_or(0.0))
+    }
+
+    /// Today's spending, starting afresh when the UTC day changes.
+    fn with_spend<R>(&self, f: impl FnOnce(&mut HashMap<String, f64>) -> R) -> R {
         let today = chrono::Utc::now().date_naive();
+        let mut fresh = HashMap::new();
+        let Ok(mut spend) = self.inner.spend.lock() else {
+            return f(&mut fresh);
+        };
         if spend.0 != today {
             *spend = (today, HashMap::new());
         }
-        let total = spend.1.entry(user_key.to_string()).or_insert(0.0);
-        *total += usd;
-        *total
+        f(&mut spend.1)
     }
 
     /// Whether `chat` has nothing running or waiting.
@@ -661,12 +678,10 @@ impl ChatWorker {
     }
 
     async fn ephemeral(&self, inbound: &Inbound, text: &str) {
-        let mut msg = Outgoing::reply(text);
-        if inbound.interaction.is_some() {
-            msg.kind = MessageKind::Ephemeral;
-            msg.interaction = inbound.interaction.clone();
-        }
-        let _ = self.outbound.send(&self.chat, msg).await;
+        let _ = self
+            .outbound
+            .send(&self.chat, Outgoing::answer(inbound, text))
+            .await;
     }
 
     async fn load(&self) -> Result<Option<SessionEntry>, ()> {
@@ -1083,7 +1098,7 @@ impl ChatWorker {
         if let Some(cap) = inner.user_daily_budget_usd {
             let spent = self
                 .router
-                .add_spend(&format!("{}:{}", self.chat.adapter, self.user), 0.0);
+                .spent_today(&format!("{}:{}", self.chat.adapter, self.user));
             if spent >= cap {
                 return Some(format!(
                     "You have spent ${spent:.2} today, your daily budget is ${cap:.2}                      (PLANBOT_USER_DAILY_BUDGET_USD). It resets at midnight UTC."

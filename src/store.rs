@@ -444,6 +444,24 @@ pub fn write_durably(path: &Path, bytes: &[u8], backup: bool) -> io::Result<()> 
     result
 }
 
+/// Removes the temp files of writers that died mid-write (`.planning.json.tmp-<pid>` and
+/// `.planning.json.bak-<pid>`). Only the lock holder calls it, so none is in use.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = [".tmp-", ".bak-"]
+            .iter()
+            .any(|infix| name.starts_with(&format!(".{STATE_FILE}{infix}")));
+        if stale && let Err(e) = fs::remove_file(entry.path()) {
+            tracing::warn!(file = %name, error = %e, "could not remove a stale temp file");
+        }
+    }
+}
+
 /// The lock that makes one planbot per state directory.
 #[derive(Debug)]
 pub struct StateLock {
@@ -529,6 +547,7 @@ impl Store {
             source,
         })?;
         let lock = StateLock::acquire(dir)?;
+        remove_stale_temp_files(dir);
         let (state, report) = load(dir, true)?;
         if !report.interrupted.is_empty() {
             // Persist the repair before anyone is told about it.

@@ -12,6 +12,15 @@ use crate::util::{FakeClaude, arg_after};
 /// `planbot run` against the fake, allowing users 100..=120; killed when dropped.
 struct Running(Child);
 
+impl Running {
+    /// Waits for planbot to exit on its own.
+    async fn exit(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.0.wait().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -47,6 +56,21 @@ fn start_with(dir: &Path, claude: &FakeClaude, api_url: &str, env: &[(&str, &str
         .spawn()
         .expect("planbot run");
     Running(child)
+}
+
+/// A fake `claude` following `steps`, a fake Telegram, and planbot started against them (its
+/// command menu registered).
+async fn started(
+    steps: serde_json::Value,
+) -> (FakeClaude, FakeTelegram, tempfile::TempDir, Running) {
+    let claude = FakeClaude::new(steps);
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let planbot = start(dir.path(), &claude, &telegram);
+    telegram
+        .wait_for("start-up", 20, |t| t.commands().is_some())
+        .await;
+    (claude, telegram, dir, planbot)
 }
 
 /// The bot's messages in a chat that carry buttons, newest last.
@@ -272,13 +296,7 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_chats_plan_at_once() {
-    let claude = FakeClaude::new(json!([]));
-    let telegram = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _planbot = start(dir.path(), &claude, &telegram);
-    telegram
-        .wait_for("start-up", 20, |t| t.commands().is_some())
-        .await;
+    let (claude, telegram, _dir, _planbot) = started(json!([])).await;
     for user in 101..=110 {
         telegram.message(user, user, &format!("/plan plan-{user} idea {user}"), None);
     }
@@ -362,13 +380,7 @@ async fn a_kill_and_restart_resumes_the_session_and_answers_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forum_topics_are_chats_of_their_own_and_bot_suffixes_are_checked() {
-    let claude = FakeClaude::new(json!([]));
-    let telegram = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _planbot = start(dir.path(), &claude, &telegram);
-    telegram
-        .wait_for("start-up", 20, |t| t.commands().is_some())
-        .await;
+    let (_claude, telegram, dir, _planbot) = started(json!([])).await;
     telegram.message(-100, 105, "/status@some_other_bot", Some(7));
     telegram.message(-100, 105, "just chatting in the group", Some(7));
     telegram.message(
@@ -411,7 +423,7 @@ async fn sigterm_lets_a_short_turn_finish_and_exits_cleanly() {
     let claude = FakeClaude::new(json!([{"kind": "slow", "delay_ms": 1500}]));
     let telegram = FakeTelegram::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut planbot = start_with(
+    let planbot = start_with(
         dir.path(),
         &claude,
         &telegram.url(),
@@ -422,13 +434,7 @@ async fn sigterm_lets_a_short_turn_finish_and_exits_cleanly() {
         .wait_for("the turn to start", 20, |_| !claude.calls().is_empty())
         .await;
     sigterm(&planbot);
-    let status = tokio::task::spawn_blocking(move || {
-        let status = planbot.0.wait().unwrap();
-        drop(planbot);
-        status
-    })
-    .await
-    .unwrap();
+    let status = planbot.exit().await;
     assert!(status.success(), "{status}");
     assert_eq!(
         with_buttons(&telegram, 100).len(),
@@ -445,7 +451,7 @@ async fn sigterm_interrupts_a_long_turn_after_the_grace_period() {
     let claude = FakeClaude::new(json!([{"kind": "hang", "grandchild": true}]));
     let telegram = FakeTelegram::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut planbot = start_with(
+    let planbot = start_with(
         dir.path(),
         &claude,
         &telegram.url(),
@@ -458,13 +464,7 @@ async fn sigterm_interrupts_a_long_turn_after_the_grace_period() {
         })
         .await;
     sigterm(&planbot);
-    let status = tokio::task::spawn_blocking(move || {
-        let status = planbot.0.wait().unwrap();
-        drop(planbot);
-        status
-    })
-    .await
-    .unwrap();
+    let status = planbot.exit().await;
     assert!(status.success(), "{status}");
     assert!(
         texts(&telegram, 100)
@@ -499,19 +499,13 @@ async fn no_secret_reaches_the_log_even_when_every_call_fails() {
     let claude = FakeClaude::new(json!([]));
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 9 of loopback: every call fails with an error that names the URL.
-    let mut planbot = start_with(
+    let planbot = start_with(
         dir.path(),
         &claude,
         "http://127.0.0.1:9/",
         &[("RUST_LOG", "trace"), ("PLANBOT_LOG_FORMAT", "json")],
     );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = planbot.0.wait().unwrap();
-        drop(planbot);
-        status
-    })
-    .await
-    .unwrap();
+    let status = planbot.exit().await;
     assert!(!status.success());
     let log = std::fs::read_to_string(dir.path().join("planbot.log")).unwrap();
     assert!(log.contains("Telegram getMe failed"), "{log}");
@@ -524,13 +518,8 @@ async fn a_429_is_waited_out_and_a_very_long_reply_arrives_as_a_file() {
         "# Big\n\n{}\n\nPHASE_STATUS: needs_input",
         "A long paragraph of planning prose. ".repeat(700)
     );
-    let claude = FakeClaude::new(json!([{"kind": "answer", "text": huge, "delay_ms": 500}]));
-    let telegram = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _planbot = start(dir.path(), &claude, &telegram);
-    telegram
-        .wait_for("start-up", 20, |t| t.commands().is_some())
-        .await;
+    let (_claude, telegram, _dir, _planbot) =
+        started(json!([{"kind": "answer", "text": huge, "delay_ms": 500}])).await;
     telegram.flood_next(100);
     telegram.message(100, 100, "/plan big an idea", None);
     telegram
@@ -564,13 +553,7 @@ async fn a_429_is_waited_out_and_a_very_long_reply_arrives_as_a_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn html_telegram_refuses_is_resent_as_plain_text() {
-    let claude = FakeClaude::new(json!([]));
-    let telegram = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _planbot = start(dir.path(), &claude, &telegram);
-    telegram
-        .wait_for("start-up", 20, |t| t.commands().is_some())
-        .await;
+    let (_claude, telegram, _dir, _planbot) = started(json!([])).await;
     telegram.refuse_html_next(100);
     telegram.message(100, 100, "/help", None);
     telegram
