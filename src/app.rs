@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::console::{self, ConsoleOutbound};
+use crate::adapters::discord::{self, DiscordOutbound, DiscordSettings};
 use crate::adapters::telegram::{self, TelegramOutbound};
 use crate::audit::Audit;
 use crate::claude::Runner;
@@ -41,10 +42,12 @@ struct Core {
 }
 
 impl Core {
-    /// The router for one front end.
-    fn router(&self, config: &Config, adapter: &str, outbound: Arc<dyn Outbound>) -> Router {
-        let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
-        outbounds.insert(adapter.to_string(), outbound);
+    /// The one router, over every front end that runs.
+    fn router(&self, config: &Config, outbounds: Vec<(&str, Arc<dyn Outbound>)>) -> Router {
+        let outbounds: HashMap<String, Arc<dyn Outbound>> = outbounds
+            .into_iter()
+            .map(|(adapter, outbound)| (adapter.to_string(), outbound))
+            .collect();
         Router::new(
             self.store.clone(),
             self.planner.clone(),
@@ -76,6 +79,11 @@ fn build_core(config: &Config) -> Result<Core, AppError> {
 fn router_settings(config: &Config) -> RouterSettings {
     RouterSettings {
         allowed_users: config.allowed_users.clone(),
+        allowed_guilds: config
+            .discord_guild_id
+            .map(|g| vec![g.to_string()])
+            .unwrap_or_default(),
+        allowed_roles: config.discord_allowed_roles.clone(),
         progress_interval: config.progress_interval,
         plan_budget_usd: config.plan_budget_usd,
         user_daily_budget_usd: config.user_daily_budget_usd,
@@ -93,7 +101,7 @@ pub async fn run_console(
     let core = build_core(&config)?;
     let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let outbound = ConsoleOutbound::new(Box::new(std::io::stdout()), live);
-    let router = core.router(&config, console::ADAPTER, outbound.clone());
+    let router = core.router(&config, vec![(console::ADAPTER, outbound.clone())]);
     if live {
         println!(
             "planbot console: plan a product with Claude Code. Type /help, or start with\n  /plan <slug> <idea>\n"
@@ -107,34 +115,68 @@ pub async fn run_console(
     Ok(())
 }
 
-/// `planbot run`: every front end whose token is set, until `shutdown`.
+/// `planbot run`: every front end whose token is set, until `shutdown` (or until one of them
+/// fails, which stops the others: a supervisor restarts planbot whole).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
-    let Some(token) = config.telegram_token.clone() else {
-        return Err(match config.discord_token {
-            None => AppError::NoFrontEnd,
-            Some(_) => AppError::Unsupported(
-                "this build of planbot has no Discord front end yet; use Telegram or `planbot console`".into(),
-            ),
-        });
-    };
-    if config.discord_token.is_some() {
-        tracing::warn!("DISCORD_TOKEN is set, but this build has no Discord front end yet");
+    if config.telegram_token.is_none() && config.discord_token.is_none() {
+        return Err(AppError::NoFrontEnd);
     }
     let core = build_core(&config)?;
-    let telegram =
-        TelegramOutbound::new(token, &config.telegram_api_url).map_err(AppError::Unsupported)?;
-    let router = core.router(&config, telegram::ADAPTER, telegram.clone());
-    let poller = telegram::Poller {
-        outbound: telegram,
-        router: router.clone(),
-        offset_file: config.state_dir.join("telegram.offset"),
+    let mut outbounds: Vec<(&str, Arc<dyn Outbound>)> = Vec::new();
+    let telegram = match config.telegram_token.clone() {
+        Some(token) => {
+            let outbound = TelegramOutbound::new(token, &config.telegram_api_url)
+                .map_err(AppError::Unsupported)?;
+            outbounds.push((telegram::ADAPTER, outbound.clone()));
+            Some(outbound)
+        }
+        None => None,
     };
-    let result = poller.run(shutdown).await;
-    // No new updates are taken; running turns get the grace period, then are interrupted.
+    let discord = match config.discord_token.clone() {
+        Some(token) => {
+            let settings = DiscordSettings {
+                token,
+                api_url: config.discord_api_url.clone(),
+                guild_id: config.discord_guild_id,
+                workspace_dir: config.workspace_dir.clone(),
+            };
+            let outbound = DiscordOutbound::new(&settings).map_err(AppError::Unsupported)?;
+            outbounds.push((discord::ADAPTER, outbound.clone()));
+            Some((outbound, settings))
+        }
+        None => None,
+    };
+    let router = core.router(&config, outbounds);
+    let stop = shutdown.child_token();
+    let telegram_run = async {
+        let Some(outbound) = telegram else {
+            return Ok(());
+        };
+        let poller = telegram::Poller {
+            outbound,
+            router: router.clone(),
+            offset_file: config.state_dir.join("telegram.offset"),
+        };
+        let result = poller.run(stop.clone()).await;
+        stop.cancel();
+        result
+    };
+    let discord_run = async {
+        let Some((outbound, settings)) = discord else {
+            return Ok(());
+        };
+        let result = discord::run(outbound, router.clone(), settings, stop.clone()).await;
+        stop.cancel();
+        result
+    };
+    let (telegram_result, discord_result) = tokio::join!(telegram_run, discord_run);
+    // No new events are taken; running turns get the grace period, then are interrupted.
     router.shutdown(config.shutdown_grace).await;
     core.store.close().await;
     tracing::info!("planbot stopped");
-    result.map_err(AppError::FrontEnd)
+    telegram_result
+        .and(discord_result)
+        .map_err(AppError::FrontEnd)
 }
 
 /// One line of `planbot check`.

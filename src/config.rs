@@ -83,6 +83,11 @@ pub struct Config {
     pub telegram_api_url: String,
     pub discord_token: Option<Secret>,
     pub discord_api_url: String,
+    /// Commands are registered in this guild only, and only this guild (and direct messages)
+    /// is served; `None` registers them globally.
+    pub discord_guild_id: Option<u64>,
+    /// Discord role ids one of which a guild member must hold, besides being allowed.
+    pub discord_allowed_roles: Vec<String>,
     /// More environment variable names never passed to `claude`.
     pub secret_env: Vec<String>,
     /// No turn starts for a plan that has spent this much.
@@ -133,6 +138,8 @@ struct FileConfig {
     retry_delay_ms: Option<u64>,
     telegram_api_url: Option<String>,
     discord_api_url: Option<String>,
+    discord_guild_id: Option<u64>,
+    discord_allowed_roles: Option<Vec<String>>,
     secret_env: Option<Vec<String>>,
     plan_budget_usd: Option<f64>,
     user_daily_budget_usd: Option<f64>,
@@ -257,6 +264,11 @@ impl Config {
                 .map(str::to_string)
                 .or(file.discord_api_url)
                 .unwrap_or_else(|| "https://discord.com".into()),
+            discord_guild_id: e.parse("DISCORD_GUILD_ID")?.or(file.discord_guild_id),
+            discord_allowed_roles: e
+                .list("DISCORD_ALLOWED_ROLES")
+                .or(file.discord_allowed_roles)
+                .unwrap_or_default(),
             secret_env: e
                 .list("PLANBOT_SECRET_ENV")
                 .or(file.secret_env)

@@ -7,7 +7,7 @@
 //! - [`planning`]: a plan's phases, prompts and the policies for each way a turn ends.
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
 //! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
-//! - [`adapters`]: front ends (the console), translation only.
+//! - [`adapters`]: front ends (console, Telegram, Discord), translation only.
 //! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
 //! - [`shutdown`], [`telemetry`]: signals and logging.
 pub mod adapters;

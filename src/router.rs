@@ -132,6 +132,15 @@ pub struct Inbound {
     pub kind: InboundKind,
     /// An opaque token of the front end (a callback or interaction id) for an ephemeral answer.
     pub interaction: Option<String>,
+    /// The community the sender wrote from, where the platform has one (a Discord guild).
+    pub membership: Option<Membership>,
+}
+
+/// A sender's place in a community, for narrowing access to guilds and roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub guild: String,
+    pub roles: Vec<String>,
 }
 
 impl Inbound {
@@ -143,6 +152,7 @@ impl Inbound {
             private,
             kind: parse_text(text),
             interaction: None,
+            membership: None,
         }
     }
 }
@@ -260,6 +270,10 @@ pub trait Outbound: Send + Sync {
 pub struct RouterSettings {
     /// `adapter:user_id` entries allowed to plan.
     pub allowed_users: Vec<String>,
+    /// Where set, a message from a community must come from one of these (guild ids).
+    pub allowed_guilds: Vec<String>,
+    /// Where set, a member of a community must hold one of these roles.
+    pub allowed_roles: Vec<String>,
     /// How often the progress message may change.
     pub progress_interval: Duration,
     /// No turn starts for a plan that has spent this much.
@@ -280,6 +294,8 @@ struct Inner {
     store: Store,
     planner: Planner,
     allowed: HashSet<String>,
+    allowed_guilds: Vec<String>,
+    allowed_roles: Vec<String>,
     progress_interval: Duration,
     plan_budget_usd: Option<f64>,
     user_daily_budget_usd: Option<f64>,
@@ -338,6 +354,8 @@ impl Router {
                 store,
                 planner,
                 allowed: settings.allowed_users.into_iter().collect(),
+                allowed_guilds: settings.allowed_guilds,
+                allowed_roles: settings.allowed_roles,
                 progress_interval: settings.progress_interval,
                 plan_budget_usd: settings.plan_budget_usd,
                 user_daily_budget_usd: settings.user_daily_budget_usd,
@@ -351,13 +369,20 @@ impl Router {
         }
     }
 
-    /// The one access check, on every path. The console's local user is always allowed.
-    pub fn authorize(&self, chat: &ChatKey, user: &str) -> bool {
-        chat.adapter == "console"
-            || self
-                .inner
-                .allowed
-                .contains(&format!("{}:{user}", chat.adapter))
+    /// The one access check, on every path: an allowed user, and where the event comes from a
+    /// community, an allowed one and an allowed role. The console's local user is always allowed.
+    pub fn authorize(&self, inbound: &Inbound) -> bool {
+        let inner = &self.inner;
+        if inbound.chat.adapter == "console" {
+            return true;
+        }
+        let user = format!("{}:{}", inbound.chat.adapter, inbound.user);
+        inner.allowed.contains(&user)
+            && inbound.membership.as_ref().is_none_or(|m| {
+                (inner.allowed_guilds.is_empty() || inner.allowed_guilds.contains(&m.guild))
+                    && (inner.allowed_roles.is_empty()
+                        || m.roles.iter().any(|r| inner.allowed_roles.contains(r)))
+            })
     }
 
     /// Takes one event from a front end. Returns at once; the work happens in the chat's worker.
@@ -372,7 +397,11 @@ impl Router {
             let _ = outbound.send(&chat, Outgoing::reply(note)).await;
             return;
         }
-        if !self.authorize(&chat, &inbound.user) {
+        if !self.authorize(&inbound) {
+            // Chatter of strangers in a group is not addressed to planbot: ignored quietly.
+            if !inbound.private && matches!(inbound.kind, InboundKind::Text(_)) {
+                return;
+            }
             let first = self
                 .inner
                 .refused
@@ -380,7 +409,8 @@ impl Router {
                 .map(|mut r| r.insert((chat.to_string(), inbound.user.clone())))
                 .unwrap_or(false);
             tracing::warn!(chat = %chat, user = %inbound.user, "refused a stranger");
-            if first || matches!(inbound.kind, InboundKind::Button { .. }) {
+            // An interaction (a button, a slash command) always needs its answer.
+            if first || inbound.interaction.is_some() {
                 let msg = Outgoing::answer(
                     &inbound,
                     "Sorry, you are not allowed to use this planbot. Ask its operator to add \

@@ -218,6 +218,7 @@ pub async fn run(
                     revision: offer.revision,
                 },
                 interaction: None,
+                membership: None,
             },
             _ => Inbound::from_text(chat.clone(), USER, true, &line),
         };

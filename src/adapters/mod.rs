@@ -2,5 +2,6 @@
 //! [`crate::router::Outbound`]. No planning logic lives here.
 
 pub mod console;
+pub mod discord;
 pub mod render;
 pub mod telegram;

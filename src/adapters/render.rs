@@ -183,6 +183,21 @@ fn split_line(line: &str, fits: &dyn Fn(&str) -> bool) -> Vec<String> {
     parts
 }
 
+/// The start of a reply too long for chat, pointing to the attached `reply.md`; a code block
+/// cut open is closed, so the note is not shown as code.
+pub fn long_reply_summary(markdown: &str) -> String {
+    let mut start: String = markdown.chars().take(600).collect();
+    start.truncate(start.trim_end().len());
+    start.push('…');
+    if start.matches("```").count() % 2 == 1 {
+        start.push_str("\n```");
+    }
+    format!(
+        "{start}\n\n_The full reply ({} characters) is attached as reply.md._",
+        markdown.chars().count()
+    )
+}
+
 /// Length as Telegram counts it: UTF-16 code units.
 pub fn utf16_len(text: &str) -> usize {
     text.encode_utf16().count()
@@ -318,6 +333,15 @@ fn trim_end_newlines(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_closes_the_code_block_it_cuts() {
+        let md = format!("Intro\n\n```rust\n{}```\n", "let x = 1;\n".repeat(100));
+        let summary = long_reply_summary(&md);
+        assert_eq!(summary.matches("```").count(), 2, "{summary}");
+        assert!(summary.ends_with("attached as reply.md._"));
+        assert!(summary.contains(&format!("({} characters)", md.chars().count())));
+    }
 
     #[test]
     fn html_escapes_and_maps_markdown() {

@@ -28,7 +28,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::render::{split_markdown, telegram_html, utf16_len};
+use super::render::{long_reply_summary, split_markdown, telegram_html, utf16_len};
 use crate::config::Secret;
 use crate::router::{
     ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, Router,
@@ -356,13 +356,7 @@ impl TelegramOutbound {
         let mut long_reply = None;
         if parts.len() > MAX_PARTS {
             // Too long for chat: a short summary here, the whole reply as a file.
-            let summary: String = message.text.chars().take(600).collect();
-            let summary = format!(
-                "{}…\n\n_The full reply ({} characters) is attached as reply.md._",
-                summary.trim_end(),
-                message.text.chars().count()
-            );
-            parts = parts_of(&summary);
+            parts = parts_of(&long_reply_summary(&message.text));
             long_reply = Some(message.text.clone());
         }
         let result = if parts.is_empty() {
@@ -678,6 +672,7 @@ impl Poller {
             private: message.chat().is_private(),
             kind: InboundKind::Button { action, revision },
             interaction: Some(query.id.0.clone()),
+            membership: None,
         };
         self.router.handle(inbound).await;
     }

@@ -4,6 +4,8 @@
 mod classify;
 mod console;
 mod contract;
+mod discord;
+mod fake_discord;
 mod fake_telegram;
 mod messages_api;
 mod planning;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use planbot::router::{
-    Action, ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Outbound, Outgoing, Router,
-    RouterSettings, SendError,
+    Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Outbound, Outgoing,
+    Router, RouterSettings, SendError,
 };
 use planbot::store::Store;
 use serde_json::{Value, json};
@@ -109,6 +109,8 @@ impl Harness {
         outbounds.insert("telegram".into(), out.clone());
         let mut settings = RouterSettings {
             allowed_users: vec!["telegram:42".into()],
+            allowed_guilds: Vec::new(),
+            allowed_roles: Vec::new(),
             progress_interval: Duration::from_millis(50),
             plan_budget_usd: None,
             user_daily_budget_usd: None,
@@ -150,6 +152,7 @@ impl Harness {
                 private: true,
                 kind: InboundKind::Button { action, revision },
                 interaction: Some("cb-1".into()),
+                membership: None,
             })
             .await;
         self.idle().await;
@@ -344,11 +347,46 @@ async fn strangers_get_one_refusal_and_no_subprocess() {
     assert_eq!(replies.len(), 1);
     assert!(replies[0].text.contains("not allowed"));
     assert!(h.fake.calls().is_empty());
-    assert!(!h.router.authorize(&ChatKey::new("telegram", "1"), "666"));
-    assert!(h.router.authorize(&ChatKey::new("telegram", "1"), "42"));
+    let from = |adapter: &str, user: &str| {
+        Inbound::from_text(ChatKey::new(adapter, "1"), user, false, "hi")
+    };
+    assert!(!h.router.authorize(&from("telegram", "666")));
+    assert!(h.router.authorize(&from("telegram", "42")));
     assert!(
-        !h.router.authorize(&ChatKey::new("discord", "1"), "42"),
+        !h.router.authorize(&from("discord", "42")),
         "allowed per adapter"
+    );
+}
+
+#[tokio::test]
+async fn guilds_and_roles_narrow_access() {
+    let h = Harness::with(json!([]), |s| {
+        s.allowed_users.push("discord:7".into());
+        s.allowed_guilds = vec!["100".into()];
+        s.allowed_roles = vec!["planner".into()];
+    });
+    let from = |guild: Option<&str>, roles: &[&str]| Inbound {
+        membership: guild.map(|g| Membership {
+            guild: g.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        }),
+        ..Inbound::from_text(ChatKey::new("discord", "5"), "7", guild.is_none(), "hi")
+    };
+    assert!(
+        h.router
+            .authorize(&from(Some("100"), &["other", "planner"]))
+    );
+    assert!(
+        !h.router.authorize(&from(Some("100"), &["other"])),
+        "role missing"
+    );
+    assert!(
+        !h.router.authorize(&from(Some("200"), &["planner"])),
+        "guild not allowed"
+    );
+    assert!(
+        h.router.authorize(&from(None, &[])),
+        "a direct message of an allowed user"
     );
 }
 

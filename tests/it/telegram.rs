@@ -2,60 +2,27 @@
 //! fake `claude`.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 
 use serde_json::json;
 
 use crate::fake_telegram::{FakeTelegram, Stored, TOKEN};
-use crate::util::{FakeClaude, arg_after};
-
-/// `planbot run` against the fake, allowing users 100..=120; killed when dropped.
-struct Running(Child);
-
-impl Running {
-    /// Waits for planbot to exit on its own.
-    async fn exit(mut self) -> std::process::ExitStatus {
-        tokio::task::spawn_blocking(move || self.0.wait().unwrap())
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::util::{FakeClaude, Running, arg_after, run_planbot};
 
 fn start(dir: &Path, claude: &FakeClaude, telegram: &FakeTelegram) -> Running {
     start_with(dir, claude, &telegram.url(), &[])
 }
 
+/// `planbot run` against a Bot API at `api_url`, allowing users 100..=120.
 fn start_with(dir: &Path, claude: &FakeClaude, api_url: &str, env: &[(&str, &str)]) -> Running {
     let allowed: Vec<String> = (100..=120).map(|u| format!("telegram:{u}")).collect();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("planbot.log"))
-        .unwrap();
-    let child = crate::console::planbot()
-        .arg("run")
-        .current_dir(dir)
-        .env("PLANBOT_CLAUDE_BIN", claude.bin())
-        .env("PLANBOT_STATE_DIR", dir.join("state"))
-        .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
-        .env("PLANBOT_ALLOWED_USERS", allowed.join(","))
-        .env("PLANBOT_MAX_CONCURRENT_RUNS", "10")
-        .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_API_URL", api_url)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("planbot run");
-    Running(child)
+    let allowed = allowed.join(",");
+    let mut all = vec![
+        ("PLANBOT_ALLOWED_USERS", allowed.as_str()),
+        ("TELEGRAM_BOT_TOKEN", TOKEN),
+        ("TELEGRAM_API_URL", api_url),
+    ];
+    all.extend_from_slice(env);
+    run_planbot(dir, claude, &all)
 }
 
 /// A fake `claude` following `steps`, a fake Telegram, and planbot started against them (its

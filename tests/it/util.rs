@@ -1,6 +1,7 @@
 //! Shared helpers: the fake `claude` set up per test, and readers of what it recorded.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use planbot::claude::{Runner, RunnerConfig};
@@ -157,4 +158,46 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what}");
+}
+
+/// `planbot run` in `dir` with the fake `claude` and `env`; its log in `dir/planbot.log`.
+pub fn run_planbot(dir: &Path, claude: &FakeClaude, env: &[(&str, &str)]) -> Running {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("planbot.log"))
+        .expect("log file");
+    let child = crate::console::planbot()
+        .arg("run")
+        .current_dir(dir)
+        .env("PLANBOT_CLAUDE_BIN", claude.bin())
+        .env("PLANBOT_STATE_DIR", dir.join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
+        .env("PLANBOT_MAX_CONCURRENT_RUNS", "10")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("planbot run");
+    Running(child)
+}
+
+/// A running `planbot run`, killed when dropped.
+pub struct Running(pub Child);
+
+impl Running {
+    /// Waits for planbot to exit on its own.
+    pub async fn exit(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.0.wait().expect("wait"))
+            .await
+            .expect("join")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,0 +1,894 @@
+//! The Discord front end (serenity 0.12: gateway, slash commands, buttons). Translation only:
+//! gateway events become [`Inbound`] events, [`Outgoing`] messages become REST calls.
+//!
+//! Every interaction is deferred before anything else happens, so Discord never shows "This
+//! interaction failed"; what a turn says afterwards goes to the channel as ordinary messages,
+//! because a turn can outlive the 15-minute interaction token. Channel messages go through one
+//! lane per channel that reads Discord's rate-limit headers and waits out a 429's `retry_after`
+//! (serenity's own rate limiter is off when `DISCORD_API_URL` points elsewhere, and its errors do
+//! not carry the retry window).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use serenity::all::{
+    ChannelId, Command, CommandDataOptionValue, CommandInteraction, CommandOptionType,
+    ComponentInteraction, Context, CreateAutocompleteResponse, CreateCommand, CreateCommandOption,
+    CreateInteractionResponse, EditInteractionResponse, EventHandler, GatewayIntents, GuildId,
+    Interaction, Member, Ready,
+};
+use serenity::http::HttpBuilder;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::render::{long_reply_summary, split_markdown, utf16_len};
+use crate::config::Secret;
+use crate::router::{
+    Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer, Outbound,
+    Outgoing, Router, SendError,
+};
+
+pub const ADAPTER: &str = "discord";
+/// Discord's limit on a message's content.
+const MESSAGE_LIMIT: usize = 2000;
+/// Discord's limit on a button's `custom_id`.
+const CUSTOM_ID_LIMIT: usize = 100;
+/// Discord's limit on a button's label.
+const LABEL_LIMIT: usize = 80;
+/// A reply longer than this many messages goes as a `.md` attachment with a summary.
+const MAX_PARTS: usize = 5;
+/// At least this long between two calls to one channel, whatever the headers allow.
+const CALL_INTERVAL: Duration = Duration::from_millis(250);
+/// "typing" lasts about 10 s in Discord clients.
+const TYPING_EVERY: Duration = Duration::from_secs(8);
+/// Where Discord's REST API lives when `DISCORD_API_URL` is not set.
+pub const DEFAULT_API_URL: &str = "https://discord.com";
+/// Flag of a message only its addressee sees.
+const EPHEMERAL: u64 = 64;
+
+/// The slash commands: name, description.
+const COMMANDS: [(&str, &str); 6] = [
+    ("plan", "Start planning a product"),
+    ("advance", "Finish this phase and start the next"),
+    ("finalize", "Write the complete plan"),
+    ("cancel", "Stop the running turn and drop the plan"),
+    ("status", "Where the plan stands"),
+    ("help", "How planbot works"),
+];
+
+/// What the Discord front end needs from the configuration.
+pub struct DiscordSettings {
+    pub token: Secret,
+    /// `https://discord.com`, or a stand-in speaking its API.
+    pub api_url: String,
+    /// Register the commands in this guild only (they appear at once), not globally.
+    pub guild_id: Option<u64>,
+    /// Where plans' workspaces are, for completing `/plan`'s slug.
+    pub workspace_dir: PathBuf,
+}
+
+/// How an interaction was acknowledged, which decides how an ephemeral answer is delivered.
+/// Carried in [`Inbound::interaction`] as `<kind>:<token>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    /// A command deferred ephemerally: its answer replaces the "thinking" placeholder.
+    Private,
+    /// A command deferred in public and already answered with its echo: answers follow up.
+    Public,
+    /// A button press acknowledged without a visible change: answers follow up.
+    Button,
+}
+
+impl Deferred {
+    fn token(self, token: &str) -> String {
+        let kind = match self {
+            Deferred::Private => "e",
+            Deferred::Public => "p",
+            Deferred::Button => "b",
+        };
+        format!("{kind}:{token}")
+    }
+
+    fn parse(interaction: &str) -> Option<(Deferred, &str)> {
+        let (kind, token) = interaction.split_once(':')?;
+        let kind = match kind {
+            "e" => Deferred::Private,
+            "p" => Deferred::Public,
+            "b" => Deferred::Button,
+            _ => return None,
+        };
+        Some((kind, token))
+    }
+}
+
+/// One channel's queue of calls.
+struct Lane {
+    /// No call before this instant (spacing, an empty bucket, or a 429's window).
+    next_call: Instant,
+    last_typing: Option<Instant>,
+}
+
+/// Discord's side of [`Outbound`].
+pub struct DiscordOutbound {
+    client: reqwest::Client,
+    /// `<api_url>/api/v10`.
+    api: String,
+    token: Secret,
+    /// serenity's client, for interaction responses (set up with the same base and token).
+    http: Arc<serenity::http::Http>,
+    lanes: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Lane>>>>,
+    /// For a message the router knows, the message of the same reply that carries the buttons.
+    buttons: Mutex<HashMap<(u64, u64), u64>>,
+    /// What each progress message shows, so that an edit never repeats it.
+    shown: Mutex<HashMap<(u64, u64), String>>,
+}
+
+/// `discord:<channel_id>`.
+fn channel(chat: &ChatKey) -> Result<u64, SendError> {
+    chat.channel
+        .parse::<u64>()
+        .map_err(|_| SendError(format!("not a Discord channel: {chat}")))
+}
+
+fn message_id(id: &MessageRef) -> Result<u64, SendError> {
+    id.0.parse::<u64>()
+        .map_err(|_| SendError(format!("not a Discord message id: {}", id.0)))
+}
+
+pub fn chat_key(channel: ChannelId) -> ChatKey {
+    ChatKey::new(ADAPTER, channel.get().to_string())
+}
+
+/// Buttons as one action row (the router offers at most four).
+fn components(actions: &[Offer]) -> Value {
+    if actions.is_empty() {
+        return json!([]);
+    }
+    let buttons: Vec<Value> = actions
+        .iter()
+        .take(5)
+        .map(|offer| {
+            let style = match offer.action {
+                Action::Finalize => 3,
+                Action::Cancel => 4,
+                Action::Advance | Action::Resume => 1,
+            };
+            let label: String = offer.label.chars().take(LABEL_LIMIT).collect();
+            let mut custom_id = offer.payload();
+            custom_id.truncate(CUSTOM_ID_LIMIT);
+            json!({"type": 2, "style": style, "label": label, "custom_id": custom_id})
+        })
+        .collect();
+    json!([{"type": 1, "components": buttons}])
+}
+
+/// Markdown split into messages under Discord's limit, code blocks re-opened across parts.
+fn parts_of(markdown: &str) -> Vec<String> {
+    split_markdown(markdown, &|p: &str| utf16_len(p) <= MESSAGE_LIMIT)
+}
+
+/// Progress text cut to fit one message (its tail is what is new).
+fn fit_progress(text: &str) -> String {
+    if utf16_len(text) <= MESSAGE_LIMIT {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(MESSAGE_LIMIT / 2 - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// No mention in model output pings anyone.
+fn no_mentions() -> Value {
+    json!({"parse": []})
+}
+
+impl DiscordOutbound {
+    pub fn new(settings: &DiscordSettings) -> Result<Arc<DiscordOutbound>, String> {
+        let base = settings.api_url.trim_end_matches('/').to_string();
+        url::Url::parse(&base).map_err(|e| format!("DISCORD_API_URL {base:?}: {e}"))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!(
+                "DiscordBot (https://github.com/planbot, ",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ))
+            .build()
+            .map_err(|e| format!("could not build the HTTP client: {e}"))?;
+        Ok(Arc::new(DiscordOutbound {
+            client,
+            api: format!("{base}/api/v10"),
+            token: settings.token.clone(),
+            http: Arc::new(serenity_http(&settings.token, &base)),
+            lanes: Mutex::new(HashMap::new()),
+            buttons: Mutex::new(HashMap::new()),
+            shown: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn lane(&self, channel: u64) -> Arc<tokio::sync::Mutex<Lane>> {
+        let fresh = || {
+            Arc::new(tokio::sync::Mutex::new(Lane {
+                next_call: Instant::now(),
+                last_typing: None,
+            }))
+        };
+        match self.lanes.lock() {
+            Ok(mut lanes) => lanes.entry(channel).or_insert_with(fresh).clone(),
+            Err(_) => fresh(),
+        }
+    }
+
+    /// Makes one call in the channel's lane: waits for the lane, retries after a 429 once its
+    /// window has passed and after network failures, and keeps the lane shut while the
+    /// route's bucket is empty. Returns the response's JSON.
+    async fn call(
+        &self,
+        channel: u64,
+        what: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Value, SendError> {
+        let lane = self.lane(channel);
+        let mut lane = lane.lock().await;
+        let mut attempt = 0u32;
+        loop {
+            tokio::time::sleep_until(lane.next_call).await;
+            let result = make()
+                .header("Authorization", format!("Bot {}", self.token.expose()))
+                .send()
+                .await;
+            lane.next_call = Instant::now() + CALL_INTERVAL;
+            let response = match result {
+                Ok(response) => response,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(channel, what, error = %e.without_url(), "Discord call failed; retrying");
+                    lane.next_call =
+                        Instant::now() + Duration::from_millis(500 * 2u64.pow(attempt));
+                    continue;
+                }
+                Err(e) => return Err(SendError(format!("Discord {what}: {}", e.without_url()))),
+            };
+            if let Some(wait) = bucket_empty_for(response.headers()) {
+                lane.next_call = lane.next_call.max(Instant::now() + wait);
+            }
+            let status = response.status();
+            let retry_header = header_secs(response.headers(), "retry-after");
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if status.as_u16() == 429 {
+                let wait = body["retry_after"]
+                    .as_f64()
+                    .or(retry_header)
+                    .unwrap_or(1.0)
+                    .clamp(0.0, 600.0);
+                tracing::warn!(channel, what, retry_after = wait, "Discord asked to wait");
+                lane.next_call = Instant::now() + Duration::from_secs_f64(wait + 0.05);
+                if attempt < 5 {
+                    attempt += 1;
+                    continue;
+                }
+            }
+            if status.is_success() {
+                return Ok(body);
+            }
+            let message = body["message"].as_str().unwrap_or("no message");
+            let code = body["code"].as_i64().unwrap_or(0);
+            tracing::warn!(channel, what, %status, code, message, "Discord refused a call");
+            return Err(SendError(format!(
+                "Discord {what}: {status} {message} ({code})"
+            )));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    async fn post_message(&self, channel: u64, body: Value) -> Result<u64, SendError> {
+        let url = self.url(&format!("/channels/{channel}/messages"));
+        let reply = self
+            .call(channel, "create message", || {
+                self.client.post(&url).json(&body)
+            })
+            .await?;
+        id_of(&reply)
+    }
+
+    async fn patch_message(&self, channel: u64, id: u64, body: Value) -> Result<(), SendError> {
+        let url = self.url(&format!("/channels/{channel}/messages/{id}"));
+        self.call(channel, "edit message", || {
+            self.client.patch(&url).json(&body)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn post_file(
+        &self,
+        channel: u64,
+        name: &str,
+        bytes: &[u8],
+        content: &str,
+    ) -> Result<u64, SendError> {
+        let url = self.url(&format!("/channels/{channel}/messages"));
+        let payload = json!({
+            "content": content,
+            "allowed_mentions": no_mentions(),
+            "attachments": [{"id": 0, "filename": name}],
+        });
+        let reply = self
+            .call(channel, "upload file", || {
+                let file = reqwest::multipart::Part::bytes(bytes.to_vec())
+                    .file_name(name.to_string())
+                    .mime_str("text/markdown")
+                    .unwrap_or_else(|_| reqwest::multipart::Part::bytes(bytes.to_vec()));
+                let form = reqwest::multipart::Form::new()
+                    .text("payload_json", payload.to_string())
+                    .part("files[0]", file);
+                self.client.post(&url).multipart(form)
+            })
+            .await?;
+        id_of(&reply)
+    }
+
+    /// Delivers a reply, into the message `edit` if given; the buttons go under the last part.
+    /// Returns the id the router will know.
+    async fn deliver(
+        &self,
+        chat: &ChatKey,
+        message: &Outgoing,
+        edit: Option<u64>,
+    ) -> Result<u64, SendError> {
+        let channel = channel(chat)?;
+        let mut parts = parts_of(&message.text);
+        let mut long_reply = None;
+        if parts.len() > MAX_PARTS {
+            // Too long for chat: a short summary here, the whole reply as a file.
+            parts = parts_of(&long_reply_summary(&message.text));
+            long_reply = Some(message.text.clone());
+        }
+        let count = parts.len();
+        let (mut first, mut last) = (None, None);
+        for (i, part) in parts.into_iter().enumerate() {
+            let buttons = if i + 1 == count {
+                components(&message.actions)
+            } else {
+                json!([])
+            };
+            let body =
+                json!({"content": part, "components": buttons, "allowed_mentions": no_mentions()});
+            let id = match (i, edit) {
+                (0, Some(id)) => {
+                    self.patch_message(channel, id, body).await?;
+                    id
+                }
+                _ => self.post_message(channel, body).await?,
+            };
+            first.get_or_insert(id);
+            last = Some(id);
+        }
+        if let Some(text) = long_reply {
+            self.post_file(channel, "reply.md", text.as_bytes(), "")
+                .await?;
+        }
+        if let Some(file) = &message.attachment {
+            let id = self.post_file(channel, &file.name, &file.bytes, "").await?;
+            first.get_or_insert(id);
+        }
+        let first = first.ok_or_else(|| SendError("empty message".into()))?;
+        if let (Some(last), Ok(mut buttons)) = (last, self.buttons.lock())
+            && !message.actions.is_empty()
+        {
+            buttons.insert((channel, first), last);
+        }
+        Ok(first)
+    }
+
+    /// An ephemeral answer to an interaction that was already acknowledged.
+    async fn answer(&self, interaction: &str, text: &str) -> Result<(), SendError> {
+        if text.is_empty() {
+            // The deferral was the acknowledgement.
+            return Ok(());
+        }
+        let Some((deferred, token)) = Deferred::parse(interaction) else {
+            return Err(SendError(format!(
+                "not a Discord interaction: {interaction}"
+            )));
+        };
+        let content: String = text.chars().take(MESSAGE_LIMIT).collect();
+        let result = match deferred {
+            Deferred::Private => self
+                .http
+                .edit_original_interaction_response(
+                    token,
+                    &json!({"content": content, "allowed_mentions": no_mentions()}),
+                    Vec::new(),
+                )
+                .await
+                .map(|_| ()),
+            Deferred::Public | Deferred::Button => self
+                .http
+                .create_followup_message(
+                    token,
+                    &json!({"content": content, "flags": EPHEMERAL, "allowed_mentions": no_mentions()}),
+                    Vec::new(),
+                )
+                .await
+                .map(|_| ()),
+        };
+        result.map_err(|e| SendError(format!("Discord interaction answer: {e}")))
+    }
+}
+
+/// serenity's REST client, sent to `base` when that is not Discord itself.
+fn serenity_http(token: &Secret, base: &str) -> serenity::http::Http {
+    let http = HttpBuilder::new(token.expose());
+    if base == DEFAULT_API_URL {
+        return http.build();
+    }
+    // serenity sends to a proxy only with its own rate limiter off; the lanes of
+    // [`DiscordOutbound`] honour Discord's limits instead.
+    http.proxy(base).ratelimiter_disabled(true).build()
+}
+
+fn id_of(message: &Value) -> Result<u64, SendError> {
+    message["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| SendError("Discord answered without a message id".into()))
+}
+
+fn header_secs(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
+    headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// How long a route's bucket stays empty, from `X-RateLimit-Remaining: 0` and its reset.
+fn bucket_empty_for(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let remaining = header_secs(headers, "x-ratelimit-remaining")?;
+    let reset = header_secs(headers, "x-ratelimit-reset-after")?;
+    (remaining < 1.0).then(|| Duration::from_secs_f64(reset.clamp(0.0, 600.0)))
+}
+
+#[async_trait]
+impl Outbound for DiscordOutbound {
+    async fn send(&self, chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
+        match (message.kind, &message.interaction) {
+            (MessageKind::Ephemeral, Some(interaction)) => {
+                self.answer(interaction, &message.text).await?;
+                Ok(MessageRef(String::new()))
+            }
+            (MessageKind::Progress, _) => {
+                let channel = channel(chat)?;
+                let text = fit_progress(&message.text);
+                let body = json!({"content": text, "allowed_mentions": no_mentions()});
+                let id = self.post_message(channel, body).await?;
+                if let Ok(mut shown) = self.shown.lock() {
+                    shown.insert((channel, id), text);
+                }
+                Ok(MessageRef(id.to_string()))
+            }
+            _ => Ok(MessageRef(
+                self.deliver(chat, &message, None).await?.to_string(),
+            )),
+        }
+    }
+
+    async fn edit(
+        &self,
+        chat: &ChatKey,
+        id: &MessageRef,
+        message: Outgoing,
+    ) -> Result<(), SendError> {
+        let channel = channel(chat)?;
+        let id = message_id(id)?;
+        if message.kind == MessageKind::Progress {
+            let text = fit_progress(&message.text);
+            let unchanged = self
+                .shown
+                .lock()
+                .map(|shown| shown.get(&(channel, id)) == Some(&text))
+                .unwrap_or(false);
+            if unchanged {
+                return Ok(());
+            }
+            self.patch_message(channel, id, json!({"content": text}))
+                .await?;
+            if let Ok(mut shown) = self.shown.lock() {
+                shown.insert((channel, id), text);
+            }
+            return Ok(());
+        }
+        if let Ok(mut shown) = self.shown.lock() {
+            shown.remove(&(channel, id));
+        }
+        self.deliver(chat, &message, Some(id)).await.map(|_| ())
+    }
+
+    async fn withdraw_actions(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        let channel = channel(chat)?;
+        let id = message_id(id)?;
+        let holder = self
+            .buttons
+            .lock()
+            .ok()
+            .and_then(|mut b| b.remove(&(channel, id)));
+        match holder {
+            Some(holder) => {
+                self.patch_message(channel, holder, json!({"components": []}))
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn typing(&self, chat: &ChatKey) {
+        let Ok(channel) = channel(chat) else {
+            return;
+        };
+        {
+            let lane = self.lane(channel);
+            let mut lane = lane.lock().await;
+            if lane.last_typing.is_some_and(|t| t.elapsed() < TYPING_EVERY) {
+                return;
+            }
+            lane.last_typing = Some(Instant::now());
+        }
+        let url = self.url(&format!("/channels/{channel}/typing"));
+        let _ = self
+            .call(channel, "typing", || self.client.post(&url))
+            .await;
+    }
+}
+
+/// The gateway's events, turned into the router's.
+struct Handler {
+    outbound: Arc<DiscordOutbound>,
+    router: Router,
+    guild_id: Option<u64>,
+    workspace_dir: PathBuf,
+    /// Interrupted plans are announced on the first READY only, not after each reconnect.
+    announced: AtomicBool,
+    /// A fatal gateway problem seen by a handler (e.g. the commands could not be registered).
+    failed: CancellationToken,
+}
+
+fn membership(guild: Option<GuildId>, member: Option<&Member>) -> Option<Membership> {
+    let guild = guild?;
+    Some(Membership {
+        guild: guild.get().to_string(),
+        roles: member
+            .map(|m| m.roles.iter().map(|r| r.get().to_string()).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// A slash command's options as the router's argument text: `/plan`'s slug, then description.
+fn command_args(command: &CommandInteraction) -> String {
+    let value = |name: &str| {
+        command
+            .data
+            .options
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| match &o.value {
+                CommandDataOptionValue::String(s) => Some(s.trim().to_string()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    match command.data.name.as_str() {
+        "plan" => format!("{} {}", value("slug"), value("description"))
+            .trim()
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+fn registered_commands() -> Vec<CreateCommand> {
+    COMMANDS
+        .iter()
+        .map(|(name, description)| {
+            let command = CreateCommand::new(*name).description(*description);
+            if *name != "plan" {
+                return command;
+            }
+            command
+                .add_option(
+                    CreateCommandOption::new(
+                        CommandOptionType::String,
+                        "slug",
+                        "A short name: lower-case letters, digits and dashes",
+                    )
+                    .required(true)
+                    .max_length(64)
+                    .set_autocomplete(true),
+                )
+                .add_option(
+                    CreateCommandOption::new(
+                        CommandOptionType::String,
+                        "description",
+                        "The idea, in a sentence or a few",
+                    )
+                    .max_length(4000),
+                )
+        })
+        .collect()
+}
+
+impl Handler {
+    async fn on_command(&self, ctx: &Context, command: CommandInteraction) {
+        let chat = chat_key(command.channel_id);
+        let args = command_args(&command);
+        let mut inbound = Inbound {
+            chat,
+            user: command.user.id.get().to_string(),
+            private: command.guild_id.is_none(),
+            kind: InboundKind::Command {
+                name: command.data.name.clone(),
+                args: args.clone(),
+            },
+            interaction: None,
+            membership: membership(command.guild_id, command.member.as_deref()),
+        };
+        // Allowed users' commands are shown to the channel (as a typed command would be);
+        // a stranger's refusal only to the stranger.
+        let public = self.router.authorize(&inbound);
+        let deferred = if public {
+            command.defer(&ctx.http).await
+        } else {
+            command.defer_ephemeral(&ctx.http).await
+        };
+        if let Err(e) = deferred {
+            tracing::warn!(error = %e, "could not acknowledge a command");
+            return;
+        }
+        if public {
+            inbound.interaction = Some(Deferred::Public.token(&command.token));
+            let echo: String = format!("**/{}** {args}", command.data.name)
+                .chars()
+                .take(MESSAGE_LIMIT)
+                .collect();
+            let http = ctx.http.clone();
+            tokio::spawn(async move {
+                let edit = EditInteractionResponse::new().content(echo);
+                if let Err(e) = command.edit_response(&http, edit).await {
+                    tracing::warn!(error = %e, "could not show a command");
+                }
+            });
+        } else {
+            inbound.interaction = Some(Deferred::Private.token(&command.token));
+        }
+        self.router.handle(inbound).await;
+    }
+
+    async fn on_button(&self, ctx: &Context, press: ComponentInteraction) {
+        if let Err(e) = press.defer(&ctx.http).await {
+            tracing::warn!(error = %e, "could not acknowledge a button");
+            return;
+        }
+        let interaction = Deferred::Button.token(&press.token);
+        let chat = chat_key(press.channel_id);
+        let Some((action, revision)) = Offer::parse_payload(&press.data.custom_id) else {
+            let _ = self
+                .outbound
+                .answer(&interaction, "This button is not one of planbot's.")
+                .await;
+            return;
+        };
+        let inbound = Inbound {
+            chat,
+            user: press.user.id.get().to_string(),
+            private: press.guild_id.is_none(),
+            kind: InboundKind::Button { action, revision },
+            interaction: Some(interaction),
+            membership: membership(press.guild_id, press.member.as_ref()),
+        };
+        self.router.handle(inbound).await;
+    }
+
+    /// `/plan`'s slug completed from the existing workspaces (for allowed users only).
+    async fn on_autocomplete(&self, ctx: &Context, command: CommandInteraction) {
+        let probe = Inbound {
+            chat: chat_key(command.channel_id),
+            user: command.user.id.get().to_string(),
+            private: command.guild_id.is_none(),
+            kind: InboundKind::Text(String::new()),
+            interaction: None,
+            membership: membership(command.guild_id, command.member.as_deref()),
+        };
+        let typed = command
+            .data
+            .autocomplete()
+            .map(|o| o.value.to_ascii_lowercase())
+            .unwrap_or_default();
+        let slugs = if self.router.authorize(&probe) {
+            workspace_slugs(&self.workspace_dir, &typed)
+        } else {
+            Vec::new()
+        };
+        let mut choices = CreateAutocompleteResponse::new();
+        for slug in slugs {
+            choices = choices.add_string_choice(slug.clone(), slug);
+        }
+        let response = CreateInteractionResponse::Autocomplete(choices);
+        if let Err(e) = command.create_response(&ctx.http, response).await {
+            tracing::warn!(error = %e, "could not answer an autocomplete");
+        }
+    }
+}
+
+/// Up to 25 workspace names starting with `typed`, sorted.
+fn workspace_slugs(dir: &std::path::Path, typed: &str) -> Vec<String> {
+    let mut slugs: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|name| {
+                    name.starts_with(typed) && crate::planning::validate_slug(name).is_ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    slugs.sort();
+    slugs.truncate(25);
+    slugs
+}
+
+#[async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        tracing::info!(bot = %ready.user.name, guilds = ready.guilds.len(), "Discord front end connected");
+        self.outbound.http.set_application_id(ready.application.id);
+        let commands = registered_commands();
+        let registered = match self.guild_id {
+            Some(guild) => GuildId::new(guild)
+                .set_commands(&ctx.http, commands)
+                .await
+                .map(|c| c.len()),
+            None => Command::set_global_commands(&ctx.http, commands)
+                .await
+                .map(|c| c.len()),
+        };
+        match registered {
+            Ok(count) => tracing::info!(count, guild = ?self.guild_id, "registered slash commands"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not register the slash commands");
+                self.failed.cancel();
+                return;
+            }
+        }
+        if !self.announced.swap(true, Ordering::SeqCst) {
+            self.router.announce_interrupted(ADAPTER).await;
+        }
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        match interaction {
+            Interaction::Command(command) => self.on_command(&ctx, command).await,
+            Interaction::Component(press) => self.on_button(&ctx, press).await,
+            Interaction::Autocomplete(command) => self.on_autocomplete(&ctx, command).await,
+            _ => {}
+        }
+    }
+
+    async fn message(&self, _ctx: Context, message: serenity::all::Message) {
+        if message.author.bot || message.content.trim().is_empty() {
+            return;
+        }
+        let guild = message.guild_id;
+        let member_roles = message
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get().to_string()).collect())
+            .unwrap_or_default();
+        let inbound = Inbound {
+            membership: guild.map(|g| Membership {
+                guild: g.get().to_string(),
+                roles: member_roles,
+            }),
+            ..Inbound::from_text(
+                chat_key(message.channel_id),
+                &message.author.id.get().to_string(),
+                guild.is_none(),
+                &message.content,
+            )
+        };
+        self.router.handle(inbound).await;
+    }
+}
+
+/// Connects to the gateway and serves until `shutdown` (or a fatal gateway error).
+pub async fn run(
+    outbound: Arc<DiscordOutbound>,
+    router: Router,
+    settings: DiscordSettings,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let intents = GatewayIntents::GUILD_MESSAGES
+        | GatewayIntents::DIRECT_MESSAGES
+        | GatewayIntents::MESSAGE_CONTENT;
+    let failed = CancellationToken::new();
+    let handler = Handler {
+        outbound: outbound.clone(),
+        router,
+        guild_id: settings.guild_id,
+        workspace_dir: settings.workspace_dir,
+        announced: AtomicBool::new(false),
+        failed: failed.clone(),
+    };
+    let base = settings.api_url.trim_end_matches('/');
+    let http = serenity_http(&settings.token, base);
+    let mut client = serenity::client::ClientBuilder::new_with_http(http, intents)
+        .event_handler(handler)
+        .await
+        .map_err(|e| format!("Discord client: {e}"))?;
+    let shards = client.shard_manager.clone();
+    let result = tokio::select! {
+        result = client.start() => result.map_err(|e| format!("Discord gateway: {e}")),
+        _ = shutdown.cancelled() => Ok(()),
+        _ = failed.cancelled() => Err("Discord: the slash commands could not be registered".to_string()),
+    };
+    shards.shutdown_all().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interaction_tokens_round_trip() {
+        for kind in [Deferred::Private, Deferred::Public, Deferred::Button] {
+            assert_eq!(
+                Deferred::parse(&kind.token("abc:def")),
+                Some((kind, "abc:def"))
+            );
+        }
+        assert_eq!(Deferred::parse("x:abc"), None);
+    }
+
+    #[test]
+    fn buttons_fit_discord_limits() {
+        let offers = [Action::Advance, Action::Finalize, Action::Cancel].map(|action| Offer {
+            label: "Continue to /a-very-long-phase-name ".repeat(5),
+            action,
+            revision: u64::MAX,
+        });
+        let row = components(&offers);
+        let buttons = row[0]["components"].as_array().unwrap();
+        assert_eq!(buttons.len(), 3);
+        for b in buttons {
+            assert!(b["label"].as_str().unwrap().chars().count() <= LABEL_LIMIT);
+            let id = b["custom_id"].as_str().unwrap();
+            assert!(id.len() <= CUSTOM_ID_LIMIT);
+            assert!(Offer::parse_payload(id).is_some());
+        }
+        assert_eq!(components(&[]), json!([]));
+    }
+
+    #[test]
+    fn long_markdown_becomes_parts_under_the_limit() {
+        let block = format!(
+            "```rust\n{}\n```",
+            "let x = 1; // a line of code\n".repeat(200)
+        );
+        let md = format!(
+            "# Plan\n\n{}\n\n{block}\n\nDone.",
+            "Words and more words. ".repeat(200)
+        );
+        let parts = parts_of(&md);
+        assert!(parts.len() >= 3);
+        for part in &parts {
+            assert!(part.chars().count() <= MESSAGE_LIMIT);
+            assert_eq!(part.matches("```").count() % 2, 0, "{part}");
+        }
+        assert!(fit_progress(&"x".repeat(5000)).chars().count() <= MESSAGE_LIMIT);
+    }
+}
