@@ -1211,35 +1211,50 @@ impl ChatWorker {
         working: &str,
     ) {
         let started = Instant::now();
-        let mut tick = tokio::time::interval(self.router.inner.progress_interval);
+        let every = self.router.inner.progress_interval;
+        // The progress message was just sent: the first update may come one interval later, at
+        // the next tick or as soon as text arrives after that, whichever is first.
+        let mut tick = tokio::time::interval_at(started + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_update = started;
+        self.outbound.typing(&self.chat).await;
         let mut text = String::new();
         let mut shown = working.to_string();
         let mut queued = false;
         let mut open = true;
         loop {
-            tokio::select! {
+            let due = tokio::select! {
                 event = events.recv(), if open => match event {
                     Some(Progress::Text(delta)) => {
                         self.outbound.stream_text(&self.chat, &delta).await;
+                        let first = text.is_empty();
                         text.push_str(&delta);
+                        first && last_update.elapsed() >= every
                     }
-                    Some(Progress::Queued) => queued = true,
-                    Some(Progress::Started) => queued = false,
-                    Some(Progress::Tool(_)) => {}
-                    None => open = false,
+                    Some(Progress::Queued) => { queued = true; false }
+                    Some(Progress::Started) => { queued = false; false }
+                    Some(Progress::Tool(_)) => false,
+                    None => { open = false; false }
                 },
                 _ = tick.tick() => {
                     self.outbound.typing(&self.chat).await;
-                    let Some(id) = progress else { continue };
-                    let view = progress_view(working, started.elapsed(), &text, queued);
-                    if view != shown {
-                        let message = Outgoing { kind: MessageKind::Progress, ..Outgoing::reply(view.clone()) };
-                        if self.outbound.edit(&self.chat, id, message).await.is_ok() {
-                            shown = view;
-                        }
-                    }
+                    true
                 }
+            };
+            let Some(id) = progress.filter(|_| due) else {
+                continue;
+            };
+            let view = progress_view(working, started.elapsed(), &text, queued);
+            if view != shown {
+                let message = Outgoing {
+                    kind: MessageKind::Progress,
+                    ..Outgoing::reply(view.clone())
+                };
+                if self.outbound.edit(&self.chat, id, message).await.is_ok() {
+                    shown = view;
+                }
+                last_update = Instant::now();
+                tick.reset();
             }
         }
     }
