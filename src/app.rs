@@ -35,15 +35,15 @@ pub enum AppError {
     FrontEnd(String),
 }
 
-/// The pieces every front end shares.
-struct Core {
-    store: Store,
-    planner: Planner,
+/// The pieces every front end shares (also what `planbot-bench` drives in-process).
+pub struct Core {
+    pub store: Store,
+    pub planner: Planner,
 }
 
 impl Core {
     /// The one router, over every front end that runs.
-    fn router(&self, config: &Config, outbounds: Vec<(&str, Arc<dyn Outbound>)>) -> Router {
+    pub fn router(&self, config: &Config, outbounds: Vec<(&str, Arc<dyn Outbound>)>) -> Router {
         let outbounds: HashMap<String, Arc<dyn Outbound>> = outbounds
             .into_iter()
             .map(|(adapter, outbound)| (adapter.to_string(), outbound))
@@ -57,23 +57,26 @@ impl Core {
     }
 }
 
-fn build_core(config: &Config) -> Result<Core, AppError> {
-    let prompts = Prompts::load(config.prompts_dir.as_deref()).map_err(AppError::Prompts)?;
-    let (store, report) = Store::open(&config.state_dir)?;
-    if !report.is_healthy() {
-        tracing::error!(
-            ?report,
-            "planning.json needed repair; see `planbot check` and the files beside it"
-        );
+impl Core {
+    /// Opens the store and builds the planner, as `planbot run` does.
+    pub fn build(config: &Config) -> Result<Core, AppError> {
+        let prompts = Prompts::load(config.prompts_dir.as_deref()).map_err(AppError::Prompts)?;
+        let (store, report) = Store::open(&config.state_dir)?;
+        if !report.is_healthy() {
+            tracing::error!(
+                ?report,
+                "planning.json needed repair; see `planbot check` and the files beside it"
+            );
+        }
+        if config.bypasses_permissions() {
+            tracing::warn!(
+                "PLANBOT_PERMISSION_MODE=bypassPermissions: Claude may run any tool without asking"
+            );
+        }
+        let runner = Runner::new(config.runner_config());
+        let planner = Planner::new(runner, prompts, config.plan_settings());
+        Ok(Core { store, planner })
     }
-    if config.bypasses_permissions() {
-        tracing::warn!(
-            "PLANBOT_PERMISSION_MODE=bypassPermissions: Claude may run any tool without asking"
-        );
-    }
-    let runner = Runner::new(config.runner_config());
-    let planner = Planner::new(runner, prompts, config.plan_settings());
-    Ok(Core { store, planner })
 }
 
 fn router_settings(config: &Config) -> RouterSettings {
@@ -98,7 +101,7 @@ pub async fn run_console(
     interrupts: tokio::sync::mpsc::UnboundedReceiver<()>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let core = build_core(&config)?;
+    let core = Core::build(&config)?;
     let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let outbound = ConsoleOutbound::new(Box::new(std::io::stdout()), live);
     let router = core.router(&config, vec![(console::ADAPTER, outbound.clone())]);
@@ -121,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     if config.telegram_token.is_none() && config.discord_token.is_none() {
         return Err(AppError::NoFrontEnd);
     }
-    let core = build_core(&config)?;
+    let core = Core::build(&config)?;
     let mut outbounds: Vec<(&str, Arc<dyn Outbound>)> = Vec::new();
     let telegram = match config.telegram_token.clone() {
         Some(token) => {

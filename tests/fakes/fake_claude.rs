@@ -10,7 +10,12 @@
 //!   `hang` (`grandchild`, `ignore_sigint`), `result_then_hang`, `no_result` (`exit`), `garbage`,
 //!   `replay` (`file`, `exit`: print a recorded stream verbatim), `slow` (`delay_ms`, then echo).
 //!
-//! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else.
+//! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else. With
+//!   `FAKE_CLAUDE_REPLAY_DELAY_MS` it pauses that long after the first text it prints (or before
+//!   the result when there is none), and with `FAKE_CLAUDE_REPLAY_LEAD_MS` that long before its
+//!   first text (as the model takes a while to start); with `FAKE_CLAUDE_STAMP` it appends `<pid> start|text|result
+//!   <unix ns>` lines there: when it started, printed the first text, and is about to print the
+//!   result.
 //!
 //! It fails loudly (exit 97) on a call it cannot make sense of, so a test notices.
 
@@ -24,10 +29,7 @@ use serde_json::{Value, json};
 fn main() {
     // Benchmarks: print a recorded stream and exit, with no bookkeeping of its own.
     if let Some(file) = std::env::var_os("FAKE_CLAUDE_REPLAY") {
-        let mut stdin = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut stdin);
-        let text = fs::read(&file).unwrap_or_else(|e| fail(&format!("replay: {e}")));
-        let _ = std::io::stdout().write_all(&text);
+        replay(Path::new(&file));
         return;
     }
     let dir = match std::env::var_os("FAKE_CLAUDE_DIR") {
@@ -347,4 +349,58 @@ fn now_ms() -> u64 {
 fn fail(message: &str) -> ! {
     eprintln!("fake claude: {message}");
     std::process::exit(97);
+}
+
+/// Prints a recorded stream (see the header), pausing and stamping as asked.
+fn replay(file: &Path) {
+    let stamps = std::env::var_os("FAKE_CLAUDE_STAMP").map(PathBuf::from);
+    let stamp = |what: &str| {
+        let Some(path) = &stamps else { return };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let line = format!("{} {what} {nanos}\n", std::process::id());
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    };
+    stamp("start");
+    let delay = std::env::var("FAKE_CLAUDE_REPLAY_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let text = fs::read_to_string(file).unwrap_or_else(|e| fail(&format!("replay: {e}")));
+    let lead = std::env::var("FAKE_CLAUDE_REPLAY_LEAD_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let mut out = std::io::stdout().lock();
+    let mut paused = false;
+    for line in text.lines() {
+        if let (Some(lead), false) = (lead, paused)
+            && line.contains(r#""text_delta""#)
+        {
+            let _ = out.flush();
+            std::thread::sleep(lead);
+        }
+        let is_result = line.starts_with(r#"{"type":"result""#);
+        if is_result {
+            if let (Some(delay), false) = (delay, paused) {
+                std::thread::sleep(delay);
+            }
+            stamp("result");
+        }
+        let _ = writeln!(out, "{line}");
+        if !paused && line.contains(r#""text_delta""#) {
+            let _ = out.flush();
+            stamp("text");
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
+            paused = true;
+        }
+    }
+    let _ = out.flush();
 }

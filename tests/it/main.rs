@@ -1,6 +1,7 @@
 //! planbot's integration tests: one binary, one module per area, fakes of outside services in
 //! `util` and `tests/fakes/`.
 
+mod bench;
 mod classify;
 mod console;
 mod contract;

@@ -1,0 +1,35 @@
+//! A smoke run of `planbot-bench` at small sizes, so that the benchmarks cannot rot. It checks
+//! what the harness itself checks (every reply arrives, no acknowledged update is lost) and that
+//! every section reports; the figures are for BENCHMARKS.md, never asserted here.
+
+use std::process::Command;
+
+#[test]
+fn the_benchmark_harness_runs_every_section() {
+    let output = Command::new(env!("CARGO_BIN_EXE_planbot-bench"))
+        .arg("--smoke")
+        .arg("--fake-claude")
+        .arg(env!("CARGO_BIN_EXE_planbot-fake-claude"))
+        .arg("--planbot")
+        .arg(env!("CARGO_BIN_EXE_planbot"))
+        .output()
+        .expect("planbot-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for heading in [
+        "## 1. Overhead per turn",
+        "## 2. Parallel chats",
+        "## 3. State at scale",
+        "## 4. Memory",
+        "## 5. Streaming",
+    ] {
+        assert!(stdout.contains(heading), "{heading} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("| overhead / baseline |"), "{stdout}");
+    assert!(
+        stdout.contains("read back from disk after: 0 lost."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| 1,000 stored sessions |"), "{stdout}");
+}
