@@ -355,7 +355,7 @@ fn stamp_file() -> Result<PathBuf, String> {
 fn section_env(command: &mut Command, section: &str, sizes: &Sizes, stamp: &Path) {
     let (file, delay) = match section {
         "parallel" => ("start-success.jsonl", sizes.turn_ms),
-        "streaming" => ("resume-partial.jsonl", sizes.stream_interval_ms),
+        "streaming" => ("resume-partial.jsonl", sizes.stream_interval_ms * 2),
         _ => ("start-success.jsonl", 0),
     };
     command
