@@ -42,22 +42,6 @@ pub struct Core {
 }
 
 impl Core {
-    /// The one router, over every front end that runs.
-    pub fn router(&self, config: &Config, outbounds: Vec<(&str, Arc<dyn Outbound>)>) -> Router {
-        let outbounds: HashMap<String, Arc<dyn Outbound>> = outbounds
-            .into_iter()
-            .map(|(adapter, outbound)| (adapter.to_string(), outbound))
-            .collect();
-        Router::new(
-            self.store.clone(),
-            self.planner.clone(),
-            router_settings(config),
-            outbounds,
-        )
-    }
-}
-
-impl Core {
     /// Opens the store and builds the planner, as `planbot run` does.
     pub fn build(config: &Config) -> Result<Core, AppError> {
         let prompts = Prompts::load(config.prompts_dir.as_deref()).map_err(AppError::Prompts)?;
@@ -76,6 +60,20 @@ impl Core {
         let runner = Runner::new(config.runner_config());
         let planner = Planner::new(runner, prompts, config.plan_settings());
         Ok(Core { store, planner })
+    }
+
+    /// The one router, over every front end that runs.
+    pub fn router(&self, config: &Config, outbounds: Vec<(&str, Arc<dyn Outbound>)>) -> Router {
+        let outbounds: HashMap<String, Arc<dyn Outbound>> = outbounds
+            .into_iter()
+            .map(|(adapter, outbound)| (adapter.to_string(), outbound))
+            .collect();
+        Router::new(
+            self.store.clone(),
+            self.planner.clone(),
+            router_settings(config),
+            outbounds,
+        )
     }
 }
 
