@@ -456,18 +456,19 @@ impl FakeDiscord {
         secs: u64,
         mut done: impl FnMut(&FakeDiscord) -> bool,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if done(self) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; faults: {:?}; calls: {:#?}",
-            self.faults(),
-            self.calls().iter().rev().take(12).collect::<Vec<_>>()
-        );
+        crate::util::wait_until(
+            what,
+            secs,
+            || done(self),
+            || {
+                format!(
+                    "faults: {:?}; calls: {:#?}",
+                    self.faults(),
+                    self.calls().iter().rev().take(12).collect::<Vec<_>>()
+                )
+            },
+        )
+        .await
     }
 }
 
@@ -700,23 +701,38 @@ async fn followup(
         Ok(channel) => channel,
         Err(response) => return *response,
     };
-    if let Some(problem) = invalid_message(&body, files.len(), false) {
-        return inner.fault(problem);
+    let ephemeral = body["flags"].as_u64().unwrap_or(0) & 64 != 0;
+    match new_message(&mut inner, channel, &body, files, ephemeral, Some(token)) {
+        Ok(json) => axum::Json(json).into_response(),
+        Err(response) => *response,
     }
-    let id = inner.id();
+}
+
+/// Checks and keeps a new message; its JSON as Discord answers it.
+fn new_message(
+    inner: &mut Inner,
+    channel: u64,
+    body: &Value,
+    files: Vec<(String, Vec<u8>)>,
+    ephemeral: bool,
+    interaction: Option<String>,
+) -> Result<Value, Box<Response>> {
+    if let Some(problem) = invalid_message(body, files.len(), false) {
+        return Err(Box::new(inner.fault(problem)));
+    }
     let stored = Stored {
-        id,
+        id: inner.id(),
         channel,
         content: body["content"].as_str().unwrap_or("").to_string(),
         components: body["components"].clone(),
         attachments: files,
         edits: 0,
-        ephemeral: body["flags"].as_u64().unwrap_or(0) & 64 != 0,
-        interaction: Some(token),
+        ephemeral,
+        interaction,
     };
     let json = stored.json();
     inner.messages.push(stored);
-    axum::Json(json).into_response()
+    Ok(json)
 }
 
 async fn webhook_message(
@@ -871,23 +887,10 @@ async fn create_message(
         Ok(headers) => headers,
         Err(response) => return *response,
     };
-    if let Some(problem) = invalid_message(&body, files.len(), false) {
-        return inner.fault(problem);
+    match new_message(&mut inner, channel, &body, files, false, None) {
+        Ok(json) => with_headers(headers, json),
+        Err(response) => *response,
     }
-    let id = inner.id();
-    let stored = Stored {
-        id,
-        channel,
-        content: body["content"].as_str().unwrap_or("").to_string(),
-        components: body["components"].clone(),
-        attachments: files,
-        edits: 0,
-        ephemeral: false,
-        interaction: None,
-    };
-    let json = stored.json();
-    inner.messages.push(stored);
-    with_headers(headers, json)
 }
 
 async fn edit_message(

@@ -251,17 +251,18 @@ impl FakeTelegram {
         secs: u64,
         mut done: impl FnMut(&FakeTelegram) -> bool,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if done(self) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; calls: {:#?}",
-            self.calls().iter().rev().take(12).collect::<Vec<_>>()
-        );
+        crate::util::wait_until(
+            what,
+            secs,
+            || done(self),
+            || {
+                format!(
+                    "calls: {:#?}",
+                    self.calls().iter().rev().take(12).collect::<Vec<_>>()
+                )
+            },
+        )
+        .await
     }
 }
 
