@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +25,15 @@ use planbot::router::{
 use planbot::store::{SessionEntry, State, Store, inspect, write_durably};
 use serde_json::json;
 
-const SECTIONS: [&str; 5] = ["overhead", "parallel", "state", "memory", "streaming"];
+/// Each run of a section (a process of its own), with the section `--only` names it by.
+const RUNS: [(&str, &str); 6] = [
+    ("overhead", "overhead"),
+    ("parallel", "parallel"),
+    ("state", "state"),
+    ("memory", "memory"),
+    ("streaming", "streaming"),
+    ("streaming-late", "streaming"),
+];
 
 #[derive(Parser)]
 #[command(about = "planbot's benchmarks; see BENCHMARKS.md")]
@@ -106,7 +115,8 @@ fn main() {
                 "parallel" => parallel(&sizes, &fake).await,
                 "state" => state(&sizes).await,
                 "memory" => memory(&planbot, &fake),
-                "streaming" => streaming(&sizes, &fake).await,
+                "streaming" => streaming(&sizes, &fake, false).await,
+                "streaming-late" => streaming(&sizes, &fake, true).await,
                 other => Err(format!("unknown section {other}")),
             }
         });
@@ -124,8 +134,8 @@ fn main() {
     println!("{}\n", machine());
     let stamps = tempfile::tempdir().expect("temp dir");
     let mut failed = false;
-    for section in SECTIONS {
-        if !args.only.is_empty() && !args.only.iter().any(|s| s == section) {
+    for (section, name) in RUNS {
+        if !args.only.is_empty() && !args.only.iter().any(|s| s == name) {
             continue;
         }
         let mut command = Command::new(std::env::current_exe().expect("own path"));
@@ -146,7 +156,6 @@ fn main() {
         );
         let status = command.status().expect("run a section");
         failed |= !status.success();
-        println!();
     }
     if failed {
         std::process::exit(1);
@@ -204,13 +213,22 @@ fn ms(ns: f64) -> String {
 type Sent = (u128, MessageKind, bool, String);
 
 /// What the router sent, per chat.
-#[derive(Default)]
 struct Recorder {
     log: Mutex<HashMap<ChatKey, Vec<Sent>>>,
-    next: Mutex<u64>,
+    /// Bumped on every message, so waiters wake without polling.
+    changed: tokio::sync::watch::Sender<u64>,
+    next_id: AtomicU64,
 }
 
 impl Recorder {
+    fn new() -> Recorder {
+        Recorder {
+            log: Mutex::new(HashMap::new()),
+            changed: tokio::sync::watch::channel(0).0,
+            next_id: AtomicU64::new(0),
+        }
+    }
+
     fn record(&self, chat: &ChatKey, message: &Outgoing) {
         let at = now_ns();
         if let Ok(mut log) = self.log.lock() {
@@ -221,6 +239,7 @@ impl Recorder {
                 message.text.clone(),
             ));
         }
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Times of the replies that ended a turn (they carry the phase's buttons).
@@ -251,16 +270,19 @@ impl Recorder {
 
     /// Waits until `chat` has `count` turn replies; the time of the last.
     async fn wait_replies(&self, chat: &ChatKey, count: usize) -> Result<u128, String> {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut changes = self.changed.subscribe();
         loop {
             let replies = self.turn_replies(chat);
             if replies.len() >= count {
                 return Ok(replies[count - 1]);
             }
-            if Instant::now() > deadline {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
                 return Err(format!("{chat}: no reply {count} within 120 s"));
             }
-            tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
 }
@@ -269,11 +291,8 @@ impl Recorder {
 impl Outbound for Recorder {
     async fn send(&self, chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
         self.record(chat, &message);
-        let id = self.next.lock().map(|mut n| {
-            *n += 1;
-            *n
-        });
-        Ok(MessageRef(id.unwrap_or(0).to_string()))
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(MessageRef(id.to_string()))
     }
 
     async fn edit(
@@ -310,7 +329,7 @@ impl Bench {
         env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = Config::from_sources(None, &env).map_err(|e| e.to_string())?;
         let core = Core::build(&config).map_err(|e| e.to_string())?;
-        let out = Arc::new(Recorder::default());
+        let out = Arc::new(Recorder::new());
         let router = core.router(&config, vec![("console", out.clone() as Arc<dyn Outbound>)]);
         Ok(Bench { core, router, out })
     }
@@ -353,14 +372,18 @@ fn stamp_file() -> Result<PathBuf, String> {
 
 /// Sets the fake's environment for a section's child process.
 fn section_env(command: &mut Command, section: &str, sizes: &Sizes, stamp: &Path) {
-    let (file, delay) = match section {
-        "parallel" => ("start-success.jsonl", sizes.turn_ms),
-        "streaming" => ("resume-partial.jsonl", sizes.stream_interval_ms * 2),
-        _ => ("start-success.jsonl", 0),
+    let interval = sizes.stream_interval_ms;
+    // Fixture, pause after the first text (or before the result), pause before the first text.
+    let (file, delay, lead) = match section {
+        "parallel" => ("start-success.jsonl", sizes.turn_ms, 0),
+        "streaming" => ("resume-partial.jsonl", interval * 2, 0),
+        "streaming-late" => ("resume-partial.jsonl", interval * 2, interval * 2),
+        _ => ("start-success.jsonl", 0, 0),
     };
     command
         .env("FAKE_CLAUDE_REPLAY", fixture(file))
         .env("FAKE_CLAUDE_REPLAY_DELAY_MS", delay.to_string())
+        .env("FAKE_CLAUDE_REPLAY_LEAD_MS", lead.to_string())
         .env("FAKE_CLAUDE_STAMP", stamp);
 }
 
@@ -432,6 +455,7 @@ async fn overhead(sizes: &Sizes, fake: &Path) -> Result<(), String> {
         percentile(&total, 0.5) / percentile(&baseline, 0.5),
         percentile(&total, 0.99) / percentile(&baseline, 0.99)
     );
+    println!();
     Ok(())
 }
 
@@ -543,6 +567,7 @@ async fn parallel(sizes: &Sizes, fake: &Path) -> Result<(), String> {
         mib(idle),
         mib(peak)
     );
+    println!();
     Ok(())
 }
 
@@ -681,6 +706,7 @@ async fn state(sizes: &Sizes) -> Result<(), String> {
     if lost > 0 {
         return Err(format!("{lost} acknowledged updates are not on disk"));
     }
+    println!();
     Ok(())
 }
 
@@ -717,30 +743,33 @@ fn memory(planbot: &Path, fake: &Path) -> Result<(), String> {
     println!("| no stored sessions | {} |", mib(idle));
     println!("| 1,000 stored sessions | {} |", mib(loaded));
     println!("\n(During parallel turns: see section 2.)");
+    println!();
     Ok(())
 }
 
 /// Section 5: from the fake printing its first text to the front end's first progress update
 /// showing it; when the text comes at once (the update must wait out the interval since the
-/// progress message was posted) and when it comes later (as a model's usually does).
-async fn streaming(sizes: &Sizes, fake: &Path) -> Result<(), String> {
+/// progress message was posted), and, run `late`, when it comes two intervals into the turn (as
+/// a model's usually comes seconds in). The two runs print one table.
+async fn streaming(sizes: &Sizes, fake: &Path, late: bool) -> Result<(), String> {
     let interval = sizes.stream_interval_ms;
-    println!("## 5. Streaming ({} turns each)\n", sizes.stream_turns);
-    println!(
-        "| first text printed | → progress update showing it, median | max | edit interval | max / interval |\n|---|---|---|---|---|"
-    );
-    for lead in [0, interval * 2] {
-        // SAFETY: the only thread touching the environment; the runner reads it at spawn,
-        // after this.
-        unsafe { std::env::set_var("FAKE_CLAUDE_REPLAY_LEAD_MS", lead.to_string()) };
-        let latencies = sorted(stream_latencies(sizes, fake).await?);
-        let max = latencies[latencies.len() - 1];
+    let latencies = sorted(stream_latencies(sizes, fake).await?);
+    if !late {
+        println!("## 5. Streaming ({} turns each)\n", sizes.stream_turns);
         println!(
-            "| {lead} ms into the turn | {} | {} | {interval} ms | {:.2}x |",
-            ms(percentile(&latencies, 0.5)),
-            ms(max),
-            max / (interval as f64 * 1e6)
+            "| first text printed | → progress update showing it, median | max | edit interval | max / interval |\n|---|---|---|---|---|"
         );
+    }
+    let max = latencies[latencies.len() - 1];
+    println!(
+        "| {} ms into the turn | {} | {} | {interval} ms | {:.2}x |",
+        if late { interval * 2 } else { 0 },
+        ms(percentile(&latencies, 0.5)),
+        ms(max),
+        max / (interval as f64 * 1e6)
+    );
+    if late {
+        println!();
     }
     Ok(())
 }

@@ -67,14 +67,8 @@ pub struct Config {
     pub turn_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_concurrent_runs: usize,
-    pub permission_mode: String,
-    pub allowed_tools: Vec<String>,
-    pub add_dirs: Vec<PathBuf>,
-    pub model: Option<String>,
-    /// Per-turn `--max-budget-usd`.
-    pub max_budget_usd: Option<f64>,
-    /// `--include-partial-messages`, so progress shows text as it is written.
-    pub stream_partial: bool,
+    /// The flags every turn gets: permission mode, tools, directories, model, budget, streaming.
+    pub claude_args: CommonArgs,
     /// How often a progress message may be edited.
     pub progress_interval: Duration,
     /// Base delay of the one retry after an overloaded API.
@@ -222,26 +216,28 @@ impl Config {
                 .parse("PLANBOT_MAX_CONCURRENT_RUNS")?
                 .or(file.max_concurrent_runs)
                 .unwrap_or(4),
-            permission_mode: e
-                .str("PLANBOT_PERMISSION_MODE")
-                .map(str::to_string)
-                .or(file.permission_mode)
-                .unwrap_or_else(|| "dontAsk".into()),
-            allowed_tools: e
-                .list("PLANBOT_ALLOWED_TOOLS")
-                .or(file.allowed_tools)
-                .unwrap_or_else(|| split_list(DEFAULT_ALLOWED_TOOLS)),
-            add_dirs: e
-                .list("PLANBOT_ADD_DIRS")
-                .map(|l| l.into_iter().map(PathBuf::from).collect())
-                .or(file.add_dirs)
-                .unwrap_or_default(),
-            model: e.str("PLANBOT_MODEL").map(str::to_string).or(file.model),
-            max_budget_usd: e.parse("PLANBOT_MAX_BUDGET_USD")?.or(file.max_budget_usd),
-            stream_partial: e
-                .parse("PLANBOT_STREAM_PARTIAL")?
-                .or(file.stream_partial)
-                .unwrap_or(true),
+            claude_args: CommonArgs {
+                permission_mode: e
+                    .str("PLANBOT_PERMISSION_MODE")
+                    .map(str::to_string)
+                    .or(file.permission_mode)
+                    .unwrap_or_else(|| "dontAsk".into()),
+                allowed_tools: e
+                    .list("PLANBOT_ALLOWED_TOOLS")
+                    .or(file.allowed_tools)
+                    .unwrap_or_else(|| split_list(DEFAULT_ALLOWED_TOOLS)),
+                add_dirs: e
+                    .list("PLANBOT_ADD_DIRS")
+                    .map(|l| l.into_iter().map(PathBuf::from).collect())
+                    .or(file.add_dirs)
+                    .unwrap_or_default(),
+                model: e.str("PLANBOT_MODEL").map(str::to_string).or(file.model),
+                max_budget_usd: e.parse("PLANBOT_MAX_BUDGET_USD")?.or(file.max_budget_usd),
+                stream_partial: e
+                    .parse("PLANBOT_STREAM_PARTIAL")?
+                    .or(file.stream_partial)
+                    .unwrap_or(true),
+            },
             progress_interval: Duration::from_millis(
                 e.parse("PLANBOT_PROGRESS_INTERVAL_MS")?
                     .or(file.progress_interval_ms)
@@ -288,12 +284,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !PERMISSION_MODES.contains(&self.permission_mode.as_str()) {
+        if !PERMISSION_MODES.contains(&self.claude_args.permission_mode.as_str()) {
             return Err(invalid(
                 "PLANBOT_PERMISSION_MODE",
                 format!(
                     "{:?} is not one of {}",
-                    self.permission_mode,
+                    self.claude_args.permission_mode,
                     PERMISSION_MODES.join(", ")
                 ),
             ));
@@ -324,7 +320,11 @@ impl Config {
                 return Err(invalid(name, "must be at least 1"));
             }
         }
-        if self.max_budget_usd.is_some_and(|b| b.is_nan() || b <= 0.0) {
+        if self
+            .claude_args
+            .max_budget_usd
+            .is_some_and(|b| b.is_nan() || b <= 0.0)
+        {
             return Err(invalid(
                 "PLANBOT_MAX_BUDGET_USD",
                 "must be a positive amount",
@@ -346,7 +346,7 @@ impl Config {
 
     /// Whether `bypassPermissions` was chosen (allowed only explicitly, with a warning).
     pub fn bypasses_permissions(&self) -> bool {
-        self.permission_mode == "bypassPermissions"
+        self.claude_args.permission_mode == "bypassPermissions"
     }
 
     /// Environment variables `claude` must never see.
@@ -380,14 +380,7 @@ impl Config {
     pub fn plan_settings(&self) -> PlanSettings {
         let root = absolute(&self.workspace_dir);
         PlanSettings {
-            common: CommonArgs {
-                permission_mode: self.permission_mode.clone(),
-                allowed_tools: self.allowed_tools.clone(),
-                add_dirs: self.add_dirs.clone(),
-                model: self.model.clone(),
-                max_budget_usd: self.max_budget_usd,
-                stream_partial: self.stream_partial,
-            },
+            common: self.claude_args.clone(),
             max_turns: self.max_turns,
             retry_max_turns: self.retry_max_turns,
             retry_delay: self.retry_delay,
@@ -471,13 +464,17 @@ mod tests {
         assert_eq!(c.retry_max_turns, 30);
         assert_eq!(c.turn_timeout, Duration::from_secs(600));
         assert_eq!(c.max_concurrent_runs, 4);
-        assert_eq!(c.permission_mode, "dontAsk");
+        assert_eq!(c.claude_args.permission_mode, "dontAsk");
         assert!(c.allowed_users.is_empty());
         assert_eq!(c.phases.len(), 4);
         assert!(c.phases[3].optional);
         assert_eq!(c.telegram_api_url, "https://api.telegram.org");
         assert_eq!(c.discord_api_url, "https://discord.com");
-        assert!(c.allowed_tools.contains(&"Write(./**)".to_string()));
+        assert!(
+            c.claude_args
+                .allowed_tools
+                .contains(&"Write(./**)".to_string())
+        );
     }
 
     #[test]

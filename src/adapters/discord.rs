@@ -26,7 +26,7 @@ use serenity::http::HttpBuilder;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::render::{long_reply_summary, split_markdown, utf16_len};
+use super::render::{reply_parts, split_markdown, utf16_len};
 use crate::config::Secret;
 use crate::router::{
     Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer, Outbound,
@@ -170,16 +170,6 @@ fn components(actions: &[Offer]) -> Value {
 /// Markdown split into messages under Discord's limit, code blocks re-opened across parts.
 fn parts_of(markdown: &str) -> Vec<String> {
     split_markdown(markdown, &|p: &str| utf16_len(p) <= MESSAGE_LIMIT)
-}
-
-/// Progress text cut to fit one message (its tail is what is new).
-fn fit_progress(text: &str) -> String {
-    if utf16_len(text) <= MESSAGE_LIMIT {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(MESSAGE_LIMIT / 2 - 1).collect();
-    cut.push('…');
-    cut
 }
 
 /// No mention in model output pings anyone.
@@ -345,13 +335,7 @@ impl DiscordOutbound {
         edit: Option<u64>,
     ) -> Result<u64, SendError> {
         let channel = channel(chat)?;
-        let mut parts = parts_of(&message.text);
-        let mut long_reply = None;
-        if parts.len() > MAX_PARTS {
-            // Too long for chat: a short summary here, the whole reply as a file.
-            parts = parts_of(&long_reply_summary(&message.text));
-            long_reply = Some(message.text.clone());
-        }
+        let (parts, as_file) = reply_parts(&message.text, MAX_PARTS, parts_of);
         let count = parts.len();
         let (mut first, mut last) = (None, None);
         for (i, part) in parts.into_iter().enumerate() {
@@ -372,8 +356,8 @@ impl DiscordOutbound {
             first.get_or_insert(id);
             last = Some(id);
         }
-        if let Some(text) = long_reply {
-            self.post_file(channel, "reply.md", text.as_bytes(), "")
+        if as_file {
+            self.post_file(channel, "reply.md", message.text.as_bytes(), "")
                 .await?;
         }
         if let Some(file) = &message.attachment {
@@ -464,7 +448,7 @@ impl Outbound for DiscordOutbound {
             }
             (MessageKind::Progress, _) => {
                 let channel = channel(chat)?;
-                let text = fit_progress(&message.text);
+                let text = message.text.clone();
                 let body = json!({"content": text, "allowed_mentions": no_mentions()});
                 let id = self.post_message(channel, body).await?;
                 if let Ok(mut shown) = self.shown.lock() {
@@ -487,7 +471,7 @@ impl Outbound for DiscordOutbound {
         let channel = channel(chat)?;
         let id = message_id(id)?;
         if message.kind == MessageKind::Progress {
-            let text = fit_progress(&message.text);
+            let text = message.text.clone();
             let unchanged = self
                 .shown
                 .lock()
@@ -823,6 +807,8 @@ pub async fn run(
         announced: AtomicBool::new(false),
         failed: failed.clone(),
     };
+    // The client takes its own Http by value; the outbound's (for interaction answers) gets the
+    // application id at READY like this one.
     let base = settings.api_url.trim_end_matches('/');
     let http = serenity_http(&settings.token, base);
     let mut client = serenity::client::ClientBuilder::new_with_http(http, intents)
@@ -889,6 +875,5 @@ mod tests {
             assert!(part.chars().count() <= MESSAGE_LIMIT);
             assert_eq!(part.matches("```").count() % 2, 0, "{part}");
         }
-        assert!(fit_progress(&"x".repeat(5000)).chars().count() <= MESSAGE_LIMIT);
     }
 }

@@ -183,9 +183,23 @@ fn split_line(line: &str, fits: &dyn Fn(&str) -> bool) -> Vec<String> {
     parts
 }
 
+/// A reply as messages: `parts_of(markdown)`, or when that is more than `max_parts`, the parts
+/// of a summary and `true`: the whole reply then goes as the file `reply.md`.
+pub fn reply_parts<P>(
+    markdown: &str,
+    max_parts: usize,
+    parts_of: impl Fn(&str) -> Vec<P>,
+) -> (Vec<P>, bool) {
+    let parts = parts_of(markdown);
+    if parts.len() <= max_parts {
+        return (parts, false);
+    }
+    (parts_of(&long_reply_summary(markdown)), true)
+}
+
 /// The start of a reply too long for chat, pointing to the attached `reply.md`; a code block
 /// cut open is closed, so the note is not shown as code.
-pub fn long_reply_summary(markdown: &str) -> String {
+fn long_reply_summary(markdown: &str) -> String {
     let mut start: String = markdown.chars().take(600).collect();
     start.truncate(start.trim_end().len());
     start.push('…');
@@ -333,6 +347,16 @@ fn trim_end_newlines(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_over_its_parts_becomes_a_summary_and_a_file() {
+        let lines = |t: &str| t.lines().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(reply_parts("a\nb", 3, lines), (lines("a\nb"), false));
+        let long = "line\n".repeat(10);
+        let (parts, as_file) = reply_parts(&long, 3, lines);
+        assert!(as_file);
+        assert_eq!(parts, lines(&long_reply_summary(&long)));
+    }
 
     #[test]
     fn a_summary_closes_the_code_block_it_cuts() {

@@ -28,7 +28,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::render::{long_reply_summary, split_markdown, telegram_html, utf16_len};
+use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};
 use crate::config::Secret;
 use crate::router::{
     ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, Router,
@@ -352,20 +352,14 @@ impl TelegramOutbound {
     ) -> Result<MessageId, SendError> {
         let (chat_id, thread) = target(chat)?;
         let markup = (!message.actions.is_empty()).then(|| keyboard(&message.actions));
-        let mut parts = parts_of(&message.text);
-        let mut long_reply = None;
-        if parts.len() > MAX_PARTS {
-            // Too long for chat: a short summary here, the whole reply as a file.
-            parts = parts_of(&long_reply_summary(&message.text));
-            long_reply = Some(message.text.clone());
-        }
+        let (parts, as_file) = reply_parts(&message.text, MAX_PARTS, parts_of);
         let result = if parts.is_empty() {
             None
         } else {
             Some(self.post(chat_id, thread, parts, markup, edit).await?)
         };
-        if let Some(text) = long_reply {
-            self.send_document(chat_id, thread, "reply.md", text.as_bytes(), None)
+        if as_file {
+            self.send_document(chat_id, thread, "reply.md", message.text.as_bytes(), None)
                 .await?;
         }
         let mut first = result.map(|(first, _)| first);

@@ -13,9 +13,9 @@
 //! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else. With
 //!   `FAKE_CLAUDE_REPLAY_DELAY_MS` it pauses that long after the first text it prints (or before
 //!   the result when there is none), and with `FAKE_CLAUDE_REPLAY_LEAD_MS` that long before its
-//!   first text (as the model takes a while to start); with `FAKE_CLAUDE_STAMP` it appends `<pid> start|text|result
-//!   <unix ns>` lines there: when it started, printed the first text, and is about to print the
-//!   result.
+//!   first text (as the model takes a while to start); with `FAKE_CLAUDE_STAMP` it appends
+//!   `<pid> start|text|result <unix ns>` lines there: when it started, and when it is about to
+//!   print its first text and its result.
 //!
 //! It fails loudly (exit 97) on a call it cannot make sense of, so a test notices.
 
@@ -392,10 +392,14 @@ fn replay(file: &Path) {
             }
             stamp("result");
         }
-        let _ = writeln!(out, "{line}");
-        if !paused && line.contains(r#""text_delta""#) {
-            let _ = out.flush();
+        // Stamped before it is printed, so a reader can never act on it earlier than the stamp.
+        let first_text = !paused && line.contains(r#""text_delta""#);
+        if first_text {
             stamp("text");
+        }
+        let _ = writeln!(out, "{line}");
+        if first_text {
+            let _ = out.flush();
             if let Some(delay) = delay {
                 std::thread::sleep(delay);
             }

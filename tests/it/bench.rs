@@ -32,4 +32,5 @@ fn the_benchmark_harness_runs_every_section() {
         "{stdout}"
     );
     assert!(stdout.contains("| 1,000 stored sessions |"), "{stdout}");
+    assert_eq!(stdout.matches(" ms into the turn |").count(), 2, "{stdout}");
 }

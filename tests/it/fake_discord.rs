@@ -80,6 +80,8 @@ struct Pending {
     acked: Option<u64>,
     /// Whether its response is ephemeral (a deferral with flag 64).
     ephemeral: bool,
+    /// The message its original response became, once written.
+    original: Option<u64>,
 }
 
 #[derive(Default)]
@@ -312,6 +314,7 @@ impl FakeDiscord {
                     created: Instant::now(),
                     acked: None,
                     ephemeral: false,
+                    original: None,
                 },
             );
             (id, token)
@@ -758,44 +761,32 @@ async fn webhook_message(
     if let Some(problem) = invalid_message(&body, files.len(), true) {
         return inner.fault(problem);
     }
-    let ephemeral = inner.interactions.get(&token).is_some_and(|p| p.ephemeral);
-    let original = inner.messages.iter().position(|m| {
-        m.interaction.as_deref() == Some(&token) && m.id == interaction_original(&token)
-    });
+    let (ephemeral, original) = inner
+        .interactions
+        .get(&token)
+        .map_or((false, None), |p| (p.ephemeral, p.original));
     let content = body["content"].as_str().unwrap_or("").to_string();
-    let json = match original {
-        Some(i) => {
-            let stored = &mut inner.messages[i];
-            stored.content = content;
-            stored.edits += 1;
-            stored.json()
-        }
-        None => {
-            let stored = Stored {
-                id: interaction_original(&token),
-                channel,
-                content,
-                components: body["components"].clone(),
-                attachments: files,
-                edits: 0,
-                ephemeral,
-                interaction: Some(token),
-            };
-            let json = stored.json();
-            inner.messages.push(stored);
-            json
-        }
+    if let Some(stored) = original.and_then(|id| inner.messages.iter_mut().find(|m| m.id == id)) {
+        stored.content = content;
+        stored.edits += 1;
+        return axum::Json(stored.json()).into_response();
+    }
+    let stored = Stored {
+        id: inner.id(),
+        channel,
+        content,
+        components: body["components"].clone(),
+        attachments: files,
+        edits: 0,
+        ephemeral,
+        interaction: Some(token.clone()),
     };
+    if let Some(pending) = inner.interactions.get_mut(&token) {
+        pending.original = Some(stored.id);
+    }
+    let json = stored.json();
+    inner.messages.push(stored);
     axum::Json(json).into_response()
-}
-
-/// The id of an interaction's original response (derived from its token's number).
-fn interaction_original(token: &str) -> u64 {
-    token
-        .trim_start_matches("itoken-")
-        .parse::<u64>()
-        .unwrap_or(0)
-        + 1_000_000
 }
 
 /// Counts a message against its channel's bucket: the rate-limit headers, or a 429.

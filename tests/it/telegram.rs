@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::fake_telegram::{FakeTelegram, Stored, TOKEN};
-use crate::util::{FakeClaude, Running, arg_after, run_planbot};
+use crate::util::{FakeClaude, Running, arg_after, button, run_planbot};
 
 fn start(dir: &Path, claude: &FakeClaude, telegram: &FakeTelegram) -> Running {
     start_with(dir, claude, &telegram.url(), &[])
@@ -30,10 +30,18 @@ fn start_with(dir: &Path, claude: &FakeClaude, api_url: &str, env: &[(&str, &str
 async fn started(
     steps: serde_json::Value,
 ) -> (FakeClaude, FakeTelegram, tempfile::TempDir, Running) {
+    started_with(steps, &[]).await
+}
+
+/// [`started`] with more settings in planbot's environment.
+async fn started_with(
+    steps: serde_json::Value,
+    env: &[(&str, &str)],
+) -> (FakeClaude, FakeTelegram, tempfile::TempDir, Running) {
     let claude = FakeClaude::new(steps);
     let telegram = FakeTelegram::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let planbot = start(dir.path(), &claude, &telegram);
+    let planbot = start_with(dir.path(), &claude, &telegram.url(), env);
     telegram
         .wait_for("start-up", 20, |t| t.commands().is_some())
         .await;
@@ -47,15 +55,6 @@ fn with_buttons(telegram: &FakeTelegram, chat: i64) -> Vec<Stored> {
         .into_iter()
         .filter(|m| !m.buttons().is_empty())
         .collect()
-}
-
-fn button(message: &Stored, label_start: &str) -> String {
-    message
-        .buttons()
-        .into_iter()
-        .find(|(label, _)| label.starts_with(label_start))
-        .unwrap_or_else(|| panic!("no {label_start:?} button in {:?}", message.buttons()))
-        .1
 }
 
 /// What the chat shows: each message's text as Telegram displays it.
@@ -85,19 +84,14 @@ fn long_markdown() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_from_start_to_finish_in_one_chat() {
-    let claude = FakeClaude::new(json!([
+    let (claude, telegram, dir, _planbot) = started(json!([
         {"kind": "answer", "text": "What problem does it solve?\n\nPHASE_STATUS: needs_input", "delay_ms": 3500},
         {"kind": "echo"},
         {"kind": "echo", "status": "ready_to_advance"},
         {"kind": "answer", "text": long_markdown()},
         {"kind": "answer", "text": "# Final plan\n\nShip it.\n\nPHASE_STATUS: ready_to_advance"},
-    ]));
-    let telegram = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _planbot = start(dir.path(), &claude, &telegram);
-    telegram
-        .wait_for("the command menu", 20, |t| t.commands().is_some())
-        .await;
+    ]))
+    .await;
     let commands: Vec<String> = telegram
         .commands()
         .unwrap()
@@ -178,7 +172,7 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
     let cb = telegram.press(
         100,
         &latest,
-        &button(&latest, "Continue to /plan-ceo-review"),
+        &button(latest.buttons(), "Continue to /plan-ceo-review"),
     );
     telegram
         .wait_for("the long reply", 30, |t| {
@@ -205,7 +199,7 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
             .any(|p| p.contains("fn handle(x: &str) -> Option<u8>"))
     );
     // A stale press changes nothing and is answered with a note.
-    let stale = telegram.press(100, &latest, &button(&latest, "Finalize"));
+    let stale = telegram.press(100, &latest, &button(latest.buttons(), "Finalize"));
     telegram
         .wait_for("the stale press answer", 10, |t| {
             t.callback_answered(&stale)
@@ -214,7 +208,7 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
     assert_eq!(claude.calls().len(), 4);
 
     let current = with_buttons(&telegram, 100).pop().unwrap();
-    telegram.press(100, &current, &button(&current, "Finalize"));
+    telegram.press(100, &current, &button(current.buttons(), "Finalize"));
     telegram
         .wait_for("the final plan", 30, |t| {
             t.messages(100).iter().any(|m| m.document.is_some())
@@ -387,15 +381,11 @@ fn sigterm(planbot: &Running) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_short_turn_finish_and_exits_cleanly() {
-    let claude = FakeClaude::new(json!([{"kind": "slow", "delay_ms": 1500}]));
-    let telegram = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let planbot = start_with(
-        dir.path(),
-        &claude,
-        &telegram.url(),
+    let (claude, telegram, dir, planbot) = started_with(
+        json!([{"kind": "slow", "delay_ms": 1500}]),
         &[("PLANBOT_SHUTDOWN_GRACE_SECS", "20")],
-    );
+    )
+    .await;
     telegram.message(100, 100, "/plan quick an idea", None);
     telegram
         .wait_for("the turn to start", 20, |_| !claude.calls().is_empty())
@@ -415,15 +405,11 @@ async fn sigterm_lets_a_short_turn_finish_and_exits_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_interrupts_a_long_turn_after_the_grace_period() {
-    let claude = FakeClaude::new(json!([{"kind": "hang", "grandchild": true}]));
-    let telegram = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let planbot = start_with(
-        dir.path(),
-        &claude,
-        &telegram.url(),
+    let (claude, telegram, dir, planbot) = started_with(
+        json!([{"kind": "hang", "grandchild": true}]),
         &[("PLANBOT_SHUTDOWN_GRACE_SECS", "1")],
-    );
+    )
+    .await;
     telegram.message(100, 100, "/plan long an idea", None);
     telegram
         .wait_for("the turn to start", 20, |_| {

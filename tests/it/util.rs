@@ -218,3 +218,13 @@ pub async fn wait_until(
     }
     panic!("timed out waiting for {what}; {}", describe());
 }
+
+/// The payload of the first of `buttons` (label, payload) whose label starts with `label_start`.
+pub fn button(buttons: Vec<(String, String)>, label_start: &str) -> String {
+    let names: Vec<String> = buttons.iter().map(|(label, _)| label.clone()).collect();
+    buttons
+        .into_iter()
+        .find(|(label, _)| label.starts_with(label_start))
+        .unwrap_or_else(|| panic!("no {label_start:?} button in {names:?}"))
+        .1
+}
