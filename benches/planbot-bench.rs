@@ -314,8 +314,13 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(dir: &Path, fake: &Path, settings: &[(&str, String)]) -> Result<Bench, String> {
-        let mut env: HashMap<String, String> = HashMap::from([
+    async fn new(dir: &Path, fake: &Path, settings: &[(&str, String)]) -> Result<Bench, String> {
+        // The fake takes its recording from FAKE_CLAUDE_* variables of this process; the
+        // sandbox would hide the temp dirs it writes its stamps to.
+        let mut env: HashMap<String, String> = std::env::vars().collect();
+        env.extend([
+            ("PLANBOT_CHILD_ENV".into(), "FAKE_CLAUDE_*".into()),
+            ("PLANBOT_SANDBOX".into(), "off".into()),
             ("PLANBOT_CLAUDE_BIN".into(), fake.display().to_string()),
             (
                 "PLANBOT_STATE_DIR".into(),
@@ -328,7 +333,7 @@ impl Bench {
         ]);
         env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = Config::from_sources(None, &env).map_err(|e| e.to_string())?;
-        let core = Core::build(&config).map_err(|e| e.to_string())?;
+        let core = Core::build(&config).await.map_err(|e| e.to_string())?;
         let out = Arc::new(Recorder::new());
         let router = core.router(&config, vec![("console", out.clone() as Arc<dyn Outbound>)]);
         Ok(Bench { core, router, out })
@@ -390,7 +395,7 @@ fn section_env(command: &mut Command, section: &str, sizes: &Sizes, stamp: &Path
 /// Section 1: inbound to spawn and result to reply, against spawning a trivial process.
 async fn overhead(sizes: &Sizes, fake: &Path) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let bench = Bench::new(dir.path(), fake, &[])?;
+    let bench = Bench::new(dir.path(), fake, &[]).await?;
     let stamp = stamp_file()?;
     let chat = Bench::chat(0);
     bench.say(&chat, "/plan bench-plan a plan to measure").await;
@@ -503,7 +508,8 @@ async fn parallel(sizes: &Sizes, fake: &Path) -> Result<(), String> {
         dir.path(),
         fake,
         &[("PLANBOT_MAX_CONCURRENT_RUNS", chats.to_string())],
-    )?;
+    )
+    .await?;
     let peak = Arc::new(Mutex::new(0u64));
     let sampler = {
         let peak = peak.clone();
@@ -534,7 +540,7 @@ async fn parallel(sizes: &Sizes, fake: &Path) -> Result<(), String> {
     );
 
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let bench = Bench::new(dir.path(), fake, &[])?;
+    let bench = Bench::new(dir.path(), fake, &[]).await?;
     let limit = 4usize;
     let (waits, wall) = plan_at_once(&bench, chats).await?;
     bench.close().await;
@@ -783,7 +789,8 @@ async fn stream_latencies(sizes: &Sizes, fake: &Path) -> Result<Vec<f64>, String
             "PLANBOT_PROGRESS_INTERVAL_MS",
             sizes.stream_interval_ms.to_string(),
         )],
-    )?;
+    )
+    .await?;
     let stamp = stamp_file()?;
     let chat = Bench::chat(0);
     bench.say(&chat, "/plan stream-plan a plan to watch").await;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +16,7 @@ use crate::config::Config;
 use crate::planning::{Planner, Prompts};
 use crate::router::{Outbound, Router, RouterSettings};
 use crate::store::{self, EntryStatus, LoadReport, StateLock, Store, StoreError};
+use crate::walls::Walls;
 
 /// Why planbot could not run.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +42,11 @@ pub struct Core {
 }
 
 impl Core {
-    /// Opens the store and builds the planner, as `planbot run` does.
-    pub fn build(config: &Config) -> Result<Core, AppError> {
+    /// Raises the agent's walls, opens the store and builds the planner, as `planbot run` does.
+    pub async fn build(config: &Config) -> Result<Core, AppError> {
         let prompts = Prompts::load(config.prompts_dir.as_deref()).map_err(AppError::Prompts)?;
+        let walls = Walls::raise(config).await.map_err(AppError::Unsupported)?;
+        walls.log(config);
         let (store, report) = Store::open(&config.state_dir)?;
         if !report.is_healthy() {
             tracing::error!(
@@ -57,8 +59,12 @@ impl Core {
                 "PLANBOT_PERMISSION_MODE=bypassPermissions: Claude may run any tool without asking"
             );
         }
-        let runner = Runner::new(config.runner_config());
-        let planner = Planner::new(runner, prompts, config.plan_settings());
+        let mut runner_config = config.runner_config();
+        runner_config.sandbox = walls.sandbox.clone();
+        let mut common = config.common_args(walls.guard.clone());
+        common.permission_prompts_none = walls.permission_prompts_none();
+        let runner = Runner::new(runner_config);
+        let planner = Planner::new(runner, prompts, config.plan_settings(common));
         Ok(Core { store, planner })
     }
 
@@ -99,7 +105,7 @@ pub async fn run_console(
     interrupts: tokio::sync::mpsc::UnboundedReceiver<()>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let core = Core::build(&config)?;
+    let core = Core::build(&config).await?;
     let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let outbound = ConsoleOutbound::new(Box::new(std::io::stdout()), live);
     let router = core.router(&config, vec![(console::ADAPTER, outbound.clone())]);
@@ -122,7 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     if config.telegram_token.is_none() && config.discord_token.is_none() {
         return Err(AppError::NoFrontEnd);
     }
-    let core = Core::build(&config)?;
+    let core = Core::build(&config).await?;
     let mut outbounds: Vec<(&str, Arc<dyn Outbound>)> = Vec::new();
     let telegram = match config.telegram_token.clone() {
         Some(token) => {
@@ -187,12 +193,13 @@ pub struct CheckLine {
     pub what: String,
 }
 
-/// `planbot check`: every problem an operator should fix before users notice.
-pub async fn check(config: &Config) -> Vec<CheckLine> {
+/// `planbot check`: every problem an operator should fix before users notice. With `running`,
+/// it checks a planbot that is running (a health check): the state dir's lock must be held.
+pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     let mut say = |ok: bool, what: String| lines.push(CheckLine { ok, what });
     say(true, "configuration is valid".into());
-    match claude_version(&config.claude_bin).await {
+    match crate::walls::cli_version(config).await {
         Ok(version) => say(
             true,
             format!("claude found ({}): {version}", config.claude_bin.display()),
@@ -213,9 +220,11 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
             format!("state dir {} is not writable: {e}", dir.display()),
         ),
     }
-    match StateLock::probe(dir) {
-        Ok(()) => say(true, "no other planbot holds the state dir".into()),
-        Err(e) => say(false, e.to_string()),
+    match (StateLock::probe(dir), running) {
+        (Ok(()), false) => say(true, "no other planbot holds the state dir".into()),
+        (Err(e), false) => say(false, e.to_string()),
+        (Ok(()), true) => say(false, "planbot is not running on this state dir".into()),
+        (Err(_), true) => say(true, "planbot is running on this state dir".into()),
     }
     match store::inspect(dir) {
         Ok((state, report)) => {
@@ -240,6 +249,16 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
             }
         }
         Err(e) => say(false, e.to_string()),
+    }
+    match Walls::raise(config).await {
+        Ok(walls) => {
+            // A wall that is down was allowed by the configuration (validated at load, and
+            // `PLANBOT_SANDBOX=bwrap` fails above): a warning, not a failure.
+            for (up, what) in walls.describe(config) {
+                say(true, if up { what } else { format!("warning: {what}") });
+            }
+        }
+        Err(e) => say(false, e),
     }
     let skills = installed_skills();
     for phase in &config.phases {
@@ -302,23 +321,6 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(".planbot-write-probe");
     std::fs::write(&probe, b"ok")?;
     std::fs::remove_file(probe)
-}
-
-async fn claude_version(bin: &Path) -> Result<String, String> {
-    let output = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(bin)
-            .arg("--version")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| "`claude --version` did not answer within 30 s".to_string())?
-    .map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(format!("`claude --version` failed with {}", output.status));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 /// Skill names under `~/.claude/skills/` (each a directory with a `SKILL.md`).

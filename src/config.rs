@@ -1,14 +1,15 @@
 //! Configuration: built-in defaults, then an optional `planbot.toml`, then the environment,
 //! validated once into a typed [`Config`] whose errors name the setting.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::claude::{CommonArgs, RunnerConfig};
+use crate::claude::env as child_env;
+use crate::claude::{CommonArgs, RunnerConfig, Sandbox, SandboxMode, ToolPolicy, tool_policy};
 use crate::planning::{DEFAULT_PHASES, Phase, PlanSettings, parse_phases};
 
 /// A secret: its `Debug` and `Display` never show it.
@@ -38,10 +39,10 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The tools a planning turn may use by default: reading, and writing inside the slug's
-/// workspace (the turn's working directory).
-pub const DEFAULT_ALLOWED_TOOLS: &str =
-    "Read,Glob,Grep,Skill,WebSearch,WebFetch,Edit(./**),Write(./**)";
+/// The tools a planning turn may use by default: reading and writing inside the slug's workspace
+/// (the turn's working directory), web search and skills. A `Read` rule governs `Glob` and `Grep`
+/// too; see [`crate::claude::policy`].
+pub const DEFAULT_ALLOWED_TOOLS: &str = "Read(./**),Edit(./**),Write(./**),WebSearch,Skill";
 const PERMISSION_MODES: [&str; 6] = [
     "acceptEdits",
     "auto",
@@ -50,6 +51,26 @@ const PERMISSION_MODES: [&str; 6] = [
     "dontAsk",
     "plan",
 ];
+
+/// planbot's own secrets: never passed to `claude`.
+const SECRET_VARS: [&str; 4] = [
+    "TELEGRAM_BOT_TOKEN",
+    "DISCORD_TOKEN",
+    "TELEGRAM_WEBHOOK_SECRET",
+    "PLANBOT_DATABASE_URL",
+];
+/// Keys `claude` needs, whose values must still never appear in a message.
+const API_KEY_VARS: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"];
+
+/// The child's environment; its `Debug` names the variables, never their values.
+#[derive(Clone, PartialEq, Default)]
+pub struct ChildEnv(pub BTreeMap<String, String>);
+
+impl fmt::Debug for ChildEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
 
 /// Everything planbot is configured with.
 #[derive(Debug, Clone)]
@@ -69,6 +90,22 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// The flags every turn gets: permission mode, tools, directories, model, budget, streaming.
     pub claude_args: CommonArgs,
+    /// `PLANBOT_WEBFETCH_DOMAINS`: the only domains `WebFetch` may reach.
+    pub webfetch_domains: Vec<String>,
+    /// `PLANBOT_UNSAFE_TOOLS`: the operator knowingly widens the agent's reach.
+    pub unsafe_tools: bool,
+    /// `PLANBOT_SANDBOX`.
+    pub sandbox: SandboxMode,
+    /// `PLANBOT_PATH_GUARD`: the `PreToolUse` hook that confines every tool call.
+    pub path_guard: bool,
+    /// `PLANBOT_CHILD_ENV`: more variable names (or `PREFIX*`) passed to `claude`.
+    pub child_env: Vec<String>,
+    /// What `claude` gets of planbot's environment (the allowlist applied at load).
+    pub child_environment: ChildEnv,
+    /// Values that must never leave in a message (tokens, API keys).
+    pub secret_values: Vec<Secret>,
+    /// Files holding secrets, hidden from the sandbox.
+    pub secret_files: Vec<PathBuf>,
     /// How often a progress message may be edited.
     pub progress_interval: Duration,
     /// Base delay of the one retry after an overloaded API.
@@ -138,6 +175,11 @@ struct FileConfig {
     plan_budget_usd: Option<f64>,
     user_daily_budget_usd: Option<f64>,
     shutdown_grace_secs: Option<u64>,
+    webfetch_domains: Option<Vec<String>>,
+    unsafe_tools: Option<bool>,
+    sandbox: Option<String>,
+    path_guard: Option<bool>,
+    child_env: Option<Vec<String>>,
 }
 
 impl Config {
@@ -175,6 +217,48 @@ impl Config {
             (None, None) => DEFAULT_PHASES.to_string(),
         };
         let phases = parse_phases(&phases_spec).map_err(|err| invalid("PLANBOT_PHASES", err))?;
+        let (telegram_token, telegram_file) = e.secret(
+            "TELEGRAM_BOT_TOKEN",
+            "TELEGRAM_BOT_TOKEN_FILE",
+            "telegram-bot-token",
+        )?;
+        let (discord_token, discord_file) =
+            e.secret("DISCORD_TOKEN", "DISCORD_TOKEN_FILE", "discord-token")?;
+        let sandbox = match e
+            .str("PLANBOT_SANDBOX")
+            .map(str::to_string)
+            .or(file.sandbox)
+        {
+            None => SandboxMode::Auto,
+            Some(value) => SandboxMode::parse(&value).ok_or_else(|| {
+                invalid(
+                    "PLANBOT_SANDBOX",
+                    format!("{value:?} is not one of auto, bwrap, off"),
+                )
+            })?,
+        };
+        let secret_env = e
+            .list("PLANBOT_SECRET_ENV")
+            .or(file.secret_env)
+            .unwrap_or_default();
+        let child_env = e
+            .list("PLANBOT_CHILD_ENV")
+            .or(file.child_env)
+            .unwrap_or_default();
+        let mut never_passed: Vec<String> = SECRET_VARS.iter().map(|v| v.to_string()).collect();
+        never_passed.extend(secret_env.iter().cloned());
+        let parent: BTreeMap<String, String> =
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut secret_values: Vec<Secret> = telegram_token
+            .iter()
+            .chain(discord_token.iter())
+            .cloned()
+            .collect();
+        for name in secret_env.iter().map(String::as_str).chain(API_KEY_VARS) {
+            if let Some(value) = e.str(name).filter(|v| v.len() >= 8) {
+                secret_values.push(Secret::new(value));
+            }
+        }
         let config = Config {
             claude_bin: e
                 .path("PLANBOT_CLAUDE_BIN")
@@ -217,6 +301,10 @@ impl Config {
                 .or(file.max_concurrent_runs)
                 .unwrap_or(4),
             claude_args: CommonArgs {
+                tools: Vec::new(),
+                disallowed_tools: Vec::new(),
+                path_guard: None,
+                permission_prompts_none: false,
                 permission_mode: e
                     .str("PLANBOT_PERMISSION_MODE")
                     .map(str::to_string)
@@ -248,13 +336,13 @@ impl Config {
                     .or(file.retry_delay_ms)
                     .unwrap_or(2000),
             ),
-            telegram_token: e.str("TELEGRAM_BOT_TOKEN").map(Secret::new),
+            telegram_token,
             telegram_api_url: e
                 .str("TELEGRAM_API_URL")
                 .map(str::to_string)
                 .or(file.telegram_api_url)
                 .unwrap_or_else(|| "https://api.telegram.org".into()),
-            discord_token: e.str("DISCORD_TOKEN").map(Secret::new),
+            discord_token,
             discord_api_url: e
                 .str("DISCORD_API_URL")
                 .map(str::to_string)
@@ -265,10 +353,24 @@ impl Config {
                 .list("DISCORD_ALLOWED_ROLES")
                 .or(file.discord_allowed_roles)
                 .unwrap_or_default(),
-            secret_env: e
-                .list("PLANBOT_SECRET_ENV")
-                .or(file.secret_env)
+            child_environment: ChildEnv(child_env::child_env(&parent, &child_env, &never_passed)),
+            secret_env,
+            webfetch_domains: e
+                .list("PLANBOT_WEBFETCH_DOMAINS")
+                .or(file.webfetch_domains)
                 .unwrap_or_default(),
+            unsafe_tools: e
+                .parse("PLANBOT_UNSAFE_TOOLS")?
+                .or(file.unsafe_tools)
+                .unwrap_or(false),
+            sandbox,
+            path_guard: e
+                .parse("PLANBOT_PATH_GUARD")?
+                .or(file.path_guard)
+                .unwrap_or(true),
+            child_env,
+            secret_values,
+            secret_files: telegram_file.into_iter().chain(discord_file).collect(),
             plan_budget_usd: e.parse("PLANBOT_PLAN_BUDGET_USD")?.or(file.plan_budget_usd),
             user_daily_budget_usd: e
                 .parse("PLANBOT_USER_DAILY_BUDGET_USD")?
@@ -284,6 +386,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_tools()?;
         if !PERMISSION_MODES.contains(&self.claude_args.permission_mode.as_str()) {
             return Err(invalid(
                 "PLANBOT_PERMISSION_MODE",
@@ -344,6 +447,113 @@ impl Config {
         Ok(())
     }
 
+    /// Tools that widen the agent's reach are refused unless the operator says so knowingly.
+    fn validate_tools(&self) -> Result<(), ConfigError> {
+        for domain in &self.webfetch_domains {
+            let valid = !domain.is_empty()
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            if !valid {
+                return Err(invalid(
+                    "PLANBOT_WEBFETCH_DOMAINS",
+                    format!("{domain:?} is not a domain name (like docs.example.com)"),
+                ));
+            }
+        }
+        if self.unsafe_tools {
+            return Ok(());
+        }
+        let policy = self.tool_policy();
+        if !policy.unsafe_entries.is_empty() {
+            return Err(invalid(
+                "PLANBOT_ALLOWED_TOOLS",
+                format!(
+                    "{} would let Claude act outside the plan's workspace (scope file tools as \
+                     Read(./**), list web domains in PLANBOT_WEBFETCH_DOMAINS); set \
+                     PLANBOT_UNSAFE_TOOLS=true to allow it knowingly",
+                    policy.unsafe_entries.join(", ")
+                ),
+            ));
+        }
+        if !self.path_guard {
+            return Err(invalid(
+                "PLANBOT_PATH_GUARD",
+                "turning the path guard off needs PLANBOT_UNSAFE_TOOLS=true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tool lists every turn gets.
+    pub fn tool_policy(&self) -> ToolPolicy {
+        tool_policy(&self.claude_args.allowed_tools, &self.webfetch_domains)
+    }
+
+    /// What weakens the agent's confinement, for a warning at start-up.
+    pub fn unsafe_choices(&self) -> Vec<String> {
+        let mut choices = self.tool_policy().unsafe_entries;
+        if !self.path_guard {
+            choices.push("PLANBOT_PATH_GUARD=false".into());
+        }
+        if self.bypasses_permissions() {
+            choices.push("PLANBOT_PERMISSION_MODE=bypassPermissions".into());
+        }
+        choices
+    }
+
+    /// The directories and files a sandboxed turn must not see, and what it keeps.
+    pub fn sandbox_layout(&self, bwrap: PathBuf, planbot_exe: Option<PathBuf>) -> Sandbox {
+        let env = &self.child_environment.0;
+        let home = env.get("HOME").map(PathBuf::from);
+        let config_dir = env
+            .get("CLAUDE_CONFIG_DIR")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".claude")));
+        let mut hidden_dirs: Vec<PathBuf> = [
+            "/tmp",
+            "/var/tmp",
+            "/home",
+            "/root",
+            "/run/secrets",
+            "/run/credentials",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        hidden_dirs.push(std::env::temp_dir());
+        hidden_dirs.extend(home.clone());
+        hidden_dirs.push(canonical(&self.state_dir));
+        hidden_dirs.push(canonical(&self.workspace_dir));
+        hidden_dirs.extend(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
+        let mut writable: Vec<PathBuf> = config_dir.into_iter().collect();
+        if env.get("CLAUDE_CONFIG_DIR").is_none()
+            && let Some(home) = &home
+        {
+            writable.push(home.join(".claude.json"));
+        }
+        // The CLI, and what it runs on (a node from a version manager), may live in the home.
+        let mut readable: Vec<PathBuf> = env
+            .get("PATH")
+            .map(|p| std::env::split_paths(p).collect())
+            .unwrap_or_default();
+        let path_var = env.get("PATH").map(std::ffi::OsString::from);
+        if let Some(bin) =
+            crate::claude::sandbox::find_program(&self.claude_bin, path_var.as_deref())
+            && let Some(dir) = bin.canonicalize().ok().as_deref().and_then(Path::parent)
+        {
+            readable.push(dir.to_path_buf());
+        }
+        readable.extend(planbot_exe);
+        Sandbox {
+            bwrap,
+            hidden_dirs,
+            hidden_files: self.secret_files.clone(),
+            writable,
+            readable,
+        }
+    }
+
     /// Whether `bypassPermissions` was chosen (allowed only explicitly, with a warning).
     pub fn bypasses_permissions(&self) -> bool {
         self.claude_args.permission_mode == "bypassPermissions"
@@ -373,14 +583,27 @@ impl Config {
             idle_timeout: self.idle_timeout,
             max_concurrent: self.max_concurrent_runs,
             env_remove: self.env_to_remove(),
+            env: Some(self.child_environment.0.clone()),
             ..RunnerConfig::default()
         }
     }
 
-    pub fn plan_settings(&self) -> PlanSettings {
+    /// The flags of every turn; `path_guard` is planbot's own binary when the guard is on.
+    pub fn common_args(&self, path_guard: Option<PathBuf>) -> CommonArgs {
+        let policy = self.tool_policy();
+        CommonArgs {
+            tools: policy.tools,
+            allowed_tools: policy.allow,
+            disallowed_tools: policy.deny,
+            path_guard: path_guard.filter(|_| self.path_guard),
+            ..self.claude_args.clone()
+        }
+    }
+
+    pub fn plan_settings(&self, common: CommonArgs) -> PlanSettings {
         let root = absolute(&self.workspace_dir);
         PlanSettings {
-            common: self.claude_args.clone(),
+            common,
             max_turns: self.max_turns,
             retry_max_turns: self.retry_max_turns,
             retry_delay: self.retry_delay,
@@ -388,6 +611,11 @@ impl Config {
             phases: self.phases.clone(),
         }
     }
+}
+
+/// The path with links resolved where it exists, else its absolute form.
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| absolute(path))
 }
 
 /// An absolute form of `path` without resolving links (the directory may not exist yet).
@@ -429,6 +657,41 @@ impl Env<'_> {
 
     fn list(&self, name: &str) -> Option<Vec<String>> {
         self.str(name).map(split_list)
+    }
+
+    /// A secret from `name`, or the file named by `file_var`, or systemd's credential
+    /// `credential`; with the file it came from.
+    fn secret(
+        &self,
+        name: &str,
+        file_var: &str,
+        credential: &str,
+    ) -> Result<(Option<Secret>, Option<PathBuf>), ConfigError> {
+        let file = match (self.str(name), self.path(file_var)) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    file_var,
+                    format!("set either {name} or {file_var}, not both"),
+                ));
+            }
+            (Some(value), None) => return Ok((Some(Secret::new(value)), None)),
+            (None, Some(path)) => Some((file_var.to_string(), path)),
+            (None, None) => self
+                .path("CREDENTIALS_DIRECTORY")
+                .map(|dir| dir.join(credential))
+                .filter(|path| path.exists())
+                .map(|path| ("CREDENTIALS_DIRECTORY".to_string(), path)),
+        };
+        let Some((setting, path)) = file else {
+            return Ok((None, None));
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(&setting, format!("cannot read {}: {e}", path.display())))?;
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(invalid(&setting, format!("{} is empty", path.display())));
+        }
+        Ok((Some(Secret::new(value)), Some(path)))
     }
 
     fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ConfigError>

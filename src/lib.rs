@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`config`]: defaults < `planbot.toml` < environment, validated once into a typed `Config`.
-//! - [`claude`]: the Claude Code CLI: argv, spawn, stream-json events, outcome, kill.
+//! - [`claude`]: the Claude Code CLI: argv and tool policy, child environment, sandbox, spawn,
+//!   stream-json events, outcome, kill, and the path guard hook.
+//! - [`walls`]: the agent's confinement, raised once at start-up and reported by `check`.
 //! - [`planning`]: a plan's phases, prompts and the policies for each way a turn ends.
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
 //! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
@@ -20,3 +22,4 @@ pub mod router;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod walls;

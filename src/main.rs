@@ -25,12 +25,45 @@ enum Command {
     Console,
     /// List the plans in progress (planning.json).
     Sessions,
-    /// Check the configuration, claude, the state dir and the phase skills; non-zero on a problem.
-    Check,
+    /// Check the configuration, claude, the state dir, the agent's walls and the phase skills;
+    /// non-zero on a problem.
+    Check {
+        /// Check a planbot that is running (a health check): its state dir must be held.
+        #[arg(long)]
+        running: bool,
+    },
+    /// Hooks the Claude Code CLI runs; not for people.
+    #[command(hide = true)]
+    Hook {
+        #[command(subcommand)]
+        hook: Hook,
+    },
+}
+
+#[derive(Subcommand)]
+enum Hook {
+    /// The PreToolUse hook that keeps every tool call inside the turn's workspace.
+    PathGuard {
+        #[arg(long)]
+        workspace: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
+    // Before anything else: no process of the same user (an agent among them) may read planbot's
+    // memory or /proc/<pid>/environ. `exec` resets this for the children.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("planbot: could not make the process undumpable: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
+    // The hook runs once per tool call: no configuration, no tracing, no runtime.
+    if let Command::Hook {
+        hook: Hook::PathGuard { workspace },
+    } = &cli.command
+    {
+        return ExitCode::from(planbot::claude::guard::run(workspace) as u8);
+    }
     let config = match planbot::config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -65,8 +98,9 @@ fn main() -> ExitCode {
                 }
                 Err(e) => Err(e.into()),
             },
-            Command::Check => {
-                let lines = planbot::app::check(&config).await;
+            Command::Hook { .. } => Ok(()),
+            Command::Check { running } => {
+                let lines = planbot::app::check(&config, running).await;
                 for line in &lines {
                     println!("{} {}", if line.ok { "ok  " } else { "FAIL" }, line.what);
                 }

@@ -1,15 +1,23 @@
 //! The argument vector of one `claude -p` turn. The prompt is never an argument: it goes on stdin.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Settings that are the same for every turn, from configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommonArgs {
     /// `--permission-mode`.
     pub permission_mode: String,
+    /// `--tools`: the only tools that exist for the turn; empty leaves the CLI's default set.
+    pub tools: Vec<String>,
     /// `--allowedTools`, one entry each (joined with commas on the command line).
     pub allowed_tools: Vec<String>,
+    /// `--disallowedTools`: denied whatever allows them.
+    pub disallowed_tools: Vec<String>,
+    /// planbot's own binary, run as the `PreToolUse` path guard of every turn; `None` runs none.
+    pub path_guard: Option<PathBuf>,
+    /// `--permission-prompts none`, on CLIs new enough to know it (2.1.259 and later).
+    pub permission_prompts_none: bool,
     /// `--add-dir` for each.
     pub add_dirs: Vec<PathBuf>,
     /// `--model`, if set.
@@ -24,7 +32,11 @@ impl Default for CommonArgs {
     fn default() -> Self {
         CommonArgs {
             permission_mode: "dontAsk".into(),
+            tools: Vec::new(),
             allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            path_guard: None,
+            permission_prompts_none: false,
             add_dirs: Vec::new(),
             model: None,
             max_budget_usd: None,
@@ -41,6 +53,8 @@ pub struct TurnArgs {
     pub resume: Option<String>,
     /// `--system-prompt-file`, on a phase's first turn.
     pub system_prompt_file: Option<PathBuf>,
+    /// The turn's workspace, where the path guard confines it.
+    pub workspace: Option<PathBuf>,
 }
 
 /// Builds the argv (without the program name).
@@ -67,9 +81,28 @@ pub fn build_args(common: &CommonArgs, turn: &TurnArgs) -> Vec<OsString> {
     }
     args.push("--permission-mode".into());
     args.push((&common.permission_mode).into());
-    if !common.allowed_tools.is_empty() {
-        args.push("--allowedTools".into());
-        args.push(common.allowed_tools.join(",").into());
+    if common.permission_prompts_none {
+        args.push("--permission-prompts".into());
+        args.push("none".into());
+    }
+    // Settings and MCP servers come from the operator's own config only, never from a file the
+    // agent could write into its workspace.
+    args.push("--setting-sources".into());
+    args.push("user".into());
+    args.push("--strict-mcp-config".into());
+    for (flag, list) in [
+        ("--tools", &common.tools),
+        ("--allowedTools", &common.allowed_tools),
+        ("--disallowedTools", &common.disallowed_tools),
+    ] {
+        if !list.is_empty() {
+            args.push(flag.into());
+            args.push(list.join(",").into());
+        }
+    }
+    if let (Some(guard), Some(workspace)) = (&common.path_guard, &turn.workspace) {
+        args.push("--settings".into());
+        args.push(guard_settings(guard, workspace).into());
     }
     if let Some(model) = &common.model {
         args.push("--model".into());
@@ -85,6 +118,25 @@ pub fn build_args(common: &CommonArgs, turn: &TurnArgs) -> Vec<OsString> {
     args
 }
 
+/// The `--settings` JSON that runs the path guard before every tool call.
+pub fn guard_settings(planbot: &Path, workspace: &Path) -> String {
+    let quote = |p: &Path| {
+        let text = p.to_string_lossy();
+        shlex::try_quote(&text)
+            .map(|q| q.into_owned())
+            .unwrap_or_else(|_| "/nonexistent/planbot-path-with-nul".into())
+    };
+    let command = format!(
+        "{} hook path-guard --workspace {}",
+        quote(planbot),
+        quote(workspace)
+    );
+    serde_json::json!({"hooks": {"PreToolUse": [
+        {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": 30}]}
+    ]}})
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,7 +148,11 @@ mod tests {
     #[test]
     fn first_turn_of_a_phase() {
         let common = CommonArgs {
-            allowed_tools: vec!["Read".into(), "Write(./**)".into()],
+            tools: vec!["Read".into(), "Write".into()],
+            allowed_tools: vec!["Read(./**)".into(), "Write(./**)".into()],
+            disallowed_tools: vec!["Bash".into()],
+            path_guard: Some("/opt/plan bot".into()),
+            permission_prompts_none: true,
             add_dirs: vec!["/extra".into()],
             model: Some("opus".into()),
             max_budget_usd: Some(0.5),
@@ -107,9 +163,17 @@ mod tests {
             max_turns: 20,
             resume: None,
             system_prompt_file: Some("/tmp/sys.md".into()),
+            workspace: Some("/ws/todo-app".into()),
         };
+        let args = strings(build_args(&common, &turn));
+        let settings = args[args.iter().position(|a| a == "--settings").unwrap() + 1].clone();
+        let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
         assert_eq!(
-            strings(build_args(&common, &turn)),
+            settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
+            "'/opt/plan bot' hook path-guard --workspace /ws/todo-app"
+        );
+        assert_eq!(
+            args,
             [
                 "-p",
                 "--output-format",
@@ -123,8 +187,19 @@ mod tests {
                 "/extra",
                 "--permission-mode",
                 "dontAsk",
+                "--permission-prompts",
+                "none",
+                "--setting-sources",
+                "user",
+                "--strict-mcp-config",
+                "--tools",
+                "Read,Write",
                 "--allowedTools",
-                "Read,Write(./**)",
+                "Read(./**),Write(./**)",
+                "--disallowedTools",
+                "Bash",
+                "--settings",
+                &settings.to_string(),
                 "--model",
                 "opus",
                 "--max-budget-usd",
@@ -140,6 +215,7 @@ mod tests {
             max_turns: 30,
             resume: Some("abc".into()),
             system_prompt_file: None,
+            workspace: None,
         };
         let args = strings(build_args(&CommonArgs::default(), &turn));
         assert_eq!(
@@ -154,7 +230,10 @@ mod tests {
                 "--resume",
                 "abc",
                 "--permission-mode",
-                "dontAsk"
+                "dontAsk",
+                "--setting-sources",
+                "user",
+                "--strict-mcp-config"
             ]
         );
     }

@@ -4,6 +4,7 @@
 //! stdout is read line by line while stderr is drained into a bounded tail at the same time, so the
 //! child never blocks on a full pipe. A global semaphore bounds how many children run at once.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::StreamEvent;
 use super::outcome::{Exit, RawTurn, Stopped};
+use super::sandbox::{Sandbox, find_program};
 
 /// A line longer than this is skipped rather than buffered (lines of many MiB are legal).
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
@@ -42,8 +44,13 @@ pub struct RunnerConfig {
     pub exit_grace: Duration,
     /// At most this many `claude` processes at once; the rest queue.
     pub max_concurrent: usize,
-    /// Environment variables never passed to the child (planbot's secrets).
+    /// Environment variables never passed to the child (planbot's secrets), when `env` is unset.
     pub env_remove: Vec<String>,
+    /// The child's whole environment (see [`super::env::child_env`]); `None` inherits planbot's
+    /// less `env_remove`.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Each turn runs inside this sandbox, if set.
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Default for RunnerConfig {
@@ -56,6 +63,8 @@ impl Default for RunnerConfig {
             exit_grace: Duration::from_secs(2),
             max_concurrent: 4,
             env_remove: Vec::new(),
+            env: None,
+            sandbox: None,
         }
     }
 }
@@ -68,6 +77,8 @@ pub struct TurnSpec {
     pub prompt: String,
     /// The session's pinned working directory (`--resume` only finds sessions made there).
     pub cwd: PathBuf,
+    /// Files outside the workspace the turn reads (its system prompt), kept visible in a sandbox.
+    pub files: Vec<PathBuf>,
 }
 
 /// What a running turn reports as it goes.
@@ -127,19 +138,38 @@ impl Runner {
             let msg = format!("working directory {} does not exist", spec.cwd.display());
             return not_started(Exit::SpawnFailed, msg);
         }
-        let mut command = Command::new(&self.config.bin);
+        let path_var = match &self.config.env {
+            Some(env) => env.get("PATH").map(OsString::from),
+            None => std::env::var_os("PATH"),
+        };
+        let Some(bin) = find_program(&self.config.bin, path_var.as_deref()) else {
+            let msg = format!("{} was not found", self.config.bin.display());
+            return not_started(Exit::NotFound, msg);
+        };
+        let (program, args) = match &self.config.sandbox {
+            Some(sandbox) => sandbox.wrap(&bin, &spec.args, &spec.cwd, &spec.files),
+            None => (bin, spec.args.clone()),
+        };
+        let mut command = Command::new(&program);
         command
-            .args(&spec.args)
+            .args(&args)
             .current_dir(&spec.cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        // The CLI refuses to run nested inside another Claude Code session.
-        command.env_remove("CLAUDECODE");
-        for name in &self.config.env_remove {
-            command.env_remove(name);
+        match &self.config.env {
+            Some(env) => {
+                command.env_clear().envs(env);
+            }
+            None => {
+                // The CLI refuses to run nested inside another Claude Code session.
+                command.env_remove("CLAUDECODE");
+                for name in &self.config.env_remove {
+                    command.env_remove(name);
+                }
+            }
         }
         let mut child = match command.spawn() {
             Ok(child) => child,

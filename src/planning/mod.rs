@@ -506,6 +506,7 @@ impl PlanningSession {
                                 max_turns: settings.max_turns,
                                 resume: None,
                                 system_prompt_file: Some(path),
+                                workspace: Some(self.state.cwd.clone()),
                             },
                             prompt.clone(),
                         )
@@ -535,6 +536,7 @@ impl PlanningSession {
                     max_turns: *max_turns,
                     resume: Some(id.clone()),
                     system_prompt_file: None,
+                    workspace: Some(self.state.cwd.clone()),
                 },
                 prompt.clone(),
             ),
@@ -543,6 +545,7 @@ impl PlanningSession {
             args: build_args(&settings.common, &turn),
             prompt,
             cwd: self.state.cwd.clone(),
+            files: turn.system_prompt_file.iter().cloned().collect(),
         };
         let raw = self.planner.runner.run(spec, cancel, progress).await;
         drop(system_file);

@@ -17,6 +17,9 @@ pub fn planbot() -> Command {
             command.env(name, value);
         }
     }
+    // The fake `claude` keeps its records in a temp dir, which the sandbox hides; the tests of
+    // the sandbox turn it back on.
+    command.env("PLANBOT_SANDBOX", "off");
     command
 }
 

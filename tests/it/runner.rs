@@ -20,11 +20,13 @@ fn spec(fake: &FakeClaude, prompt: &str, partial: bool) -> TurnSpec {
         max_turns: 20,
         resume: None,
         system_prompt_file: None,
+        workspace: None,
     };
     TurnSpec {
         args: build_args(&common, &turn),
         prompt: prompt.to_string(),
         cwd: fake.work(),
+        files: Vec::new(),
     }
 }
 
