@@ -15,6 +15,7 @@ use crate::claude::Runner;
 use crate::config::Config;
 use crate::planning::{Planner, Prompts};
 use crate::router::{Outbound, Router, RouterSettings};
+use crate::scrub::{ScrubbedOutbound, Scrubber};
 use crate::store::{self, EntryStatus, LoadReport, StateLock, Store, StoreError};
 use crate::walls::Walls;
 
@@ -70,9 +71,13 @@ impl Core {
 
     /// The one router, over every front end that runs.
     pub fn router(&self, config: &Config, outbounds: Vec<(&str, Arc<dyn Outbound>)>) -> Router {
+        let scrubber = Scrubber::new(&config.secret_values);
         let outbounds: HashMap<String, Arc<dyn Outbound>> = outbounds
             .into_iter()
-            .map(|(adapter, outbound)| (adapter.to_string(), outbound))
+            .map(|(adapter, outbound)| {
+                let scrubbed = ScrubbedOutbound::wrap(outbound, scrubber.clone());
+                (adapter.to_string(), scrubbed)
+            })
             .collect();
         Router::new(
             self.store.clone(),

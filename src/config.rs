@@ -526,7 +526,7 @@ impl Config {
         hidden_dirs.push(canonical(&self.state_dir));
         hidden_dirs.push(canonical(&self.workspace_dir));
         hidden_dirs.extend(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
-        let mut writable: Vec<PathBuf> = config_dir.into_iter().collect();
+        let mut writable: Vec<PathBuf> = config_dir.iter().cloned().collect();
         if env.get("CLAUDE_CONFIG_DIR").is_none()
             && let Some(home) = &home
         {
@@ -551,6 +551,7 @@ impl Config {
             hidden_files: self.secret_files.clone(),
             writable,
             readable,
+            config_dir,
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
 //! - [`adapters`]: front ends (console, Telegram, Discord), translation only.
 //! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
+//! - [`scrub`]: every outgoing text cleaned of secrets before a front end sends it.
 //! - [`shutdown`], [`telemetry`]: signals and logging.
 pub mod adapters;
 pub mod app;
@@ -19,6 +20,7 @@ pub mod claude;
 pub mod config;
 pub mod planning;
 pub mod router;
+pub mod scrub;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -691,7 +691,7 @@ impl Handler {
             .map(|o| o.value.to_ascii_lowercase())
             .unwrap_or_default();
         let slugs = if self.router.authorize(&probe) {
-            workspace_slugs(&self.workspace_dir, &typed)
+            channel_slugs(&self.workspace_dir, &probe.chat.to_string(), &typed)
         } else {
             Vec::new()
         };
@@ -706,21 +706,11 @@ impl Handler {
     }
 }
 
-/// Up to 25 workspace names starting with `typed`, sorted.
-fn workspace_slugs(dir: &std::path::Path, typed: &str) -> Vec<String> {
-    let mut slugs: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|name| {
-                    name.starts_with(typed) && crate::planning::validate_slug(name).is_ok()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    slugs.sort();
+/// Up to 25 of this channel's slugs starting with `typed`, sorted: another channel's plans are
+/// neither offered nor revealed.
+fn channel_slugs(dir: &std::path::Path, chat: &str, typed: &str) -> Vec<String> {
+    let mut slugs = crate::planning::workspace::owned_slugs(dir, chat);
+    slugs.retain(|slug| slug.starts_with(typed));
     slugs.truncate(25);
     slugs
 }

@@ -44,6 +44,9 @@ pub struct RawTurn {
     pub assistant_text: String,
     /// The last few KiB of stderr (or the spawn error).
     pub stderr_tail: String,
+    /// The slash command the prompt invoked, when the CLI's init line showed it is not
+    /// installed (the runner then ends the turn before the model answers it as plain text).
+    pub missing_command: Option<String>,
 }
 
 /// The classified end of a turn.
@@ -90,6 +93,8 @@ pub struct TurnOutcome {
     pub usage: Option<Usage>,
     /// The result's subtype as printed, for the record.
     pub subtype: Option<String>,
+    /// Tools the CLI refused during the turn (`permission_denials`), each named once.
+    pub denied_tools: Vec<String>,
 }
 
 impl TurnStatus {
@@ -151,7 +156,22 @@ pub fn classify(raw: &RawTurn) -> TurnOutcome {
         num_turns: result.and_then(|r| r.num_turns).unwrap_or(0),
         usage: result.and_then(|r| r.usage),
         subtype: result.and_then(|r| r.subtype.clone()),
+        denied_tools: denied_tools(result.and_then(|r| r.permission_denials.as_deref())),
     }
+}
+
+fn denied_tools(denials: Option<&[serde_json::Value]>) -> Vec<String> {
+    let mut tools: Vec<String> = Vec::new();
+    for denial in denials.unwrap_or_default() {
+        let name = denial
+            .get("tool_name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("a tool");
+        if !tools.iter().any(|t| t == name) {
+            tools.push(name.to_string());
+        }
+    }
+    tools
 }
 
 fn classify_status(raw: &RawTurn) -> TurnStatus {
@@ -164,6 +184,9 @@ fn classify_status(raw: &RawTurn) -> TurnStatus {
             };
         }
         _ => {}
+    }
+    if let Some(name) = &raw.missing_command {
+        return TurnStatus::UnknownSkill { name: name.clone() };
     }
     // A result line decides, even if the runner had to end a process that hung after it.
     if let Some(result) = &raw.result {
@@ -285,6 +308,7 @@ mod tests {
             init_session_id: Some("init".into()),
             assistant_text: String::new(),
             stderr_tail: String::new(),
+            missing_command: None,
         }
     }
 

@@ -79,6 +79,9 @@ pub struct TurnSpec {
     pub cwd: PathBuf,
     /// Files outside the workspace the turn reads (its system prompt), kept visible in a sandbox.
     pub files: Vec<PathBuf>,
+    /// The slash command (a skill) the prompt starts with: if the CLI's init line does not list
+    /// it, the turn ends there (newer CLIs would send it to the model as plain text).
+    pub command: Option<String>,
 }
 
 /// What a running turn reports as it goes.
@@ -180,7 +183,8 @@ impl Runner {
         };
         progress(Progress::Started);
         let group = child.id().map(|id| Pid::from_raw(id as i32));
-        let turn = TurnRun::new(&self.config, group);
+        let mut turn = TurnRun::new(&self.config, group);
+        turn.command = spec.command;
         turn.drive(&mut child, spec.prompt, cancel, progress).await
     }
 }
@@ -193,6 +197,7 @@ fn not_started(exit: Exit, stderr_tail: String) -> RawTurn {
         init_session_id: None,
         assistant_text: String::new(),
         stderr_tail,
+        missing_command: None,
     }
 }
 
@@ -204,6 +209,8 @@ struct TurnRun<'a> {
     raw: RawTurn,
     /// Whether text of the current message already came as partial deltas.
     streamed_current_message: bool,
+    /// The slash command the prompt invokes, checked against the init line.
+    command: Option<String>,
 }
 
 impl<'a> TurnRun<'a> {
@@ -213,6 +220,7 @@ impl<'a> TurnRun<'a> {
             group,
             raw: not_started(Exit::Code(-1), String::new()),
             streamed_current_message: false,
+            command: None,
         }
     }
 
@@ -274,6 +282,9 @@ impl<'a> TurnRun<'a> {
                         if self.handle_line(&line, progress) {
                             linger_deadline.get_or_insert(now + self.config.exit_grace);
                         }
+                        if self.raw.missing_command.is_some() {
+                            break;
+                        }
                     }
                     None => {
                         lines = None;
@@ -315,6 +326,15 @@ impl<'a> TurnRun<'a> {
             self.raw.init_session_id = Some(id.to_string());
         }
         match event {
+            StreamEvent::System(init) if init.subtype.as_deref() == Some("init") => {
+                let listed = init.slash_commands.as_deref().unwrap_or_default();
+                if let Some(command) = &self.command
+                    && init.slash_commands.is_some()
+                    && !listed.iter().any(|c| c == command)
+                {
+                    self.raw.missing_command = Some(command.clone());
+                }
+            }
             StreamEvent::PartialMessage(partial) => {
                 if partial.kind() == Some("message_start") {
                     self.streamed_current_message = false;

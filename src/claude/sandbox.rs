@@ -42,6 +42,9 @@ pub struct Sandbox {
     pub writable: Vec<PathBuf>,
     /// Kept readable inside hidden directories (the CLI's and planbot's own binaries).
     pub readable: Vec<PathBuf>,
+    /// The CLI's config dir (writable): only the turn's own transcripts are kept in its
+    /// `projects/`, so other plans' conversations stay hidden.
+    pub config_dir: Option<PathBuf>,
 }
 
 impl Sandbox {
@@ -128,6 +131,14 @@ impl Sandbox {
             let flag = if writable { "--bind" } else { "--ro-bind" };
             push(&[flag.as_ref(), path.as_os_str(), path.as_os_str()]);
         }
+        if let Some(config) = self.config_dir.as_ref().filter(|c| c.is_dir()) {
+            let projects = config.join("projects");
+            let own = projects.join(project_key(workspace));
+            if std::fs::create_dir_all(&own).is_ok() {
+                push(&["--tmpfs".as_ref(), projects.as_os_str()]);
+                push(&["--bind".as_ref(), own.as_os_str(), own.as_os_str()]);
+            }
+        }
         push(&[
             "--chdir".as_ref(),
             workspace.as_os_str(),
@@ -137,6 +148,15 @@ impl Sandbox {
         argv.extend(args.iter().cloned());
         (self.bwrap.clone(), argv)
     }
+}
+
+/// The CLI's name for a working directory under `projects/`: every character that is not a
+/// letter or digit becomes `-`.
+pub fn project_key(cwd: &Path) -> String {
+    cwd.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 /// Finds `program` as a shell would: a path with a slash as it is, a bare name on `PATH`.
@@ -171,6 +191,7 @@ mod tests {
             hidden_files: vec![],
             writable: vec![config.clone()],
             readable: vec![home.path().join("missing")],
+            config_dir: None,
         };
         let (program, argv) = sandbox.wrap(Path::new("/bin/claude"), &["-p".into()], &ws, &[]);
         assert_eq!(program, PathBuf::from("bwrap"));

@@ -3,6 +3,7 @@
 
 pub mod phases;
 pub mod prompts;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::claude::{
     CommonArgs, Progress, Runner, TurnArgs, TurnOutcome, TurnSpec, TurnStatus, build_args, classify,
 };
-use crate::store::{EntryStatus, RecapItem, SessionEntry, write_durably};
+use crate::store::{EntryStatus, RecapItem, SessionEntry};
 pub use phases::{DEFAULT_PHASES, Phase, parse_phases};
 pub use prompts::{PhaseStatus, Prompts, Vars};
+use workspace::{Ownership, WorkspaceError};
 
 /// Longest recap kept per phase, in items and characters per item.
 const RECAP_ITEMS: usize = 40;
@@ -83,6 +85,10 @@ pub enum PlanError {
     LastPhase,
     #[error("could not prepare the workspace {path}: {source}")]
     Workspace { path: PathBuf, source: io::Error },
+    #[error("`{0}` belongs to another chat; pick another name")]
+    Taken(String),
+    #[error(transparent)]
+    Unsafe(#[from] WorkspaceError),
 }
 
 /// The slug rule, stated for users.
@@ -157,17 +163,29 @@ impl Planner {
         description: &str,
     ) -> Result<SessionEntry, PlanError> {
         let cwd = self.workspace_of(slug)?;
-        std::fs::create_dir_all(&cwd).map_err(|source| PlanError::Workspace {
+        let root = &self.settings.workspace_root;
+        let failed = |source| PlanError::Workspace {
             path: cwd.clone(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(root).map_err(failed)?;
+        let chat = format!("{adapter}:{channel_id}");
+        if workspace::claim(root, slug, &chat).map_err(failed)? == Ownership::Taken {
+            return Err(PlanError::Taken(slug.to_string()));
+        }
+        if std::fs::symlink_metadata(&cwd).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(WorkspaceError::Symlink(slug.to_string()).into());
+        }
+        std::fs::create_dir_all(&cwd).map_err(failed)?;
+        let description = prompts::clean_user_text(description).trim().to_string();
+        workspace::write_file(&cwd, "idea.md", format!("{description}\n").as_bytes())?;
         // Claude Code keys sessions by the working directory's path: pin it absolute.
         let cwd = cwd.canonicalize().unwrap_or(cwd);
         let phases = &self.settings.phases;
         let now = Utc::now();
         Ok(SessionEntry {
             slug: slug.to_string(),
-            description: prompts::clean_user_text(description).trim().to_string(),
+            description,
             phase: phases.first().map(|p| p.name.clone()).unwrap_or_default(),
             phases: phases.iter().map(|p| p.name.clone()).collect(),
             optional_phases: phases
@@ -289,20 +307,17 @@ impl PlanningSession {
 
     /// Writes the current phase's last reply to `phases/NN-<phase>.md` and marks it completed.
     pub fn close_phase(&mut self) -> Result<(), PlanError> {
-        let dir = self.state.cwd.join("phases");
-        let file = dir.join(format!(
-            "{:02}-{}.md",
+        let file = format!(
+            "phases/{:02}-{}.md",
             self.state.phase_number(),
             self.state.phase
-        ));
+        );
         let body = format!(
             "# Phase: {}\n\n{}\n",
             self.state.phase,
             self.state.last_reply.trim()
         );
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| write_durably(&file, body.as_bytes(), false))
-            .map_err(|source| PlanError::Workspace { path: file, source })?;
+        workspace::write_file(&self.state.cwd, &file, body.as_bytes())?;
         if !self.state.phases_completed.contains(&self.state.phase) {
             self.state.phases_completed.push(self.state.phase.clone());
         }
@@ -328,7 +343,7 @@ impl PlanningSession {
         if self.state.missing_skills.contains(&self.state.phase) {
             self.planner.prompts.phase_prompt(&self.vars())
         } else {
-            format!("/{} {}", self.state.phase, self.state.description)
+            format!("/{} {}", self.state.phase, prompts::SKILL_OPENING)
         }
     }
 
@@ -360,11 +375,29 @@ impl PlanningSession {
     ) -> Reply {
         let mut attempt = first;
         let mut notices = Vec::new();
+        let moved = workspace::move_instruction_files_aside(&self.state.cwd);
+        if !moved.is_empty() {
+            tracing::warn!(
+                ?moved,
+                "instruction files found in a workspace were moved aside"
+            );
+            notices.push(format!(
+                "planbot found {} in the plan's workspace, which Claude Code would follow as \
+                 instructions, and moved it aside.",
+                moved.join(", ")
+            ));
+        }
+        let mut denied: Vec<String> = Vec::new();
         let (mut skill_fallback, mut max_turns_retry, mut api_retry, mut recap_restart) =
             (false, false, false, false);
         loop {
             let outcome = self.execute(&attempt, cancel, progress).await;
             self.account(&outcome);
+            for tool in &outcome.denied_tools {
+                if !denied.contains(tool) {
+                    denied.push(tool.clone());
+                }
+            }
             match outcome.status {
                 TurnStatus::Answered { text } => {
                     let (visible, status) = prompts::take_phase_status(&text);
@@ -378,6 +411,9 @@ impl PlanningSession {
                         self.state.last_reply = visible.clone();
                     }
                     self.state.turns += 1;
+                    if !denied.is_empty() {
+                        notices.push(denial_note(&denied));
+                    }
                     return Reply {
                         text: visible,
                         outcome: ReplyOutcome::Answered(status),
@@ -523,6 +559,7 @@ impl PlanningSession {
                             num_turns: 0,
                             usage: None,
                             subtype: None,
+                            denied_tools: Vec::new(),
                         };
                     }
                 }
@@ -541,11 +578,13 @@ impl PlanningSession {
                 prompt.clone(),
             ),
         };
+        let spec_prompt = prompt.clone();
         let spec = TurnSpec {
             args: build_args(&settings.common, &turn),
             prompt,
             cwd: self.state.cwd.clone(),
             files: turn.system_prompt_file.iter().cloned().collect(),
+            command: invoked_command(&spec_prompt),
         };
         let raw = self.planner.runner.run(spec, cancel, progress).await;
         drop(system_file);
@@ -562,6 +601,12 @@ impl PlanningSession {
     }
 }
 
+/// The slash command a prompt starts with (`/office-hours …` → `office-hours`).
+fn invoked_command(prompt: &str) -> Option<String> {
+    let name = prompt.strip_prefix('/')?.split_whitespace().next()?;
+    Some(name.to_string())
+}
+
 fn write_temp(text: &str) -> io::Result<tempfile::NamedTempFile> {
     use std::io::Write;
     let mut file = tempfile::Builder::new()
@@ -571,6 +616,16 @@ fn write_temp(text: &str) -> io::Result<tempfile::NamedTempFile> {
     file.write_all(text.as_bytes())?;
     file.flush()?;
     Ok(file)
+}
+
+/// The note under a reply when Claude was refused tools, so a plan never silently misses work.
+fn denial_note(tools: &[String]) -> String {
+    let names: Vec<String> = tools.iter().map(|t| format!("`{t}`")).collect();
+    format!(
+        "Claude wanted to use {} here; planbot does not allow that, so this reply was written \
+         without it.",
+        names.join(", ")
+    )
 }
 
 /// What the user is told when a step fails; the plan stays as it was.
@@ -602,12 +657,12 @@ pub fn failure_message(status: &TurnStatus) -> String {
     }
 }
 
-/// Writes `final-plan.md` and `plan.json` into the plan's workspace, each atomically.
-pub fn write_final_plan(state: &SessionEntry, plan: &str) -> io::Result<PathBuf> {
-    let path = state.cwd.join("final-plan.md");
+/// Writes `final-plan.md` and `plan.json` into the plan's workspace, each atomically and never
+/// through a link.
+pub fn write_final_plan(state: &SessionEntry, plan: &str) -> Result<PathBuf, WorkspaceError> {
     let mut body = plan.trim().to_string();
     body.push('\n');
-    write_durably(&path, body.as_bytes(), false)?;
+    let path = workspace::write_file(&state.cwd, "final-plan.md", body.as_bytes())?;
     let record = serde_json::json!({
         "slug": state.slug,
         "description": state.description,
@@ -621,9 +676,9 @@ pub fn write_final_plan(state: &SessionEntry, plan: &str) -> io::Result<PathBuf>
         "started_at": state.started_at,
         "finalized_at": Utc::now(),
     });
-    let mut json = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
+    let mut json = serde_json::to_vec_pretty(&record).unwrap_or_default();
     json.push(b'\n');
-    write_durably(&state.cwd.join("plan.json"), &json, false)?;
+    workspace::write_file(&state.cwd, "plan.json", &json)?;
     Ok(path)
 }
 

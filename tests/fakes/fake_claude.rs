@@ -94,9 +94,21 @@ fn run_step(dir: &Path, args: &[String], stdin: &str, cwd: &Path, step: &Value) 
         None => new_session(dir, cwd),
     };
     let delay = step.get("delay_ms").and_then(Value::as_u64).unwrap_or(0);
+    // The skill a prompt invokes is installed, unless the step says it is not.
+    let mut commands = vec!["office-hours".to_string()];
+    if let Some(name) = stdin
+        .strip_prefix('/')
+        .and_then(|s| s.split_whitespace().next())
+        && kind != "unknown_skill"
+    {
+        commands.push(name.to_string());
+    }
+    if kind == "unknown_skill" {
+        commands.clear();
+    }
     print_line(&json!({
         "type": "system", "subtype": "init", "cwd": cwd, "session_id": session,
-        "slash_commands": ["office-hours"], "skills": [], "claude_code_version": "2.1.197",
+        "slash_commands": commands, "skills": [], "claude_code_version": "2.1.197",
         "permissionMode": value_of(args, "--permission-mode"),
     }));
     match kind {

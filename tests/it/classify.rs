@@ -15,6 +15,7 @@ fn raw_from_fixture(name: &str, exit: i32) -> RawTurn {
         init_session_id: None,
         assistant_text: String::new(),
         stderr_tail: stderr,
+        missing_command: None,
     };
     for line in text.lines() {
         let event = StreamEvent::parse(line.as_bytes()).expect("every recorded line parses");

@@ -10,6 +10,7 @@ mod fake_discord;
 mod fake_telegram;
 mod messages_api;
 mod planning;
+mod redteam;
 mod router;
 mod runner;
 mod store;

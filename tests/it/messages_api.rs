@@ -6,6 +6,11 @@
 //! Markers in the user's text script the hard cases: `keep digging` makes it call the Read tool
 //! five times before answering (to exhaust `--max-turns`), `overload please` answers HTTP 529 the
 //! first time a conversation is sent.
+//!
+//! It is also the red team's scripted attacker: each `ATTACK <Tool> <json input>` in the latest
+//! user text (a message, or a skill's body once loaded) becomes one tool call, in order, as an
+//! injected instruction would make a model do; then it answers with every tool result it got, so
+//! a leak shows in the reply. `SAY: <text>` puts that line in the reply.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -123,16 +128,70 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         return (StatusCode::from_u16(529).unwrap(), axum::Json(error)).into_response();
     }
     let stream = request["stream"].as_bool().unwrap_or(false);
+    let attacks = attacks_in(&said);
+    if !attacks.is_empty() && request["tools"].is_array() {
+        if let Some((name, input)) = attacks.get(tool_results) {
+            return tool_call_reply(stream, replies, name, input);
+        }
+        let results: Vec<String> = last_user
+            .map(|i| tool_result_texts(&messages[i..]))
+            .unwrap_or_default();
+        let mut text = String::from("[fake model] tool results:\n");
+        for (n, result) in results.iter().enumerate() {
+            let result: String = result.chars().take(2000).collect();
+            text.push_str(&format!("{}. {result}\n", n + 1));
+        }
+        text.push_str("\nPHASE_STATUS: needs_input");
+        return text_reply(stream, &text);
+    }
     if said.contains("keep digging") && tool_results < 5 && request["tools"].is_array() {
         return tool_use_reply(stream, replies);
     }
-    let quoted: String = said.chars().take(300).collect();
+    let quoted: String = said.chars().take(1000).collect();
+    let say = said
+        .lines()
+        .find_map(|l| l.split_once("SAY: ").map(|(_, s)| format!("{s}\n\n")))
+        .unwrap_or_default();
     let text = format!(
-        "[fake model] reply {} in this session. You said: '{}'. What else should the plan cover?\n\nPHASE_STATUS: needs_input",
+        "{say}[fake model] reply {} in this session. You said: '{}'. What else should the plan cover?\n\nPHASE_STATUS: needs_input",
         replies + 1,
         quoted
     );
     text_reply(stream, &text)
+}
+
+/// Every `ATTACK <Tool> <json>` in `text`, in order.
+pub fn attacks_in(text: &str) -> Vec<(String, Value)> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("ATTACK ") {
+        rest = &rest[at + "ATTACK ".len()..];
+        let Some((name, tail)) = rest.split_once(' ') else {
+            break;
+        };
+        let mut values = serde_json::Deserializer::from_str(tail).into_iter::<Value>();
+        if let Some(Ok(input)) = values.next() {
+            found.push((name.to_string(), input));
+            rest = &tail[values.byte_offset()..];
+        }
+    }
+    found
+}
+
+/// The text of every tool result in `messages`.
+pub fn tool_result_texts(messages: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for message in messages {
+        for block in message["content"].as_array().into_iter().flatten() {
+            if block["type"] == "tool_result" {
+                out.push(match &block["content"] {
+                    Value::String(s) => s.clone(),
+                    other => text_of(other),
+                });
+            }
+        }
+    }
+    out
 }
 
 struct Json400(&'static str);
@@ -191,17 +250,20 @@ fn text_reply(stream: bool, text: &str) -> Response {
 }
 
 fn tool_use_reply(stream: bool, n: usize) -> Response {
+    tool_call_reply(stream, n, "Read", &json!({"file_path": "/etc/hostname"}))
+}
+
+fn tool_call_reply(stream: bool, n: usize, name: &str, input: &Value) -> Response {
     let id = format!("toolu_standin_{n}_{}", fastrand::u32(..));
-    let input = json!({"file_path": "/etc/hostname"});
     if !stream {
         return axum::Json(json!({"id": "msg_standin", "type": "message", "role": "assistant",
-            "model": "claude-standin", "content": [{"type": "tool_use", "id": id, "name": "Read", "input": input}],
+            "model": "claude-standin", "content": [{"type": "tool_use", "id": id, "name": name, "input": input}],
             "stop_reason": "tool_use", "stop_sequence": null,
             "usage": {"input_tokens": 10, "output_tokens": 20}})).into_response();
     }
     sse(vec![
         message_start(),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": id, "name": "Read", "input": {}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
         json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
         json!({"type": "content_block_stop", "index": 0}),
         json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}}),

@@ -72,7 +72,18 @@ async fn a_phase_starts_with_its_skill_and_replies_resume_the_session() {
     assert_eq!(reply.text, "Got it.");
     assert_eq!(plan.state.phase_status, PhaseStatus::ReadyToAdvance);
     let calls = fake.calls();
-    assert_eq!(stdin(&calls[0]), "/office-hours a todo app for families");
+    // The idea is in idea.md, never in the prompt; the skill is pointed at it.
+    assert_eq!(
+        stdin(&calls[0]),
+        format!(
+            "/office-hours {}",
+            planbot::planning::prompts::SKILL_OPENING
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(plan.state.cwd.join("idea.md")).unwrap(),
+        "a todo app for families\n"
+    );
     assert!(has_flag(&calls[0], "--system-prompt-file"));
     assert_eq!(arg_after(&calls[0], "--max-turns"), Some("20"));
     assert_eq!(arg_after(&calls[1], "--resume"), Some(id.as_str()));
@@ -256,6 +267,9 @@ async fn advance_writes_the_phase_notes_and_starts_the_next_in_a_fresh_session()
     assert!(notes.contains("Office hours notes."));
     assert_eq!(
         stdin(&fake.calls()[1]),
-        "/plan-ceo-review a todo app for families"
+        format!(
+            "/plan-ceo-review {}",
+            planbot::planning::prompts::SKILL_OPENING
+        )
     );
 }

@@ -27,6 +27,7 @@ fn spec(fake: &FakeClaude, prompt: &str, partial: bool) -> TurnSpec {
         prompt: prompt.to_string(),
         cwd: fake.work(),
         files: Vec::new(),
+        command: None,
     }
 }
 
