@@ -12,12 +12,20 @@ for name in $(grep -o '"\(PLANBOT\|TELEGRAM\|DISCORD\)_[A-Z_]*"' src/config.rs |
 done
 [ "$missing" = 0 ]
 
+echo "-- no secret in a build context or a commit"
+grep -qx 'deploy/planbot.env' .dockerignore
+grep -qx '/deploy/planbot.env' .gitignore
+for key in 'init: true' 'cap_drop: \[ALL\]' 'no-new-privileges:true' 'read_only: true' 'pids_limit:' 'mem_limit:' 'secrets:'; do
+  grep -q "$key" deploy/compose.yaml || { echo "compose.yaml lacks $key"; exit 1; }
+done
+
 echo "-- systemd unit"
 if command -v systemd-analyze >/dev/null 2>&1; then
   # The unit names paths that exist only on a server; anything else it reports is a problem.
   problems=$(systemd-analyze verify deploy/planbot.service 2>&1 \
     | grep -v -e 'is not executable' -e 'No such file or directory' || true)
   if [ -n "$problems" ]; then echo "$problems"; exit 1; fi
+  systemd-analyze security --offline=true deploy/planbot.service | tail -1
 else
   echo "systemd-analyze not available; skipped"
 fi
@@ -30,9 +38,11 @@ else
   grep -q '^FROM rust:.* AS build' deploy/Dockerfile
   grep -q '^USER planbot' deploy/Dockerfile
   grep -q '^VOLUME' deploy/Dockerfile
-  grep -q 'HEALTHCHECK .*planbot", "check"' deploy/Dockerfile
+  grep -q 'HEALTHCHECK .*planbot", "check", "--running"' deploy/Dockerfile
+  grep -q 'apt-get install .*bubblewrap' deploy/Dockerfile
+  grep -q '^FROM node:2[2-9]' deploy/Dockerfile
   version=$(sed -n 's/^ARG CLAUDE_CODE_VERSION=//p' deploy/Dockerfile)
-  [ "$version" = "${PLANBOT_CLI_VERSION:-2.1.197}" ] || { echo "Dockerfile pins Claude Code $version"; exit 1; }
+  grep -q "Claude Code $version" README.md || { echo "README does not name the Dockerfile's Claude Code $version"; exit 1; }
   cargo build --release --locked --bin planbot
   ./target/release/planbot --version
   PLANBOT_STATE_DIR="$(mktemp -d)" PLANBOT_CLAUDE_BIN="${PLANBOT_REAL_CLAUDE:-claude}" ./target/release/planbot check

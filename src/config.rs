@@ -53,12 +53,7 @@ const PERMISSION_MODES: [&str; 6] = [
 ];
 
 /// planbot's own secrets: never passed to `claude`.
-const SECRET_VARS: [&str; 4] = [
-    "TELEGRAM_BOT_TOKEN",
-    "DISCORD_TOKEN",
-    "TELEGRAM_WEBHOOK_SECRET",
-    "PLANBOT_DATABASE_URL",
-];
+const SECRET_VARS: [&str; 2] = ["TELEGRAM_BOT_TOKEN", "DISCORD_TOKEN"];
 /// Keys `claude` needs, whose values must still never appear in a message.
 const API_KEY_VARS: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"];
 
@@ -790,5 +785,93 @@ mod tests {
         std::fs::write(&file, "max_turn = 5\n").unwrap();
         let err = Config::from_sources(Some(&file), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("max_turn"), "{err}");
+    }
+
+    #[test]
+    fn tools_that_reach_outside_the_workspace_need_the_unsafe_switch() {
+        for (name, value) in [
+            ("PLANBOT_ALLOWED_TOOLS", "Read,Edit(./**)"),
+            ("PLANBOT_ALLOWED_TOOLS", "Read(./**),Bash"),
+            ("PLANBOT_ALLOWED_TOOLS", "WebFetch"),
+            ("PLANBOT_PATH_GUARD", "false"),
+            ("PLANBOT_WEBFETCH_DOMAINS", "evil.com/path"),
+            ("PLANBOT_SANDBOX", "maybe"),
+        ] {
+            let err = Config::from_sources(None, &env(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{name}={value}: {err}");
+        }
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("PLANBOT_ALLOWED_TOOLS", "Read,Bash"),
+                ("PLANBOT_UNSAFE_TOOLS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.unsafe_choices(), ["Read", "Bash"]);
+        let c =
+            Config::from_sources(None, &env(&[("PLANBOT_WEBFETCH_DOMAINS", "docs.rs")])).unwrap();
+        assert!(c.unsafe_choices().is_empty());
+        assert!(
+            c.common_args(None)
+                .allowed_tools
+                .contains(&"WebFetch(domain:docs.rs)".into())
+        );
+    }
+
+    #[test]
+    fn tokens_come_from_files_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "123:from-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = Config::from_sources(None, &env(&[("TELEGRAM_BOT_TOKEN_FILE", path)])).unwrap();
+        assert_eq!(c.telegram_token.as_ref().unwrap().expose(), "123:from-file");
+        assert_eq!(c.secret_files, std::slice::from_ref(&file));
+        let both = env(&[
+            ("TELEGRAM_BOT_TOKEN_FILE", path),
+            ("TELEGRAM_BOT_TOKEN", "x"),
+        ]);
+        assert!(Config::from_sources(None, &both).is_err());
+        std::fs::write(dir.path().join("discord-token"), "discord-from-credentials").unwrap();
+        let creds = env(&[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
+        let c = Config::from_sources(None, &creds).unwrap();
+        assert_eq!(
+            c.discord_token.unwrap().expose(),
+            "discord-from-credentials"
+        );
+        let missing = env(&[("DISCORD_TOKEN_FILE", "/nonexistent/token")]);
+        let err = Config::from_sources(None, &missing).unwrap_err();
+        assert!(err.to_string().starts_with("DISCORD_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn the_child_environment_is_an_allowlist_and_its_debug_shows_no_value() {
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("PATH", "/bin"),
+                ("TELEGRAM_BOT_TOKEN", "123:abc"),
+                ("ANTHROPIC_API_KEY", "sk-ant-secret-value"),
+                ("CLAUDECODE", "1"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        let names: Vec<&String> = c.child_environment.0.keys().collect();
+        assert_eq!(
+            names,
+            [
+                "ANTHROPIC_API_KEY",
+                "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB",
+                "PATH"
+            ]
+        );
+        assert!(!format!("{c:?}").contains("sk-ant-secret-value"));
+        assert_eq!(
+            c.secret_values.len(),
+            2,
+            "the token and the API key are scrubbed"
+        );
     }
 }

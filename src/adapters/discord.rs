@@ -19,8 +19,7 @@ use serde_json::{Value, json};
 use serenity::all::{
     ChannelId, Command, CommandDataOptionValue, CommandInteraction, CommandOptionType,
     ComponentInteraction, Context, CreateAutocompleteResponse, CreateCommand, CreateCommandOption,
-    CreateInteractionResponse, EditInteractionResponse, EventHandler, GatewayIntents, GuildId,
-    Interaction, Member, Ready,
+    CreateInteractionResponse, EventHandler, GatewayIntents, GuildId, Interaction, Member, Ready,
 };
 use serenity::http::HttpBuilder;
 use tokio::time::Instant;
@@ -172,9 +171,18 @@ fn parts_of(markdown: &str) -> Vec<String> {
     split_markdown(markdown, &|p: &str| utf16_len(p) <= MESSAGE_LIMIT)
 }
 
-/// No mention in model output pings anyone.
-fn no_mentions() -> Value {
-    json!({"parse": []})
+/// Discord's `SUPPRESS_EMBEDS` message flag.
+const SUPPRESS_EMBEDS: u64 = 4;
+
+/// Every message planbot sends or edits: no mention in it pings anyone (an idea holding
+/// `@everyone` included), and no link in it is fetched for an embed (a way to send data out).
+fn quiet(mut body: Value) -> Value {
+    if let Some(map) = body.as_object_mut() {
+        map.insert("allowed_mentions".into(), json!({"parse": []}));
+        let flags = map.get("flags").and_then(Value::as_u64).unwrap_or(0);
+        map.insert("flags".into(), json!(flags | SUPPRESS_EMBEDS));
+    }
+    body
 }
 
 impl DiscordOutbound {
@@ -280,6 +288,7 @@ impl DiscordOutbound {
     }
 
     async fn post_message(&self, channel: u64, body: Value) -> Result<u64, SendError> {
+        let body = quiet(body);
         let url = self.url(&format!("/channels/{channel}/messages"));
         let reply = self
             .call(channel, "create message", || {
@@ -290,6 +299,7 @@ impl DiscordOutbound {
     }
 
     async fn patch_message(&self, channel: u64, id: u64, body: Value) -> Result<(), SendError> {
+        let body = quiet(body);
         let url = self.url(&format!("/channels/{channel}/messages/{id}"));
         self.call(channel, "edit message", || {
             self.client.patch(&url).json(&body)
@@ -306,11 +316,10 @@ impl DiscordOutbound {
         content: &str,
     ) -> Result<u64, SendError> {
         let url = self.url(&format!("/channels/{channel}/messages"));
-        let payload = json!({
+        let payload = quiet(json!({
             "content": content,
-            "allowed_mentions": no_mentions(),
             "attachments": [{"id": 0, "filename": name}],
-        });
+        }));
         let reply = self
             .call(channel, "upload file", || {
                 let file = reqwest::multipart::Part::bytes(bytes.to_vec())
@@ -344,8 +353,7 @@ impl DiscordOutbound {
             } else {
                 json!([])
             };
-            let body =
-                json!({"content": part, "components": buttons, "allowed_mentions": no_mentions()});
+            let body = json!({"content": part, "components": buttons});
             let id = match (i, edit) {
                 (0, Some(id)) => {
                     self.patch_message(channel, id, body).await?;
@@ -390,7 +398,7 @@ impl DiscordOutbound {
                 .http
                 .edit_original_interaction_response(
                     token,
-                    &json!({"content": content, "allowed_mentions": no_mentions()}),
+                    &quiet(json!({"content": content})),
                     Vec::new(),
                 )
                 .await
@@ -399,7 +407,7 @@ impl DiscordOutbound {
                 .http
                 .create_followup_message(
                     token,
-                    &json!({"content": content, "flags": EPHEMERAL, "allowed_mentions": no_mentions()}),
+                    &quiet(json!({"content": content, "flags": EPHEMERAL})),
                     Vec::new(),
                 )
                 .await
@@ -449,7 +457,7 @@ impl Outbound for DiscordOutbound {
             (MessageKind::Progress, _) => {
                 let channel = channel(chat)?;
                 let text = message.text.clone();
-                let body = json!({"content": text, "allowed_mentions": no_mentions()});
+                let body = json!({"content": text});
                 let id = self.post_message(channel, body).await?;
                 if let Ok(mut shown) = self.shown.lock() {
                     shown.insert((channel, id), text);
@@ -639,8 +647,11 @@ impl Handler {
                 .collect();
             let http = ctx.http.clone();
             tokio::spawn(async move {
-                let edit = EditInteractionResponse::new().content(echo);
-                if let Err(e) = command.edit_response(&http, edit).await {
+                let edit = quiet(json!({"content": echo}));
+                let result = http
+                    .edit_original_interaction_response(&command.token, &edit, Vec::new())
+                    .await;
+                if let Err(e) = result {
                     tracing::warn!(error = %e, "could not show a command");
                 }
             });

@@ -21,12 +21,22 @@ use teloxide::payloads::{
 use teloxide::prelude::Requester;
 use teloxide::types::{
     AllowedUpdate, BotCommand, CallbackQuery, CallbackQueryId, ChatAction, ChatId,
-    InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, MessageId, ParseMode, ThreadId,
-    UpdateKind,
+    InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, Message, MessageId,
+    ParseMode, ThreadId, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// Every text goes out with link previews off: Telegram would otherwise fetch any URL the agent
+/// put in a reply, a way to send data out.
+const NO_PREVIEW: LinkPreviewOptions = LinkPreviewOptions {
+    is_disabled: true,
+    url: None,
+    prefer_small_media: false,
+    prefer_large_media: false,
+    show_above_text: false,
+};
 
 use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};
 use crate::config::Secret;
@@ -252,7 +262,10 @@ impl TelegramOutbound {
         html: bool,
         markup: &Option<InlineKeyboardMarkup>,
     ) -> <Bot as Requester>::SendMessage {
-        let mut request = self.bot.send_message(chat, text.to_string());
+        let mut request = self
+            .bot
+            .send_message(chat, text.to_string())
+            .link_preview_options(NO_PREVIEW);
         if html {
             request = request.parse_mode(ParseMode::Html);
         }
@@ -296,7 +309,10 @@ impl TelegramOutbound {
         markup: Option<InlineKeyboardMarkup>,
     ) -> Result<(), SendError> {
         let request = |text: &str, html: bool| {
-            let mut request = self.bot.edit_message_text(chat, id, text.to_string());
+            let mut request = self
+                .bot
+                .edit_message_text(chat, id, text.to_string())
+                .link_preview_options(NO_PREVIEW);
             if html {
                 request = request.parse_mode(ParseMode::Html);
             }
@@ -475,7 +491,9 @@ impl Outbound for TelegramOutbound {
             let text = message.text.clone();
             let result = self
                 .call(chat_id, "editMessageText", || {
-                    self.bot.edit_message_text(chat_id, msg_id, text.clone())
+                    self.bot
+                        .edit_message_text(chat_id, msg_id, text.clone())
+                        .link_preview_options(NO_PREVIEW)
                 })
                 .await;
             return match result {

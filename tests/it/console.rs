@@ -282,3 +282,49 @@ fn ctrl_c_cancels_the_turn_and_a_second_leaves() {
         crate::util::group_members(pid).is_empty()
     });
 }
+
+#[test]
+fn the_health_check_passes_while_planbot_runs_and_fails_when_it_does_not() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    let check = || {
+        planbot()
+            .args(["check", "--running"])
+            .current_dir(dir.path())
+            .env("PLANBOT_CLAUDE_BIN", fake.bin())
+            .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+            .output()
+            .unwrap()
+    };
+    let mut running = planbot()
+        .arg("console")
+        .current_dir(dir.path())
+        .env("PLANBOT_CLAUDE_BIN", fake.bin())
+        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The lock file appears a moment before it is locked: ask until it is held (bounded).
+    let mut healthy = check();
+    for _ in 0..100 {
+        if healthy.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        healthy = check();
+    }
+    let text = String::from_utf8_lossy(&healthy.stdout).into_owned();
+    assert!(healthy.status.success(), "{text}");
+    assert!(
+        text.contains("planbot is running on this state dir"),
+        "{text}"
+    );
+    drop(running.stdin.take());
+    assert!(running.wait().unwrap().success());
+    let stopped = check();
+    let text = String::from_utf8_lossy(&stopped.stdout).into_owned();
+    assert!(!stopped.status.success(), "{text}");
+    assert!(text.contains("planbot is not running"), "{text}");
+}

@@ -522,6 +522,18 @@ fn invalid_message(body: &Value, files: usize, editing: bool) -> Option<String> 
     if body.get("unparsable").is_some() || body.get("unexpected_field").is_some() {
         return Some(format!("malformed body: {body}"));
     }
+    // Stricter than Discord, which pings and embeds by default: planbot must turn both off on
+    // every message it sends or edits.
+    if body["allowed_mentions"] != serde_json::json!({"parse": []}) {
+        return Some(format!(
+            "a message without allowed_mentions {{parse: []}}: {body}"
+        ));
+    }
+    if body["flags"].as_u64().unwrap_or(0) & 4 == 0 {
+        return Some(format!(
+            "a message without the SUPPRESS_EMBEDS flag: {body}"
+        ));
+    }
     let content = body["content"].as_str().unwrap_or("");
     let chars = content.chars().count();
     if chars > 2000 {

@@ -343,8 +343,9 @@ async fn handle(
                     "Bad Request: can't parse entities: Can't find end tag corresponding to start tag \"b\"",
                 );
             }
-            if let Err(e) =
-                check_text(&text, html).and_then(|()| check_markup(&params["reply_markup"]))
+            if let Err(e) = check_text(&text, html)
+                .and_then(|()| check_markup(&params["reply_markup"]))
+                .and_then(|()| check_no_preview(&params))
             {
                 return fault(&mut inner, 400, &e);
             }
@@ -384,7 +385,7 @@ async fn handle(
             let mut updated = inner.messages[index].clone();
             if method == "editmessagetext" {
                 let text = params["text"].as_str().unwrap_or("").to_string();
-                if let Err(e) = check_text(&text, html) {
+                if let Err(e) = check_text(&text, html).and_then(|()| check_no_preview(&params)) {
                     return fault(&mut inner, 400, &e);
                 }
                 updated.text = text;
@@ -551,6 +552,16 @@ fn check_text(text: &str, html: bool) -> Result<(), String> {
         return Err("Bad Request: message is too long".into());
     }
     Ok(())
+}
+
+/// planbot must send every text with link previews off (Telegram would fetch any URL in it):
+/// stricter than Telegram, which only defaults to showing them.
+fn check_no_preview(params: &Value) -> Result<(), String> {
+    if params["link_preview_options"]["is_disabled"] == json!(true) {
+        Ok(())
+    } else {
+        Err("Bad Request: planbot sent a text without link_preview_options.is_disabled".into())
+    }
 }
 
 fn check_markup(markup: &Value) -> Result<(), String> {

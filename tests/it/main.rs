@@ -8,6 +8,7 @@ mod contract;
 mod discord;
 mod fake_discord;
 mod fake_telegram;
+mod guard;
 mod messages_api;
 mod planning;
 mod redteam;

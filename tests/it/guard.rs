@@ -1,0 +1,111 @@
+//! `planbot hook path-guard` through the real binary, as the CLI runs it: a tool call as JSON on
+//! stdin, a deny decision (or nothing) on stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+
+/// The guard's decision for `input` with the workspace `ws`: `Some(reason)` when denied.
+fn guard(ws: &Path, input: &[u8]) -> Option<String> {
+    let mut child = crate::console::planbot()
+        .args(["hook", "path-guard", "--workspace"])
+        .arg(ws)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    if stdout.trim().is_empty() {
+        return None;
+    }
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "deny");
+    Some(answer["hookSpecificOutput"]["permissionDecisionReason"].to_string())
+}
+
+fn call(tool: &str, input: Value) -> Vec<u8> {
+    json!({"hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": input})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn paths_inside_pass_and_everything_else_is_denied() {
+    let root = tempfile::tempdir().unwrap();
+    let ws = root.path().join("app");
+    std::fs::create_dir_all(ws.join("docs")).unwrap();
+    std::fs::create_dir_all(root.path().join("other")).unwrap();
+    std::os::unix::fs::symlink(root.path().join("other"), ws.join("escape")).unwrap();
+    std::os::unix::fs::symlink("docs", ws.join("inner")).unwrap();
+    let passes = [
+        call("Read", json!({"file_path": "notes.md"})),
+        call("Read", json!({"file_path": ws.join("docs/spec.md")})),
+        call(
+            "Write",
+            json!({"file_path": "new/dir/file.md", "content": "x"}),
+        ),
+        call("Read", json!({"file_path": "inner/spec.md"})),
+        call("Read", json!({"file_path": "docs/../notes.md"})),
+        call("Read", json!({"file_path": "ünïcødé/ファイル.md"})),
+        call("Glob", json!({"pattern": "**/*.md"})),
+        call(
+            "Grep",
+            json!({"pattern": "x", "path": "docs", "glob": "*.md"}),
+        ),
+        call("WebSearch", json!({"query": "pricing"})),
+        call("Skill", json!({"skill": "office-hours"})),
+    ];
+    for input in passes {
+        assert_eq!(
+            guard(&ws, &input),
+            None,
+            "{}",
+            String::from_utf8_lossy(&input)
+        );
+    }
+    let denied = [
+        call("Read", json!({"file_path": "/etc/passwd"})),
+        call("Read", json!({"file_path": "../other/notes.md"})),
+        call("Read", json!({"file_path": "docs/../../other/x"})),
+        call("Read", json!({"file_path": "escape/secret"})),
+        call("Read", json!({"file_path": "~/.ssh/id_rsa"})),
+        call("Read", json!({"file_path": "~root/.ssh/id_rsa"})),
+        call("Read", json!({"file_path": "/proc/1/environ"})),
+        call("Write", json!({"file_path": "CLAUDE.md", "content": "x"})),
+        call(
+            "Write",
+            json!({"file_path": "docs/claude.local.md", "content": "x"}),
+        ),
+        call(
+            "Write",
+            json!({"file_path": ".claude/settings.json", "content": "x"}),
+        ),
+        call("Edit", json!({"file_path": ".mcp.json"})),
+        call("Glob", json!({"pattern": "/proc/*/environ"})),
+        call("Glob", json!({"pattern": "../**"})),
+        call("Glob", json!({"pattern": "*", "path": "/"})),
+        call("Grep", json!({"pattern": "x", "path": ".."})),
+        call("Grep", json!({"pattern": "x", "glob": "../../**"})),
+        call("Bash", json!({"command": "ls"})),
+        call("NotebookEdit", json!({"notebook_path": "/tmp/x.ipynb"})),
+        call("mcp__files__read", json!({"target": "/etc/shadow"})),
+        call("Read", json!({"file_path": 42})),
+        call("Read", json!({})),
+        call("Read", json!({"file_path": "a\u{0}b"})),
+        b"not json".to_vec(),
+        b"{\"tool_input\": {}}".to_vec(),
+        Vec::new(),
+    ];
+    for input in denied {
+        assert!(
+            guard(&ws, &input).is_some(),
+            "{}",
+            String::from_utf8_lossy(&input)
+        );
+    }
+}
