@@ -328,3 +328,67 @@ fn the_health_check_passes_while_planbot_runs_and_fails_when_it_does_not() {
     assert!(!stopped.status.success(), "{text}");
     assert!(text.contains("planbot is not running"), "{text}");
 }
+
+/// Runs `program` as the user the dumpability test plays (nobody, when the tests run as root).
+fn as_test_user(program: &std::path::Path) -> Command {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if root {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+#[test]
+fn no_process_of_the_same_user_can_read_planbots_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut planbot = as_test_user(Path::new(env!("CARGO_BIN_EXE_planbot")));
+    planbot
+        .arg("console")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
+        .env("PLANBOT_SANDBOX", "off")
+        .env("TELEGRAM_BOT_TOKEN", "123456:dumpable-test-secret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut planbot = planbot.spawn().unwrap();
+    // A process of the same user that is dumpable, as a control: its environment is readable.
+    let mut control = as_test_user(Path::new("/bin/sleep"))
+        .arg("30")
+        .env("CONTROL", "visible")
+        .spawn()
+        .unwrap();
+    let read = |pid: u32| {
+        let mut cat = as_test_user(Path::new("/bin/cat"));
+        cat.arg(format!("/proc/{pid}/environ"));
+        cat.output().unwrap()
+    };
+    crate::util::eventually("planbot starts", || {
+        dir.path().join("state/planbot.lock").exists()
+    });
+    let control_env = read(control.id());
+    assert!(
+        String::from_utf8_lossy(&control_env.stdout).contains("CONTROL=visible"),
+        "the control's environment is readable: the test can fail"
+    );
+    let planbot_env = read(planbot.id());
+    assert!(
+        !planbot_env.status.success(),
+        "planbot's environ was readable"
+    );
+    assert!(!String::from_utf8_lossy(&planbot_env.stdout).contains("dumpable-test-secret"));
+    let _ = control.kill();
+    let _ = control.wait();
+    drop(planbot.stdin.take());
+    assert!(planbot.wait().unwrap().success());
+}

@@ -433,6 +433,13 @@ async fn red_team(walls: Walls) {
                 .any(|r| r.contains("benign-content-42")),
             "{context}: the model could not read its workspace"
         );
+        // What the CLI refused is noted under the reply.
+        if walls != Walls::SandboxOnly {
+            assert!(
+                stdout.contains("here; planbot does not allow that"),
+                "{context}: no denial note:\n{stdout}"
+            );
+        }
         // planbot's own write refused the planted link, and said so.
         let ssh: Vec<_> = std::fs::read_dir(range.path("home/.ssh"))
             .unwrap()

@@ -335,6 +335,54 @@ async fn bad_slugs_are_refused_with_the_rule() {
 }
 
 #[tokio::test]
+async fn a_slug_belongs_to_the_chat_that_created_it() {
+    let h = Harness::new(json!([]));
+    h.say("/plan todo-app a shared list").await;
+    let calls = h.fake.calls().len();
+    let other = ChatKey::new("console", "other");
+    h.router
+        .handle(Inbound::from_text(
+            other.clone(),
+            "local",
+            true,
+            "/plan todo-app mine now",
+        ))
+        .await;
+    for _ in 0..500 {
+        if h.router.chat_is_idle(&other) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        h.out.last_reply().text,
+        "`todo-app` belongs to another chat; pick another name"
+    );
+    assert_eq!(
+        h.fake.calls().len(),
+        calls,
+        "no turn ran for the other chat"
+    );
+    assert!(h.store.get("console:other").await.unwrap().is_none());
+    // Finalized or not, the slug stays the first chat's; a new name works for the other chat.
+    h.router
+        .handle(Inbound::from_text(
+            other.clone(),
+            "local",
+            true,
+            "/plan todo-two mine",
+        ))
+        .await;
+    for _ in 0..500 {
+        if h.router.chat_is_idle(&other) && h.fake.calls().len() > calls {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.fake.calls().len(), calls + 1);
+}
+
+#[tokio::test]
 async fn strangers_get_one_refusal_and_no_subprocess() {
     let h = Harness::new(json!([]));
     let stranger =
