@@ -377,12 +377,22 @@ impl Router {
             return true;
         }
         let user = format!("{}:{}", inbound.chat.adapter, inbound.user);
-        inner.allowed.contains(&user)
-            && inbound.membership.as_ref().is_none_or(|m| {
+        if !inner.allowed.contains(&user) {
+            return false;
+        }
+        match &inbound.membership {
+            Some(m) => {
                 (inner.allowed_guilds.is_empty() || inner.allowed_guilds.contains(&m.guild))
                     && (inner.allowed_roles.is_empty()
                         || m.roles.iter().any(|r| inner.allowed_roles.contains(r)))
-            })
+            }
+            // A Discord event outside a DM that says nothing of its guild cannot be checked
+            // against the guild and role limits: refused, never let through.
+            None => {
+                let limited = !inner.allowed_guilds.is_empty() || !inner.allowed_roles.is_empty();
+                inbound.private || !limited || inbound.chat.adapter != "discord"
+            }
+        }
     }
 
     /// Takes one event from a front end. Returns at once; the work happens in the chat's worker.

@@ -37,7 +37,8 @@ impl StreamEvent {
             "assistant" => MessageEvent::deserialize(&value).map(StreamEvent::Assistant),
             "user" => MessageEvent::deserialize(&value).map(StreamEvent::User),
             "stream_event" => PartialEvent::deserialize(&value).map(StreamEvent::PartialMessage),
-            "result" => ResultEvent::deserialize(&value).map(StreamEvent::Result),
+            // Read field by field: one retyped field must not hide the turn's outcome.
+            "result" => return Some(StreamEvent::Result(ResultEvent::from_value(&value))),
             _ => return Some(StreamEvent::Unknown(value)),
         };
         Some(typed.unwrap_or(StreamEvent::Unknown(value)))
@@ -198,6 +199,63 @@ pub struct ResultEvent {
     pub permission_denials: Option<Vec<Value>>,
 }
 
+impl ResultEvent {
+    /// Reads each field the outcome needs on its own: a field that is missing or of another type
+    /// than expected is left out (and logged), the rest still counts.
+    pub fn from_value(value: &Value) -> ResultEvent {
+        let mut misread: Vec<&str> = Vec::new();
+        let mut take = |name: &'static str, ok: &dyn Fn(&Value) -> bool| -> Option<Value> {
+            let v = value.get(name).filter(|v| !v.is_null())?;
+            if ok(v) {
+                Some(v.clone())
+            } else {
+                misread.push(name);
+                None
+            }
+        };
+        let result = ResultEvent {
+            subtype: take("subtype", &Value::is_string).and_then(as_string),
+            is_error: take("is_error", &Value::is_boolean).and_then(|v| v.as_bool()),
+            api_error_status: take("api_error_status", &Value::is_u64)
+                .and_then(|v| v.as_u64())
+                .and_then(|n| u16::try_from(n).ok()),
+            num_turns: take("num_turns", &Value::is_u64)
+                .and_then(|v| v.as_u64())
+                .and_then(|n| u32::try_from(n).ok()),
+            result: take("result", &Value::is_string).and_then(as_string),
+            session_id: take("session_id", &Value::is_string).and_then(as_string),
+            total_cost_usd: take("total_cost_usd", &Value::is_number).and_then(|v| v.as_f64()),
+            usage: take("usage", &Value::is_object).and_then(|v| Usage::deserialize(&v).ok()),
+            errors: take("errors", &Value::is_array).map(|v| {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| match e {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            }),
+            duration_ms: take("duration_ms", &Value::is_u64).and_then(|v| v.as_u64()),
+            stop_reason: take("stop_reason", &Value::is_string).and_then(as_string),
+            terminal_reason: take("terminal_reason", &Value::is_string).and_then(as_string),
+            permission_denials: take("permission_denials", &Value::is_array)
+                .and_then(|v| v.as_array().cloned()),
+        };
+        if !misread.is_empty() {
+            tracing::warn!(
+                fields = ?misread,
+                "claude's result line has fields of an unexpected type; read without them"
+            );
+        }
+        result
+    }
+}
+
+fn as_string(v: Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
 /// Token counts as the CLI reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, serde::Serialize)]
 pub struct Usage {
@@ -215,8 +273,21 @@ mod tests {
     fn unknown_types_and_misfits_are_kept() {
         let e = StreamEvent::parse(br#"{"type":"rate_limit_event","x":1}"#).unwrap();
         assert!(matches!(e, StreamEvent::Unknown(v) if v["x"] == 1));
-        let e = StreamEvent::parse(br#"{"type":"result","num_turns":"many"}"#).unwrap();
-        assert!(matches!(e, StreamEvent::Unknown(_)));
+        // One retyped field of a result is left out; the others still decide the outcome.
+        let e = StreamEvent::parse(
+            br#"{"type":"result","num_turns":"many","subtype":"success","is_error":false,"result":"Hi","session_id":"s","total_cost_usd":"0.1","usage":[1],"errors":[{"x":1}],"extra":{"new":true}}"#,
+        )
+        .unwrap();
+        let StreamEvent::Result(r) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(r.num_turns, None);
+        assert_eq!(r.total_cost_usd, None);
+        assert_eq!(r.usage, None);
+        assert_eq!(r.result.as_deref(), Some("Hi"));
+        assert_eq!(r.subtype.as_deref(), Some("success"));
+        assert_eq!(r.is_error, Some(false));
+        assert_eq!(r.errors, Some(vec![r#"{"x":1}"#.to_string()]));
     }
 
     #[test]

@@ -436,6 +436,12 @@ async fn guilds_and_roles_narrow_access() {
         h.router.authorize(&from(None, &[])),
         "a direct message of an allowed user"
     );
+    // A guild event whose membership the front end did not fill in fails closed.
+    let unknown = Inbound::from_text(ChatKey::new("discord", "5"), "7", false, "/plan x y");
+    assert!(
+        !h.router.authorize(&unknown),
+        "a guild event without membership"
+    );
 }
 
 #[tokio::test]
