@@ -52,6 +52,14 @@ const PERMISSION_MODES: [&str; 6] = [
     "plan",
 ];
 
+/// Bounds of the numeric settings: a value past them is a mistake, and some would overflow a
+/// clock or a semaphore.
+const MAX_TURNS: u32 = 10_000;
+const A_WEEK_SECS: u64 = 7 * 24 * 3600;
+const A_DAY_SECS: u64 = 24 * 3600;
+const AN_HOUR_MS: u64 = 3600 * 1000;
+const MAX_CONCURRENT_RUNS: usize = 10_000;
+
 /// planbot's own secrets: never passed to `claude`.
 const SECRET_VARS: [&str; 2] = ["TELEGRAM_BOT_TOKEN", "DISCORD_TOKEN"];
 /// Keys `claude` needs, whose values must still never appear in a message.
@@ -205,7 +213,10 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let e = Env(env);
+        let e = Env {
+            vars: env,
+            file: path.as_deref(),
+        };
         let phases_spec = match (e.str("PLANBOT_PHASES"), file.phases) {
             (Some(spec), _) => spec.to_string(),
             (None, Some(list)) => list.join(","),
@@ -273,28 +284,31 @@ impl Config {
                 .or(file.allowed_users)
                 .unwrap_or_default(),
             phases,
-            max_turns: e
-                .parse("PLANBOT_MAX_TURNS")?
-                .or(file.max_turns)
-                .unwrap_or(20),
-            retry_max_turns: e
-                .parse("PLANBOT_RETRY_MAX_TURNS")?
-                .or(file.retry_max_turns)
-                .unwrap_or(30),
-            turn_timeout: Duration::from_secs(
-                e.parse("PLANBOT_TURN_TIMEOUT_SECS")?
-                    .or(file.turn_timeout_secs)
-                    .unwrap_or(600),
-            ),
-            idle_timeout: Duration::from_secs(
-                e.parse("PLANBOT_IDLE_TIMEOUT_SECS")?
-                    .or(file.idle_timeout_secs)
-                    .unwrap_or(300),
-            ),
-            max_concurrent_runs: e
-                .parse("PLANBOT_MAX_CONCURRENT_RUNS")?
-                .or(file.max_concurrent_runs)
-                .unwrap_or(4),
+            max_turns: e.bounded("PLANBOT_MAX_TURNS", file.max_turns, 1..=MAX_TURNS, 20)?,
+            retry_max_turns: e.bounded(
+                "PLANBOT_RETRY_MAX_TURNS",
+                file.retry_max_turns,
+                1..=MAX_TURNS,
+                30,
+            )?,
+            turn_timeout: Duration::from_secs(e.bounded(
+                "PLANBOT_TURN_TIMEOUT_SECS",
+                file.turn_timeout_secs,
+                1..=A_WEEK_SECS,
+                600,
+            )?),
+            idle_timeout: Duration::from_secs(e.bounded(
+                "PLANBOT_IDLE_TIMEOUT_SECS",
+                file.idle_timeout_secs,
+                1..=A_WEEK_SECS,
+                300,
+            )?),
+            max_concurrent_runs: e.bounded(
+                "PLANBOT_MAX_CONCURRENT_RUNS",
+                file.max_concurrent_runs,
+                1..=MAX_CONCURRENT_RUNS,
+                4,
+            )?,
             claude_args: CommonArgs {
                 tools: Vec::new(),
                 disallowed_tools: Vec::new(),
@@ -315,22 +329,24 @@ impl Config {
                     .or(file.add_dirs)
                     .unwrap_or_default(),
                 model: e.str("PLANBOT_MODEL").map(str::to_string).or(file.model),
-                max_budget_usd: e.parse("PLANBOT_MAX_BUDGET_USD")?.or(file.max_budget_usd),
+                max_budget_usd: e.amount("PLANBOT_MAX_BUDGET_USD", file.max_budget_usd)?,
                 stream_partial: e
                     .parse("PLANBOT_STREAM_PARTIAL")?
                     .or(file.stream_partial)
                     .unwrap_or(true),
             },
-            progress_interval: Duration::from_millis(
-                e.parse("PLANBOT_PROGRESS_INTERVAL_MS")?
-                    .or(file.progress_interval_ms)
-                    .unwrap_or(1500),
-            ),
-            retry_delay: Duration::from_millis(
-                e.parse("PLANBOT_RETRY_DELAY_MS")?
-                    .or(file.retry_delay_ms)
-                    .unwrap_or(2000),
-            ),
+            progress_interval: Duration::from_millis(e.bounded(
+                "PLANBOT_PROGRESS_INTERVAL_MS",
+                file.progress_interval_ms,
+                1..=AN_HOUR_MS,
+                1500,
+            )?),
+            retry_delay: Duration::from_millis(e.bounded(
+                "PLANBOT_RETRY_DELAY_MS",
+                file.retry_delay_ms,
+                0..=AN_HOUR_MS,
+                2000,
+            )?),
             telegram_token,
             telegram_api_url: e
                 .str("TELEGRAM_API_URL")
@@ -366,15 +382,15 @@ impl Config {
             child_env,
             secret_values,
             secret_files: telegram_file.into_iter().chain(discord_file).collect(),
-            plan_budget_usd: e.parse("PLANBOT_PLAN_BUDGET_USD")?.or(file.plan_budget_usd),
+            plan_budget_usd: e.amount("PLANBOT_PLAN_BUDGET_USD", file.plan_budget_usd)?,
             user_daily_budget_usd: e
-                .parse("PLANBOT_USER_DAILY_BUDGET_USD")?
-                .or(file.user_daily_budget_usd),
-            shutdown_grace: Duration::from_secs(
-                e.parse("PLANBOT_SHUTDOWN_GRACE_SECS")?
-                    .or(file.shutdown_grace_secs)
-                    .unwrap_or(30),
-            ),
+                .amount("PLANBOT_USER_DAILY_BUDGET_USD", file.user_daily_budget_usd)?,
+            shutdown_grace: Duration::from_secs(e.bounded(
+                "PLANBOT_SHUTDOWN_GRACE_SECS",
+                file.shutdown_grace_secs,
+                0..=A_DAY_SECS,
+                30,
+            )?),
         };
         config.validate()?;
         Ok(config)
@@ -402,31 +418,6 @@ impl Config {
                     format!("{user:?} is not of the form adapter:user_id (e.g. telegram:12345)"),
                 ));
             }
-        }
-        let positive = [
-            ("PLANBOT_MAX_TURNS", self.max_turns as u64),
-            ("PLANBOT_RETRY_MAX_TURNS", self.retry_max_turns as u64),
-            ("PLANBOT_TURN_TIMEOUT_SECS", self.turn_timeout.as_secs()),
-            ("PLANBOT_IDLE_TIMEOUT_SECS", self.idle_timeout.as_secs()),
-            (
-                "PLANBOT_MAX_CONCURRENT_RUNS",
-                self.max_concurrent_runs as u64,
-            ),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(invalid(name, "must be at least 1"));
-            }
-        }
-        if self
-            .claude_args
-            .max_budget_usd
-            .is_some_and(|b| b.is_nan() || b <= 0.0)
-        {
-            return Err(invalid(
-                "PLANBOT_MAX_BUDGET_USD",
-                "must be a positive amount",
-            ));
         }
         for (name, url) in [
             ("TELEGRAM_API_URL", &self.telegram_api_url),
@@ -639,12 +630,78 @@ fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Typed reads of the environment; an empty variable counts as unset.
-struct Env<'a>(&'a HashMap<String, String>);
+/// Typed reads of the environment; an empty variable counts as unset. `file` is the
+/// `planbot.toml` the other values came from, named in errors about them.
+struct Env<'a> {
+    vars: &'a HashMap<String, String>,
+    file: Option<&'a Path>,
+}
 
 impl Env<'_> {
     fn str(&self, name: &str) -> Option<&str> {
-        non_empty(self.0, name)
+        non_empty(self.vars, name)
+    }
+
+    /// A number within `range`, from the environment, else the file, else `default`; an error
+    /// names the variable, or the file and its key.
+    fn bounded<T>(
+        &self,
+        name: &str,
+        from_file: Option<T>,
+        range: std::ops::RangeInclusive<T>,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + Copy + fmt::Display,
+        T::Err: fmt::Display,
+    {
+        let (value, setting) = match self.parse::<T>(name)? {
+            Some(value) => (value, name.to_string()),
+            None => match from_file {
+                Some(value) => (value, self.file_key(name)),
+                None => return Ok(default),
+            },
+        };
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(invalid(
+                &setting,
+                format!(
+                    "{value} is out of range: it must be from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+
+    /// An amount of money: positive and finite, or unset.
+    fn amount(&self, name: &str, from_file: Option<f64>) -> Result<Option<f64>, ConfigError> {
+        let (value, setting) = match self.parse::<f64>(name)? {
+            Some(value) => (value, name.to_string()),
+            None => match from_file {
+                Some(value) => (value, self.file_key(name)),
+                None => return Ok(None),
+            },
+        };
+        if value.is_finite() && value > 0.0 {
+            Ok(Some(value))
+        } else {
+            Err(invalid(
+                &setting,
+                format!("{value} is not an amount: it must be a positive number of USD"),
+            ))
+        }
+    }
+
+    /// How `name` is spelled in `planbot.toml`, with the file: `planbot.toml: max_turns`.
+    fn file_key(&self, name: &str) -> String {
+        let key = name.trim_start_matches("PLANBOT_").to_ascii_lowercase();
+        match self.file {
+            Some(path) => format!("{}: {key}", path.display()),
+            None => key,
+        }
     }
 
     fn path(&self, name: &str) -> Option<PathBuf> {
@@ -873,5 +930,53 @@ mod tests {
             2,
             "the token and the API key are scrubbed"
         );
+    }
+
+    #[test]
+    fn numbers_that_would_break_planbot_are_refused_by_name() {
+        let cases = [
+            (
+                "PLANBOT_PROGRESS_INTERVAL_MS",
+                "0",
+                "progress_interval_ms = 0",
+            ),
+            (
+                "PLANBOT_TURN_TIMEOUT_SECS",
+                "18446744073709551615",
+                "turn_timeout_secs = 18446744073709551615",
+            ),
+            ("PLANBOT_IDLE_TIMEOUT_SECS", "0", "idle_timeout_secs = 0"),
+            (
+                "PLANBOT_MAX_CONCURRENT_RUNS",
+                "9999999999999",
+                "max_concurrent_runs = 9999999999999",
+            ),
+            (
+                "PLANBOT_SHUTDOWN_GRACE_SECS",
+                "18446744073709551615",
+                "shutdown_grace_secs = 18446744073709551615",
+            ),
+            ("PLANBOT_PLAN_BUDGET_USD", "NaN", "plan_budget_usd = nan"),
+            (
+                "PLANBOT_USER_DAILY_BUDGET_USD",
+                "-5",
+                "user_daily_budget_usd = -5.0",
+            ),
+            ("PLANBOT_MAX_BUDGET_USD", "inf", "max_budget_usd = inf"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("planbot.toml");
+        for (name, value, toml_line) in cases {
+            let err = Config::from_sources(None, &env(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{name}={value}: {err}");
+            std::fs::write(&file, format!("{toml_line}\n")).unwrap();
+            let err = Config::from_sources(Some(&file), &env(&[])).unwrap_err();
+            let key = toml_line.split(' ').next().unwrap();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{}: {key}:", file.display())),
+                "{toml_line}: {err}"
+            );
+        }
     }
 }

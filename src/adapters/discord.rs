@@ -435,8 +435,11 @@ fn id_of(message: &Value) -> Result<u64, SendError> {
         .ok_or_else(|| SendError("Discord answered without a message id".into()))
 }
 
+/// A number of seconds from a header; `NaN`, infinities and negatives are not (a
+/// `Duration` of one would panic).
 fn header_secs(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
-    headers.get(name)?.to_str().ok()?.parse().ok()
+    let secs: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then_some(secs)
 }
 
 /// How long a route's bucket stays empty, from `X-RateLimit-Remaining: 0` and its reset.
@@ -829,6 +832,29 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_headers_that_are_not_numbers_are_ignored() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        for bad in ["NaN", "inf", "-1", "-inf", "soon", "1e400"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("retry-after", HeaderValue::from_static("NaN"));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            headers.insert(
+                "x-ratelimit-reset-after",
+                HeaderValue::from_str(bad).unwrap(),
+            );
+            assert_eq!(header_secs(&headers, "retry-after"), None);
+            assert_eq!(bucket_empty_for(&headers), None, "{bad}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        headers.insert("x-ratelimit-reset-after", HeaderValue::from_static("1.5"));
+        assert_eq!(
+            bucket_empty_for(&headers),
+            Some(Duration::from_millis(1500))
+        );
+    }
 
     #[test]
     fn interaction_tokens_round_trip() {
