@@ -8,6 +8,7 @@
 //! - [`walls`]: the agent's confinement, raised once at start-up and reported by `check`.
 //! - [`planning`]: a plan's phases, prompts and the policies for each way a turn ends.
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
+//! - [`chat`]: the platform-neutral vocabulary front ends speak (`Inbound`, `Outgoing`, `Outbound`).
 //! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
 //! - [`adapters`]: front ends (console, Telegram, Discord), translation only.
 //! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
@@ -16,6 +17,7 @@
 pub mod adapters;
 pub mod app;
 pub mod audit;
+pub mod chat;
 pub mod claude;
 pub mod config;
 pub mod planning;

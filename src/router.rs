@@ -3,18 +3,20 @@
 //! [`Outbound`]; nothing here knows a platform.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audit::{Audit, AuditLine};
+pub use crate::chat::{
+    Action, Attachment, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer,
+    Outbound, Outgoing, SendError, parse_text,
+};
 use crate::claude::{Progress, TurnStatus};
 use crate::planning::{
     PhaseStatus, PlanError, Planner, PlanningSession, Reply, ReplyOutcome, validate_slug,
@@ -30,240 +32,6 @@ pub const MAX_QUEUED: usize = 5;
 const INLINE_PLAN_CHARS: usize = 3_000;
 /// A chat's worker stops after this long without work (it is started again on demand).
 const WORKER_IDLE: Duration = Duration::from_secs(600);
-
-/// A chat: `adapter:channel`, the key of its state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChatKey {
-    pub adapter: String,
-    pub channel: String,
-}
-
-impl ChatKey {
-    pub fn new(adapter: impl Into<String>, channel: impl Into<String>) -> ChatKey {
-        ChatKey {
-            adapter: adapter.into(),
-            channel: channel.into(),
-        }
-    }
-}
-
-impl fmt::Display for ChatKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.adapter, self.channel)
-    }
-}
-
-/// What a button or command asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Advance,
-    Finalize,
-    Cancel,
-    /// Lifts a pause of the circuit breaker.
-    Resume,
-}
-
-impl Action {
-    /// Short code for button payloads.
-    pub fn code(self) -> &'static str {
-        match self {
-            Action::Advance => "adv",
-            Action::Finalize => "fin",
-            Action::Cancel => "can",
-            Action::Resume => "res",
-        }
-    }
-
-    pub fn from_code(code: &str) -> Option<Action> {
-        match code {
-            "adv" => Some(Action::Advance),
-            "fin" => Some(Action::Finalize),
-            "can" => Some(Action::Cancel),
-            "res" => Some(Action::Resume),
-            _ => None,
-        }
-    }
-}
-
-/// A button: an action at a revision of the chat's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Offer {
-    pub label: String,
-    pub action: Action,
-    pub revision: u64,
-}
-
-impl Offer {
-    /// The payload a front end puts in its button, e.g. `adv:12` (well within 64 bytes).
-    pub fn payload(&self) -> String {
-        format!("{}:{}", self.action.code(), self.revision)
-    }
-
-    /// Reads a payload back.
-    pub fn parse_payload(payload: &str) -> Option<(Action, u64)> {
-        let (code, revision) = payload.split_once(':')?;
-        Some((Action::from_code(code)?, revision.parse().ok()?))
-    }
-}
-
-/// What arrived.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InboundKind {
-    /// `/name args`, the name without slash or `@bot` suffix, lower-cased.
-    Command {
-        name: String,
-        args: String,
-    },
-    Text(String),
-    Button {
-        action: Action,
-        revision: u64,
-    },
-}
-
-/// One event from a front end.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inbound {
-    pub chat: ChatKey,
-    /// The sender's platform id.
-    pub user: String,
-    /// A one-to-one chat (plain text there gets a hint when nothing is being planned).
-    pub private: bool,
-    pub kind: InboundKind,
-    /// An opaque token of the front end (a callback or interaction id) for an ephemeral answer.
-    pub interaction: Option<String>,
-    /// The community the sender wrote from, where the platform has one (a Discord guild).
-    pub membership: Option<Membership>,
-}
-
-/// A sender's place in a community, for narrowing access to guilds and roles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Membership {
-    pub guild: String,
-    pub roles: Vec<String>,
-}
-
-impl Inbound {
-    /// Parses a line of chat text: `/command args` or plain text.
-    pub fn from_text(chat: ChatKey, user: &str, private: bool, text: &str) -> Inbound {
-        Inbound {
-            chat,
-            user: user.to_string(),
-            private,
-            kind: parse_text(text),
-            interaction: None,
-            membership: None,
-        }
-    }
-}
-
-/// `/plan@mybot slug idea` → command `plan`, args `slug idea`.
-pub fn parse_text(text: &str) -> InboundKind {
-    let trimmed = text.trim_start();
-    if let Some(rest) = trimmed.strip_prefix('/') {
-        let (head, args) = match rest.find(char::is_whitespace) {
-            Some(i) => (&rest[..i], rest[i..].trim()),
-            None => (rest, ""),
-        };
-        let name = head.split('@').next().unwrap_or("").to_ascii_lowercase();
-        if !name.is_empty() {
-            return InboundKind::Command {
-                name,
-                args: args.to_string(),
-            };
-        }
-    }
-    InboundKind::Text(text.to_string())
-}
-
-/// How a message is meant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    /// The "working" message of a running turn, edited as it goes.
-    Progress,
-    /// A reply that ends a turn, or the answer to a command.
-    Reply,
-    /// A short note answering a button press (a front end may show it ephemerally).
-    Ephemeral,
-}
-
-/// A file to post.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
-    pub name: String,
-    pub bytes: Vec<u8>,
-}
-
-/// A message to send or to replace an earlier one with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    pub kind: MessageKind,
-    /// Markdown.
-    pub text: String,
-    pub actions: Vec<Offer>,
-    pub attachment: Option<Attachment>,
-    /// The inbound's interaction token, for ephemeral answers.
-    pub interaction: Option<String>,
-}
-
-impl Outgoing {
-    pub fn reply(text: impl Into<String>) -> Outgoing {
-        Outgoing {
-            kind: MessageKind::Reply,
-            text: text.into(),
-            actions: Vec::new(),
-            attachment: None,
-            interaction: None,
-        }
-    }
-
-    /// An answer to `inbound`: ephemeral where the front end has an interaction to answer (a
-    /// button press), an ordinary reply otherwise.
-    pub fn answer(inbound: &Inbound, text: impl Into<String>) -> Outgoing {
-        let mut message = Outgoing::reply(text);
-        if inbound.interaction.is_some() {
-            message.kind = MessageKind::Ephemeral;
-            message.interaction = inbound.interaction.clone();
-        }
-        message
-    }
-
-    fn with_actions(mut self, actions: Vec<Offer>) -> Outgoing {
-        self.actions = actions;
-        self
-    }
-}
-
-/// A sent message, as the front end identifies it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRef(pub String);
-
-/// A front end could not deliver.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SendError(pub String);
-
-/// How the router talks back; each front end implements it.
-#[async_trait]
-pub trait Outbound: Send + Sync {
-    /// Sends a message.
-    async fn send(&self, chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError>;
-    /// Replaces an earlier message (progress edits, and the reply that ends a turn).
-    async fn edit(
-        &self,
-        chat: &ChatKey,
-        id: &MessageRef,
-        message: Outgoing,
-    ) -> Result<(), SendError>;
-    /// Removes the buttons of a message that is no longer current.
-    async fn withdraw_actions(&self, _chat: &ChatKey, _id: &MessageRef) -> Result<(), SendError> {
-        Ok(())
-    }
-    /// Model text as it is written, for front ends that show it live.
-    async fn stream_text(&self, _chat: &ChatKey, _delta: &str) {}
-    /// A "typing" indicator while a turn runs.
-    async fn typing(&self, _chat: &ChatKey) {}
-}
 
 /// What the router needs.
 #[derive(Clone)]

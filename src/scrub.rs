@@ -8,8 +8,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use async_trait::async_trait;
 use regex::Regex;
 
+use crate::chat::{ChatKey, MessageRef, Outbound, Outgoing, SendError};
 use crate::config::Secret;
-use crate::router::{ChatKey, MessageRef, Outbound, Outgoing, SendError};
 
 /// What a scrubbed secret becomes.
 pub const REDACTED: &str = "[redacted]";

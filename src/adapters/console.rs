@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::router::{
-    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, Router,
-    SendError,
+use crate::chat::{
+    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, SendError,
 };
+use crate::router::Router;
 
 /// The console's adapter name and its one chat.
 pub const ADAPTER: &str = "console";

@@ -26,11 +26,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::render::{reply_parts, split_markdown, utf16_len};
-use crate::config::Secret;
-use crate::router::{
+use crate::chat::{
     Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer, Outbound,
-    Outgoing, Router, SendError,
+    Outgoing, SendError,
 };
+use crate::config::Secret;
+use crate::router::Router;
 
 pub const ADAPTER: &str = "discord";
 /// Discord's limit on a message's content.

@@ -39,11 +39,11 @@ const NO_PREVIEW: LinkPreviewOptions = LinkPreviewOptions {
 };
 
 use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};
-use crate::config::Secret;
-use crate::router::{
-    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, Router,
-    SendError,
+use crate::chat::{
+    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, SendError,
 };
+use crate::config::Secret;
+use crate::router::Router;
 use crate::store::write_durably;
 
 pub const ADAPTER: &str = "telegram";
