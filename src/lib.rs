@@ -9,6 +9,7 @@
 //! - [`planning`]: a plan's phases, prompts and the policies for each way a turn ends.
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
 //! - [`chat`]: the platform-neutral vocabulary front ends speak (`Inbound`, `Outgoing`, `Outbound`).
+//! - [`commands`]: the one command table behind `/help`, Telegram's menu and Discord's commands.
 //! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
 //! - [`adapters`]: front ends (console, Telegram, Discord), translation only.
 //! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod audit;
 pub mod chat;
 pub mod claude;
+pub mod commands;
 pub mod config;
 pub mod planning;
 pub mod router;

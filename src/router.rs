@@ -18,6 +18,7 @@ pub use crate::chat::{
     Outbound, Outgoing, SendError, parse_text,
 };
 use crate::claude::{Progress, TurnStatus};
+use crate::commands::{Command, help_text};
 use crate::planning::{
     PhaseStatus, PlanError, Planner, PlanningSession, Reply, ReplyOutcome, validate_slug,
     write_final_plan,
@@ -230,7 +231,7 @@ impl Router {
                 return;
             }
         }
-        let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if name == "cancel")
+        let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if Command::parse(name) == Some(Command::Cancel))
             || matches!(
                 inbound.kind,
                 InboundKind::Button {
@@ -583,8 +584,8 @@ impl ChatWorker {
                 }
                 None => {}
             },
-            InboundKind::Command { name, args } => match (name.as_str(), entry) {
-                ("plan", Some(entry)) => {
+            InboundKind::Command { name, args } => match (Command::parse(&name), entry) {
+                (Some(Command::Plan), Some(entry)) => {
                     self.say(format!(
                         "This chat is already planning `{}` (phase {}). Finish it with /finalize or \
                          drop it with /cancel first.",
@@ -592,19 +593,23 @@ impl ChatWorker {
                     ))
                     .await
                 }
-                ("plan", None) => self.plan(&inbound, &args, cancel).await,
-                ("advance" | "next", Some(entry)) => self.act(Action::Advance, entry, cancel).await,
-                ("finalize", Some(entry)) => self.act(Action::Finalize, entry, cancel).await,
-                ("cancel", Some(entry)) => self.act(Action::Cancel, entry, cancel).await,
-                ("resume", Some(entry)) => self.act(Action::Resume, entry, cancel).await,
-                ("status", Some(entry)) => self.say(status_text(&entry)).await,
-                ("advance" | "next" | "finalize" | "cancel" | "status" | "resume", None) => {
+                (Some(Command::Plan), None) => self.plan(&inbound, &args, cancel).await,
+                (Some(Command::Advance), Some(entry)) => {
+                    self.act(Action::Advance, entry, cancel).await
+                }
+                (Some(Command::Finalize), Some(entry)) => {
+                    self.act(Action::Finalize, entry, cancel).await
+                }
+                (Some(Command::Cancel), Some(entry)) => self.act(Action::Cancel, entry, cancel).await,
+                (Some(Command::Resume), Some(entry)) => self.act(Action::Resume, entry, cancel).await,
+                (Some(Command::Status), Some(entry)) => self.say(status_text(&entry)).await,
+                (Some(Command::Help), _) => self.say(help_text()).await,
+                (Some(_), None) => {
                     self.say("Nothing is being planned here. Start with /plan <slug> <idea>.")
                         .await
                 }
-                ("help" | "start", _) => self.say(HELP).await,
-                (other, _) => {
-                    self.say(format!("Unknown command /{other}. Try /help."))
+                (None, _) => {
+                    self.say(format!("Unknown command /{name}. Try /help."))
                         .await
                 }
             },
@@ -1054,16 +1059,6 @@ pub const STALE: &str = "This is no longer current.";
 
 const SAVE_FAILED: &str =
     "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";
-
-const HELP: &str = "planbot plans a product with you, phase by phase, with Claude Code.\n\n\
-/plan <slug> <idea>: start planning (slug: lower-case letters, digits, dashes)\n\
-/advance (or /next): finish this phase and start the next\n\
-/finalize: write the complete plan to final-plan.md\n\
-/cancel: stop the running turn and drop this plan\n\
-/resume: continue a plan paused after repeated failures\n\
-/status: where the plan stands\n\
-/help: this text\n\n\
-Anything else you write continues the current phase.";
 
 /// The progress message: elapsed time and the tail of the text so far.
 fn progress_view(working: &str, elapsed: Duration, text: &str, queued: bool) -> String {

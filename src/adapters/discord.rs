@@ -30,6 +30,7 @@ use crate::chat::{
     Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer, Outbound,
     Outgoing, SendError,
 };
+use crate::commands::{COMMANDS, Command as ChatCommand};
 use crate::config::Secret;
 use crate::router::Router;
 
@@ -52,15 +53,6 @@ pub const DEFAULT_API_URL: &str = "https://discord.com";
 const EPHEMERAL: u64 = 64;
 
 /// The slash commands: name, description.
-const COMMANDS: [(&str, &str); 6] = [
-    ("plan", "Start planning a product"),
-    ("advance", "Finish this phase and start the next"),
-    ("finalize", "Write the complete plan"),
-    ("cancel", "Stop the running turn and drop the plan"),
-    ("status", "Where the plan stands"),
-    ("help", "How planbot works"),
-];
-
 /// What the Discord front end needs from the configuration.
 pub struct DiscordSettings {
     pub token: Secret,
@@ -588,9 +580,9 @@ fn command_args(command: &CommandInteraction) -> String {
 fn registered_commands() -> Vec<CreateCommand> {
     COMMANDS
         .iter()
-        .map(|(name, description)| {
-            let command = CreateCommand::new(*name).description(*description);
-            if *name != "plan" {
+        .map(|spec| {
+            let command = CreateCommand::new(spec.name).description(spec.menu);
+            if spec.command != ChatCommand::Plan {
                 return command;
             }
             command

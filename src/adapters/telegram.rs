@@ -42,6 +42,7 @@ use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};
 use crate::chat::{
     ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, SendError,
 };
+use crate::commands::COMMANDS;
 use crate::config::Secret;
 use crate::router::Router;
 use crate::store::write_durably;
@@ -59,16 +60,6 @@ const TYPING_EVERY: Duration = Duration::from_secs(4);
 const POLL_SECS: u32 = 10;
 /// How many answered callback ids to remember.
 const ANSWERED_KEPT: usize = 1024;
-
-/// The commands shown in Telegram's menu.
-const COMMANDS: [(&str, &str); 6] = [
-    ("plan", "Start planning: /plan <slug> <idea>"),
-    ("advance", "Finish this phase and start the next"),
-    ("finalize", "Write the complete plan"),
-    ("cancel", "Stop the running turn and drop the plan"),
-    ("status", "Where the plan stands"),
-    ("help", "How planbot works"),
-];
 
 /// One chat's queue of calls.
 struct Lane {
@@ -573,7 +564,7 @@ impl Poller {
         tracing::info!(bot = %username, "Telegram front end started");
         let commands = COMMANDS
             .iter()
-            .map(|(command, description)| BotCommand::new(*command, *description));
+            .map(|spec| BotCommand::new(spec.name, spec.menu));
         if let Err(e) = bot.set_my_commands(commands).await {
             tracing::warn!(error = %self.outbound.redact(&e), "could not register the command menu");
         }

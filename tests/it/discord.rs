@@ -89,7 +89,9 @@ async fn a_plan_from_start_to_finish_in_a_discord_channel() {
         .collect();
     assert_eq!(
         names,
-        ["plan", "advance", "finalize", "cancel", "status", "help"]
+        [
+            "plan", "advance", "finalize", "cancel", "resume", "status", "help"
+        ]
     );
     assert_eq!(commands[0]["options"][0]["autocomplete"], true);
 

@@ -102,7 +102,9 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
         .collect();
     assert_eq!(
         commands,
-        ["plan", "advance", "finalize", "cancel", "status", "help"]
+        [
+            "plan", "advance", "finalize", "cancel", "resume", "status", "help"
+        ]
     );
 
     // A stranger gets one refusal and no subprocess.
