@@ -50,6 +50,15 @@ impl Core {
         let walls = Walls::raise(config).await.map_err(AppError::Unsupported)?;
         walls.log(config);
         let (store, report) = Store::open(&config.state_dir)?;
+        // Only the lock holder gets here: groups left by a killed planbot are its own to end,
+        // before any chat resumes their sessions.
+        let reaped = crate::claude::reap_orphans(&config.pid_dir());
+        if reaped > 0 {
+            tracing::warn!(
+                reaped,
+                "ended claude processes a killed planbot left running"
+            );
+        }
         if !report.is_healthy() {
             tracing::error!(
                 ?report,

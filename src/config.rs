@@ -571,8 +571,14 @@ impl Config {
             max_concurrent: self.max_concurrent_runs,
             env_remove: self.env_to_remove(),
             env: Some(self.child_environment.0.clone()),
+            pid_dir: Some(self.pid_dir()),
             ..RunnerConfig::default()
         }
+    }
+
+    /// Where running `claude` process groups are recorded (see [`crate::claude::reap_orphans`]).
+    pub fn pid_dir(&self) -> PathBuf {
+        self.state_dir.join("running")
     }
 
     /// The flags of every turn; `path_guard` is planbot's own binary when the guard is on.

@@ -14,5 +14,5 @@ pub use args::{CommonArgs, TurnArgs, build_args};
 pub use events::{StreamEvent, Usage};
 pub use outcome::{Exit, RawTurn, Stopped, TurnOutcome, TurnStatus, classify};
 pub use policy::{ToolPolicy, tool_policy};
-pub use runner::{Progress, Runner, RunnerConfig, TurnSpec};
+pub use runner::{Progress, Runner, RunnerConfig, TurnSpec, reap_orphans};
 pub use sandbox::{Sandbox, SandboxMode};

@@ -392,3 +392,66 @@ fn no_process_of_the_same_user_can_read_planbots_environment() {
     drop(planbot.stdin.take());
     assert!(planbot.wait().unwrap().success());
 }
+
+#[test]
+fn a_killed_planbot_leaves_no_claude_behind_after_its_restart() {
+    let fake = FakeClaude::new(json!([
+        {"kind": "slow", "delay_ms": 60000},
+        {"kind": "echo"},
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        planbot()
+            .arg("console")
+            .current_dir(dir.path())
+            .env("PLANBOT_CLAUDE_BIN", fake.bin())
+            .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+            .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let mut stdin = first.stdin.take().unwrap();
+    stdin.write_all(b"/plan app a shared list\n").unwrap();
+    crate::util::eventually("the slow turn starts", || fake.calls().len() == 1);
+    let orphan = fake.calls()[0]["pid"].as_i64().unwrap() as i32;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    drop(stdin);
+    assert!(
+        crate::util::alive(orphan),
+        "kill -9 leaves the turn's claude running"
+    );
+
+    let mut second = start();
+    second
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Families first\n")
+        .unwrap();
+    let output = second.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    crate::util::eventually("the orphan is gone", || !crate::util::alive(orphan));
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "{stdout}");
+    assert!(
+        calls[1]["stdin"]
+            .as_str()
+            .unwrap()
+            .contains("Families first"),
+        "the chat continues: {stdout}"
+    );
+    assert!(stdout.contains("[fake claude] reply 1"), "{stdout}");
+    assert!(
+        std::fs::read_dir(dir.path().join("state/running"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no record is left"
+    );
+}
