@@ -3,10 +3,12 @@
 //! [`Outbound`]; nothing here knows a platform.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +80,8 @@ struct Inner {
     workers: Mutex<HashMap<ChatKey, Worker>>,
     /// Strangers already refused once, so they get one refusal and no more.
     refused: Mutex<HashSet<(String, String)>>,
+    /// Answers being sent outside the chats' queues (`/help`, `/status`, refusals, notes).
+    answering: AtomicUsize,
 }
 
 /// The handle to a chat's worker.
@@ -93,16 +97,50 @@ struct WorkerShared {
     waiting: AtomicUsize,
     /// Whether a job is being processed.
     busy: AtomicBool,
-    /// Bumped by /cancel: jobs queued before it are dropped.
-    generation: AtomicU64,
-    /// Cancels the running turn.
-    cancel: Mutex<CancellationToken>,
+    /// The parent of the token of every job queued since the last /cancel. /cancel cancels it
+    /// (the running turn and everything queued, whenever the job stands) and starts a new one.
+    generation: Mutex<CancellationToken>,
+    /// The running job's token: Ctrl-C in the console and shutdown end only the turn.
+    running: Mutex<Option<CancellationToken>>,
 }
 
 struct Job {
     inbound: Inbound,
-    /// The chat's generation when the job was queued; /cancel moves it on.
-    generation: u64,
+    /// The job's own token, a child of its generation, made when it was queued: a /cancel at
+    /// any instant after that reaches it.
+    cancel: CancellationToken,
+    /// The generation it was queued in; cancelled once a /cancel came after it.
+    generation: CancellationToken,
+}
+
+impl WorkerShared {
+    /// A job for `inbound` in the current generation; with `cancel_before`, every earlier job
+    /// (running or queued) is cancelled first and a new generation starts.
+    fn job(&self, inbound: Inbound, cancel_before: bool) -> Job {
+        let mut generation = self
+            .generation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cancel_before {
+            generation.cancel();
+            *generation = CancellationToken::new();
+        }
+        Job {
+            inbound,
+            cancel: generation.child_token(),
+            generation: generation.clone(),
+        }
+    }
+
+    fn cancel_running(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(token) = running.as_ref() {
+            token.cancel();
+        }
+    }
 }
 
 impl Router {
@@ -134,6 +172,7 @@ impl Router {
                 outbounds,
                 workers: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashSet::new()),
+                answering: AtomicUsize::new(0),
             }),
         }
     }
@@ -173,7 +212,7 @@ impl Router {
         let chat = inbound.chat.clone();
         if self.inner.closing.load(Ordering::SeqCst) {
             let note = "planbot is restarting; send that again in a minute.";
-            let _ = outbound.send(&chat, Outgoing::reply(note)).await;
+            self.send_later(&outbound, &chat, Outgoing::reply(note));
             return;
         }
         if !self.authorize(&inbound) {
@@ -195,7 +234,7 @@ impl Router {
                     "Sorry, you are not allowed to use this planbot. Ask its operator to add \
                      your user id to PLANBOT_ALLOWED_USERS.",
                 );
-                let _ = outbound.send(&chat, msg).await;
+                self.send_later(&outbound, &chat, msg);
             }
             return;
         }
@@ -206,9 +245,21 @@ impl Router {
                     "That message is {chars} characters; the limit is {MAX_MESSAGE_CHARS}. Send it \
                      in shorter parts, or put the long text in a file in the plan's workspace."
                 );
-                let _ = outbound.send(&chat, Outgoing::reply(msg)).await;
+                self.send_later(&outbound, &chat, Outgoing::reply(msg));
                 return;
             }
+        }
+        if let InboundKind::Command { name, .. } = &inbound.kind
+            && let Some(command @ (Command::Help | Command::Status)) = Command::parse(name)
+        {
+            // Read-only: answered at once, even while a turn runs.
+            self.inner.answering.fetch_add(1, Ordering::SeqCst);
+            let router = self.clone();
+            tokio::spawn(async move {
+                router.answer_read_only(command, inbound, outbound).await;
+                router.inner.answering.fetch_sub(1, Ordering::SeqCst);
+            });
+            return;
         }
         if let InboundKind::Button { revision, .. } = inbound.kind {
             // Answered at once, so that the front end can stop its button spinner: a press on a
@@ -225,7 +276,7 @@ impl Router {
             let note = if current { "" } else { STALE };
             // An empty acknowledgement only where there is an interaction to close.
             if inbound.interaction.is_some() || !note.is_empty() {
-                let _ = outbound.send(&chat, Outgoing::answer(&inbound, note)).await;
+                self.send_later(&outbound, &chat, Outgoing::answer(&inbound, note));
             }
             if !current {
                 return;
@@ -250,16 +301,8 @@ impl Router {
             let shared = &worker.shared;
             if is_cancel {
                 // Bypasses the queue: everything waiting is dropped and the running turn ends.
-                shared.generation.fetch_add(1, Ordering::SeqCst);
-                if let Ok(token) = shared.cancel.lock() {
-                    token.cancel();
-                }
-                let generation = shared.generation.load(Ordering::SeqCst);
                 shared.waiting.fetch_add(1, Ordering::SeqCst);
-                let _ = worker.jobs.send(Job {
-                    inbound,
-                    generation,
-                });
+                let _ = worker.jobs.send(shared.job(inbound, true));
                 None
             } else {
                 let busy =
@@ -272,11 +315,7 @@ impl Router {
                     ))
                 } else {
                     shared.waiting.fetch_add(1, Ordering::SeqCst);
-                    let generation = shared.generation.load(Ordering::SeqCst);
-                    let _ = worker.jobs.send(Job {
-                        inbound,
-                        generation,
-                    });
+                    let _ = worker.jobs.send(shared.job(inbound, false));
                     busy.then(|| {
                         format!(
                             "Queued: I'll answer after the current turn ({} waiting).",
@@ -287,7 +326,57 @@ impl Router {
             }
         };
         if let Some(note) = refused {
-            let _ = outbound.send(&chat, Outgoing::reply(note)).await;
+            self.send_later(&outbound, &chat, Outgoing::reply(note));
+        }
+    }
+
+    /// Sends without waiting: admission never waits on a chat's lane (a chat held in a 429
+    /// window must not hold up the others). Counted until sent, so that idleness includes it.
+    fn send_later(&self, outbound: &Arc<dyn Outbound>, chat: &ChatKey, message: Outgoing) {
+        let (outbound, chat) = (outbound.clone(), chat.clone());
+        let router = self.clone();
+        router.inner.answering.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Err(e) = outbound.send(&chat, message).await {
+                tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
+            }
+            router.inner.answering.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// `/help` and `/status`, outside the chat's queue; audited like any job.
+    async fn answer_read_only(
+        &self,
+        command: Command,
+        inbound: Inbound,
+        outbound: Arc<dyn Outbound>,
+    ) {
+        let started = Instant::now();
+        let chat = &inbound.chat;
+        let entry = self.inner.store.get(&chat.to_string()).await.ok().flatten();
+        let text = match (command, &entry) {
+            (Command::Status, Some(entry)) => status_text(entry),
+            (Command::Status, None) => NOTHING_PLANNED.to_string(),
+            _ => help_text(),
+        };
+        if let Err(e) = outbound.send(chat, Outgoing::reply(text)).await {
+            tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
+        }
+        if let Some(audit) = &self.inner.audit {
+            audit
+                .append(AuditLine {
+                    time: chrono::Utc::now(),
+                    adapter: chat.adapter.clone(),
+                    chat: chat.channel.clone(),
+                    user: inbound.user.clone(),
+                    action: command.spec().name.to_string(),
+                    slug: entry.as_ref().map(|e| e.slug.clone()),
+                    phase: entry.as_ref().map(|e| e.phase.clone()),
+                    outcome: "ok".into(),
+                    cost_usd: 0.0,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                })
+                .await;
         }
     }
 
@@ -333,9 +422,7 @@ impl Router {
         tracing::warn!("the shutdown grace period is over; interrupting the running turns");
         if let Ok(workers) = self.inner.workers.lock() {
             for worker in workers.values() {
-                if let Ok(token) = worker.shared.cancel.lock() {
-                    token.cancel();
-                }
+                worker.shared.cancel_running();
             }
         }
         // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
@@ -346,12 +433,13 @@ impl Router {
     }
 
     fn all_idle(&self) -> bool {
-        self.inner.workers.lock().is_ok_and(|workers| {
-            workers.values().all(|w| {
-                !w.shared.busy.load(Ordering::SeqCst)
-                    && w.shared.waiting.load(Ordering::SeqCst) == 0
+        self.inner.answering.load(Ordering::SeqCst) == 0
+            && self.inner.workers.lock().is_ok_and(|workers| {
+                workers.values().all(|w| {
+                    !w.shared.busy.load(Ordering::SeqCst)
+                        && w.shared.waiting.load(Ordering::SeqCst) == 0
+                })
             })
-        })
     }
 
     /// Adds to what a user spent today.
@@ -379,21 +467,21 @@ impl Router {
 
     /// Whether `chat` has nothing running or waiting.
     pub fn chat_is_idle(&self, chat: &ChatKey) -> bool {
-        self.inner.workers.lock().is_ok_and(|workers| {
-            workers.get(chat).is_none_or(|w| {
-                !w.shared.busy.load(Ordering::SeqCst)
-                    && w.shared.waiting.load(Ordering::SeqCst) == 0
+        self.inner.answering.load(Ordering::SeqCst) == 0
+            && self.inner.workers.lock().is_ok_and(|workers| {
+                workers.get(chat).is_none_or(|w| {
+                    !w.shared.busy.load(Ordering::SeqCst)
+                        && w.shared.waiting.load(Ordering::SeqCst) == 0
+                })
             })
-        })
     }
 
     /// Ends `chat`'s running turn, keeping its plan (Ctrl-C in the console).
     pub fn cancel_running(&self, chat: &ChatKey) {
         if let Ok(workers) = self.inner.workers.lock()
             && let Some(worker) = workers.get(chat)
-            && let Ok(token) = worker.shared.cancel.lock()
         {
-            token.cancel();
+            worker.shared.cancel_running();
         }
     }
 
@@ -402,8 +490,8 @@ impl Router {
         let shared = Arc::new(WorkerShared {
             waiting: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-            cancel: Mutex::new(CancellationToken::new()),
+            generation: Mutex::new(CancellationToken::new()),
+            running: Mutex::new(None),
         });
         let worker = Worker {
             jobs: tx,
@@ -417,6 +505,7 @@ impl Router {
             last_offer: None,
             user: String::new(),
             record: None,
+            generation: CancellationToken::new(),
         };
         tokio::spawn(chat_worker.run(rx));
         worker
@@ -435,6 +524,8 @@ struct ChatWorker {
     user: String,
     /// What the job in hand did, for its audit line: outcome, cost, slug, phase.
     record: Option<(String, f64, String, String)>,
+    /// The generation of the job in hand: cancelled when a /cancel came after it.
+    generation: CancellationToken,
 }
 
 impl ChatWorker {
@@ -458,18 +549,39 @@ impl ChatWorker {
             // Busy before no longer waiting, so the chat never looks idle in between.
             self.shared.busy.store(true, Ordering::SeqCst);
             self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
-            if job.generation != self.shared.generation.load(Ordering::SeqCst) {
+            if job.generation.is_cancelled() {
+                // A /cancel came after this was queued.
                 self.shared.busy.store(false, Ordering::SeqCst);
                 continue;
             }
-            let cancel = CancellationToken::new();
-            if let Ok(mut slot) = self.shared.cancel.lock() {
-                *slot = cancel.clone();
-            }
+            self.set_running(Some(job.cancel.clone()));
+            self.generation = job.generation.clone();
+            let cancel = job.cancel.clone();
             let span = tracing::info_span!("chat", chat = %self.chat, user = %job.inbound.user);
-            self.process(job, &cancel).instrument(span).await;
+            // A job that panics fails with a message; the chat goes on with its next one.
+            let processed = AssertUnwindSafe(self.process(job, &cancel).instrument(span))
+                .catch_unwind()
+                .await;
+            if let Err(panic) = processed {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(chat = %self.chat, panic = %what, "a job panicked; the chat goes on");
+                self.say(JOB_PANICKED).await;
+            }
+            self.set_running(None);
             self.shared.busy.store(false, Ordering::SeqCst);
         }
+    }
+
+    fn set_running(&self, token: Option<CancellationToken>) {
+        *self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = token;
     }
 
     fn store(&self) -> &Store {
@@ -604,10 +716,7 @@ impl ChatWorker {
                 (Some(Command::Resume), Some(entry)) => self.act(Action::Resume, entry, cancel).await,
                 (Some(Command::Status), Some(entry)) => self.say(status_text(&entry)).await,
                 (Some(Command::Help), _) => self.say(help_text()).await,
-                (Some(_), None) => {
-                    self.say("Nothing is being planned here. Start with /plan <slug> <idea>.")
-                        .await
-                }
+                (Some(_), None) => self.say(NOTHING_PLANNED).await,
                 (None, _) => {
                     self.say(format!("Unknown command /{name}. Try /help."))
                         .await
@@ -751,7 +860,6 @@ impl ChatWorker {
             return;
         }
         let cost_before = entry.total_cost_usd;
-        let generation = self.shared.generation.load(Ordering::SeqCst);
         entry.status = EntryStatus::Running;
         if let Err(e) = self.store().put(&key, entry.clone()).await {
             tracing::error!(error = %e, "could not save before a turn");
@@ -837,7 +945,7 @@ impl ChatWorker {
             entry.paused = true;
         }
 
-        if generation != self.shared.generation.load(Ordering::SeqCst) {
+        if self.generation.is_cancelled() {
             // /cancel came while this ran; it removes the entry next. Nothing to save or say.
             if let Some(id) = &progress_ref {
                 let _ = self
@@ -1056,6 +1164,12 @@ const BREAKER_FAILURES: u32 = 3;
 
 /// The answer to a press on a button whose moment has passed.
 pub const STALE: &str = "This is no longer current.";
+
+const NOTHING_PLANNED: &str = "Nothing is being planned here. Start with /plan <slug> <idea>.";
+
+/// The answer to a job that failed inside planbot.
+const JOB_PANICKED: &str = "Something went wrong inside planbot while handling that, so it was \
+dropped. Your plan is as it was: send it again, or /status.";
 
 const SAVE_FAILED: &str =
     "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";

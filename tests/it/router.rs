@@ -27,6 +27,8 @@ pub enum Said {
 pub struct Recorder {
     said: Mutex<Vec<Said>>,
     next_id: Mutex<u64>,
+    /// The test hook for a job that panics: sending a text containing this panics.
+    pub panic_on: Mutex<Option<String>>,
 }
 
 impl Recorder {
@@ -58,6 +60,10 @@ impl Recorder {
 #[async_trait]
 impl Outbound for Recorder {
     async fn send(&self, _chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
+        let trap = self.panic_on.lock().unwrap().clone();
+        if trap.is_some_and(|t| message.text.contains(&t)) {
+            panic!("the test's front end panics on {:?}", message.text);
+        }
         let mut id = self.next_id.lock().unwrap();
         *id += 1;
         self.said.lock().unwrap().push(Said::Sent(message));
@@ -335,6 +341,96 @@ async fn bad_slugs_are_refused_with_the_rule() {
 }
 
 #[tokio::test]
+async fn a_panicking_job_is_answered_and_the_chat_goes_on() {
+    let h = Harness::new(json!([]));
+    *h.out.panic_on.lock().unwrap() = Some("Unknown command /boom".into());
+    h.say("/boom").await;
+    assert!(
+        h.out
+            .last_reply()
+            .text
+            .contains("Something went wrong inside planbot"),
+        "{:?}",
+        h.out.replies()
+    );
+    h.say("/help").await;
+    assert!(h.out.last_reply().text.contains("/plan <slug> <idea>"));
+    h.say("/plan todo-app a list").await;
+    assert_eq!(h.fake.calls().len(), 1, "the chat still plans");
+}
+
+#[tokio::test]
+async fn a_cancel_at_any_instant_around_a_turns_start_stops_it() {
+    for delay_ms in [0, 1, 2, 3, 5, 8, 13, 21, 34, 55] {
+        let h = Harness::new(json!([{"kind": "slow", "delay_ms": 3000}]));
+        let chat = Harness::chat();
+        h.router
+            .handle(Inbound::from_text(
+                chat.clone(),
+                "local",
+                true,
+                "/plan todo-app x",
+            ))
+            .await;
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        h.router
+            .handle(Inbound::from_text(chat.clone(), "local", true, "/cancel"))
+            .await;
+        h.idle().await;
+        assert!(
+            h.fake.spans().is_empty(),
+            "cancelled {delay_ms} ms in, the turn still ran to its end"
+        );
+        assert!(h.store.get("console:local").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn status_and_help_answer_at_once_while_a_turn_runs() {
+    let h = Harness::new(json!([{"kind": "slow", "delay_ms": 3000}]));
+    let chat = Harness::chat();
+    h.router
+        .handle(Inbound::from_text(
+            chat.clone(),
+            "local",
+            true,
+            "/plan todo-app x",
+        ))
+        .await;
+    while h.fake.calls().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for command in ["/status", "/help"] {
+        h.router
+            .handle(Inbound::from_text(chat.clone(), "local", true, command))
+            .await;
+    }
+    for _ in 0..200 {
+        if h.out.replies().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let texts: Vec<String> = h.out.replies().into_iter().map(|m| m.text).collect();
+    assert!(
+        h.fake.spans().is_empty(),
+        "answered while the turn still ran"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("todo-app") && t.contains("office-hours")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("/plan <slug> <idea>")),
+        "{texts:?}"
+    );
+    assert!(!texts.iter().any(|t| t.starts_with("Queued")), "{texts:?}");
+    h.idle().await;
+}
+
+#[tokio::test]
 async fn a_slug_belongs_to_the_chat_that_created_it() {
     let h = Harness::new(json!([]));
     h.say("/plan todo-app a shared list").await;
@@ -488,6 +584,13 @@ async fn messages_queue_behind_a_turn_up_to_five() {
                 &format!("message {i}"),
             ))
             .await;
+    }
+    // The notes are sent outside the queue: wait (boundedly) until all six arrived.
+    for _ in 0..500 {
+        if h.out.replies().len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let acks: Vec<String> = h.out.replies().into_iter().map(|m| m.text).collect();
     assert_eq!(

@@ -527,3 +527,47 @@ async fn html_telegram_refuses_is_resent_as_plain_text() {
     );
     assert_eq!(telegram.faults(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_chat_held_in_a_429_window_holds_up_no_other_chat() {
+    let (_claude, telegram, _dir, _planbot) =
+        started(json!([{"kind": "answer", "text": "Who is it for?\n\nPHASE_STATUS: needs_input"}]))
+            .await;
+    // A stranger in chat 300 draws a refusal, which Telegram holds for 2 s.
+    telegram.flood_next(300);
+    telegram.message(300, 666, "/plan evil idea", None);
+    telegram
+        .wait_for("the 429", 10, |t| {
+            t.calls()
+                .iter()
+                .any(|(m, p)| m == "sendmessage" && p["chat_id"] == 300)
+        })
+        .await;
+    // Meanwhile another chat is served at once: its /help, and a whole turn.
+    telegram.message(101, 101, "/help", None);
+    telegram.message(102, 102, "/plan quick an idea", None);
+    telegram
+        .wait_for("the other chats' answers", 10, |t| {
+            t.messages(101)
+                .iter()
+                .any(|m| m.text.contains("/plan &lt;slug&gt;") || m.text.contains("/plan <slug>"))
+                && t.messages(102)
+                    .iter()
+                    .any(|m| m.text.contains("Who is it for?"))
+        })
+        .await;
+    assert!(
+        telegram.messages(300).is_empty(),
+        "the other chats were answered while chat 300 was still held"
+    );
+    // The refusal still arrives once the window is over, sent again once.
+    telegram
+        .wait_for("the refusal", 10, |t| {
+            t.messages(300)
+                .iter()
+                .any(|m| m.text.contains("not allowed"))
+        })
+        .await;
+    assert_eq!(telegram.messages(300).len(), 1);
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
