@@ -74,20 +74,20 @@ impl Audit {
 
     /// Every line of the current log (unreadable lines are skipped).
     pub fn lines(&self) -> Vec<AuditLine> {
-        let Ok(file) = fs::File::open(&*self.path) else {
-            return Vec::new();
-        };
-        io::BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str(&l).ok())
-            .collect()
+        read_lines(&self.path)
     }
 
-    /// What each `adapter:user` spent on `day` (UTC).
+    /// Every line of every generation kept, oldest first: a rotation must not forget today.
+    pub fn all_lines(&self) -> Vec<AuditLine> {
+        let mut lines = read_lines(&self.path.with_extension("jsonl.1"));
+        lines.extend(self.lines());
+        lines
+    }
+
+    /// What each `adapter:user` spent on `day` (UTC), over every generation of the log.
     pub fn spend_on(&self, day: NaiveDate) -> HashMap<String, f64> {
         let mut spend = HashMap::new();
-        for line in self.lines() {
+        for line in self.all_lines() {
             if line.time.date_naive() == day && line.cost_usd > 0.0 {
                 *spend
                     .entry(format!("{}:{}", line.adapter, line.user))
@@ -98,9 +98,20 @@ impl Audit {
     }
 }
 
-/// Totals for `planbot sessions`.
+fn read_lines(path: &Path) -> Vec<AuditLine> {
+    let Ok(file) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+/// Totals for `planbot sessions`, over every generation of the log.
 pub fn summary(state_dir: &Path) -> Option<String> {
-    let lines = Audit::new(state_dir).lines();
+    let lines = Audit::new(state_dir).all_lines();
     if lines.is_empty() {
         return None;
     }
@@ -111,12 +122,54 @@ pub fn summary(state_dir: &Path) -> Option<String> {
         .filter(|l| l.time.date_naive() == today)
         .map(|l| l.cost_usd)
         .sum();
-    let finalized = lines
-        .iter()
-        .filter(|l| l.action == "finalize" && l.outcome == "finalized")
-        .count();
+    // By /finalize or by the Finalize button alike.
+    let finalized = lines.iter().filter(|l| l.outcome == "finalized").count();
     Some(format!(
         "Audit: {} actions, {finalized} plans finalized, ${cost:.2} spent in all, ${today_cost:.2} today.",
         lines.len()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(action: &str, outcome: &str, cost: f64) -> AuditLine {
+        AuditLine {
+            time: Utc::now(),
+            adapter: "telegram".into(),
+            chat: "1".into(),
+            user: "7".into(),
+            action: action.into(),
+            slug: None,
+            phase: None,
+            outcome: outcome.into(),
+            cost_usd: cost,
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn spend_and_totals_survive_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::new(dir.path());
+        audit
+            .append_blocking(&line("finalize", "finalized", 1.5))
+            .unwrap();
+        fs::rename(
+            dir.path().join(AUDIT_FILE),
+            dir.path().join("audit.jsonl.1"),
+        )
+        .unwrap();
+        audit
+            .append_blocking(&line("button:fin", "finalized", 0.25))
+            .unwrap();
+        let spend = audit.spend_on(Utc::now().date_naive());
+        assert_eq!(spend.get("telegram:7"), Some(&1.75));
+        let summary = summary(dir.path()).unwrap();
+        assert!(
+            summary.contains("2 actions, 2 plans finalized"),
+            "{summary}"
+        );
+    }
 }
