@@ -21,6 +21,7 @@ pub use crate::chat::{
 };
 use crate::claude::{Progress, TurnStatus};
 use crate::commands::{Command, help_text};
+use crate::planning::workspace::WorkspaceError;
 use crate::planning::{
     PhaseStatus, PlanError, Planner, PlanningSession, Reply, ReplyOutcome, validate_slug,
     write_final_plan,
@@ -744,12 +745,17 @@ impl ChatWorker {
         } else {
             description.to_string()
         };
-        let entry = match self.planner().new_plan(
-            &inbound.chat.adapter,
-            &inbound.chat.channel,
-            slug,
-            &description,
-        ) {
+        // Claims the slug and writes the workspace: file work, off the async threads.
+        let (planner, chat, slug_owned) = (
+            self.planner().clone(),
+            inbound.chat.clone(),
+            slug.to_string(),
+        );
+        let created = tokio::task::spawn_blocking(move || {
+            planner.new_plan(&chat.adapter, &chat.channel, &slug_owned, &description)
+        })
+        .await;
+        let entry = match created.unwrap_or_else(|e| Err(PlanError::Internal(e.to_string()))) {
             Ok(entry) => entry,
             Err(e) => {
                 tracing::error!(error = %e, "could not create a plan");
@@ -1055,7 +1061,16 @@ impl ChatWorker {
         progress: Option<MessageRef>,
     ) {
         let key = self.chat.to_string();
-        let path = match write_final_plan(&entry, &reply.text) {
+        let (state, plan) = (entry.clone(), reply.text.clone());
+        let written = tokio::task::spawn_blocking(move || write_final_plan(&state, &plan))
+            .await
+            .unwrap_or_else(|e| {
+                Err(WorkspaceError::Io {
+                    path: "final-plan.md".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+        let path = match written {
             Ok(path) => path,
             Err(e) => {
                 tracing::error!(error = %e, "could not write the final plan");

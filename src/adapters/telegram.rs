@@ -600,16 +600,27 @@ impl Poller {
                     }
                 }
             };
-            for update in updates {
-                let id = update.id.0 as i32;
-                if last_done.is_some_and(|done| id <= done) {
-                    continue;
-                }
-                // Recorded before it is handled: after a crash it is skipped, never answered twice.
-                last_done = Some(id);
-                if let Err(e) = write_durably(&self.offset_file, id.to_string().as_bytes(), false) {
-                    tracing::error!(error = %e, "could not record the Telegram update offset");
-                }
+            let fresh: Vec<_> = updates
+                .into_iter()
+                .filter(|u| last_done.is_none_or(|done| (u.id.0 as i32) > done))
+                .collect();
+            let Some(newest) = fresh.iter().map(|u| u.id.0 as i32).max() else {
+                continue;
+            };
+            // The batch is recorded before it is handled, with one durable write off the async
+            // threads: after a crash it is skipped, never answered twice.
+            last_done = Some(newest);
+            let file = self.offset_file.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                write_durably(&file, newest.to_string().as_bytes(), false)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            if let Err(e) = written {
+                tracing::error!(error = %e, "could not record the Telegram update offset");
+            }
+            for update in fresh {
                 match update.kind {
                     UpdateKind::Message(message) => self.on_message(&message, &username).await,
                     UpdateKind::CallbackQuery(query) => self.on_callback(query).await,

@@ -89,6 +89,8 @@ pub enum PlanError {
     Taken(String),
     #[error(transparent)]
     Unsafe(#[from] WorkspaceError),
+    #[error("planbot failed inside: {0}")]
+    Internal(String),
 }
 
 /// The slug rule, stated for users.
@@ -285,7 +287,7 @@ impl PlanningSession {
         let Some(next) = self.state.next_phase().map(str::to_string) else {
             return Err(PlanError::LastPhase);
         };
-        self.close_phase()?;
+        self.close_phase().await?;
         self.state.phase = next;
         Ok(self.start_phase(cancel, progress).await)
     }
@@ -297,7 +299,7 @@ impl PlanningSession {
         cancel: &CancellationToken,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Reply, PlanError> {
-        self.close_phase()?;
+        self.close_phase().await?;
         let request = self.planner.prompts.finalize_prompt(&self.vars());
         let attempt = self.continuation(&request);
         Ok(self
@@ -305,8 +307,9 @@ impl PlanningSession {
             .await)
     }
 
-    /// Writes the current phase's last reply to `phases/NN-<phase>.md` and marks it completed.
-    pub fn close_phase(&mut self) -> Result<(), PlanError> {
+    /// Writes the current phase's last reply to `phases/NN-<phase>.md` (off the async threads)
+    /// and marks it completed.
+    pub async fn close_phase(&mut self) -> Result<(), PlanError> {
         let file = format!(
             "phases/{:02}-{}.md",
             self.state.phase_number(),
@@ -317,7 +320,10 @@ impl PlanningSession {
             self.state.phase,
             self.state.last_reply.trim()
         );
-        workspace::write_file(&self.state.cwd, &file, body.as_bytes())?;
+        let cwd = self.state.cwd.clone();
+        tokio::task::spawn_blocking(move || workspace::write_file(&cwd, &file, body.as_bytes()))
+            .await
+            .map_err(|e| PlanError::Internal(e.to_string()))??;
         if !self.state.phases_completed.contains(&self.state.phase) {
             self.state.phases_completed.push(self.state.phase.clone());
         }
@@ -375,7 +381,11 @@ impl PlanningSession {
     ) -> Reply {
         let mut attempt = first;
         let mut notices = Vec::new();
-        let moved = workspace::move_instruction_files_aside(&self.state.cwd);
+        let cwd = self.state.cwd.clone();
+        let moved =
+            tokio::task::spawn_blocking(move || workspace::move_instruction_files_aside(&cwd))
+                .await
+                .unwrap_or_default();
         if !moved.is_empty() {
             tracing::warn!(
                 ?moved,
