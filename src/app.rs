@@ -90,7 +90,7 @@ impl Core {
             })
             .collect();
         Router::new(
-            self.store.clone(),
+            Arc::new(self.store.clone()),
             self.planner.clone(),
             router_settings(config),
             outbounds,

@@ -26,7 +26,7 @@ use crate::planning::{
     PhaseStatus, PlanError, Planner, PlanningSession, Reply, ReplyOutcome, validate_slug,
     write_final_plan,
 };
-use crate::store::{EntryStatus, SessionEntry, Store};
+use crate::store::{EntryStatus, SessionEntry, SessionStore};
 
 /// Longest message planbot accepts, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
@@ -63,7 +63,7 @@ pub struct Router {
 }
 
 struct Inner {
-    store: Store,
+    store: Arc<dyn SessionStore>,
     planner: Planner,
     allowed: HashSet<String>,
     allowed_guilds: Vec<String>,
@@ -146,7 +146,7 @@ impl WorkerShared {
 
 impl Router {
     pub fn new(
-        store: Store,
+        store: Arc<dyn SessionStore>,
         planner: Planner,
         settings: RouterSettings,
         outbounds: HashMap<String, Arc<dyn Outbound>>,
@@ -269,7 +269,7 @@ impl Router {
             let current = self
                 .inner
                 .store
-                .get(&chat.to_string())
+                .get(&chat)
                 .await
                 .ok()
                 .flatten()
@@ -354,7 +354,7 @@ impl Router {
     ) {
         let started = Instant::now();
         let chat = &inbound.chat;
-        let entry = self.inner.store.get(&chat.to_string()).await.ok().flatten();
+        let entry = self.inner.store.get(chat).await.ok().flatten();
         let text = match (command, &entry) {
             (Command::Status, Some(entry)) => status_text(entry),
             (Command::Status, None) => NOTHING_PLANNED.to_string(),
@@ -386,19 +386,12 @@ impl Router {
         let Some(outbound) = self.inner.outbounds.get(adapter).cloned() else {
             return;
         };
-        let entries = self
-            .inner
-            .store
-            .read(|s| {
-                s.sessions
-                    .values()
-                    .filter(|e| e.status == EntryStatus::Interrupted)
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-        for entry in entries.into_iter().filter(|e| e.adapter == adapter) {
+        let entries = self.inner.store.all().await.unwrap_or_default();
+        let interrupted = entries
+            .into_iter()
+            .map(|(_, entry)| entry)
+            .filter(|e| e.status == EntryStatus::Interrupted && e.adapter == adapter);
+        for entry in interrupted {
             let chat = ChatKey::new(entry.adapter.clone(), entry.channel_id.clone());
             let text = format!(
                 "planbot restarted while a turn of `{}` ({}) was running. Your plan is saved: send \
@@ -585,8 +578,8 @@ impl ChatWorker {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = token;
     }
 
-    fn store(&self) -> &Store {
-        &self.router.inner.store
+    fn store(&self) -> &dyn SessionStore {
+        self.router.inner.store.as_ref()
     }
 
     fn planner(&self) -> &Planner {
@@ -607,7 +600,7 @@ impl ChatWorker {
     }
 
     async fn load(&self) -> Result<Option<SessionEntry>, ()> {
-        match self.store().get(&self.chat.to_string()).await {
+        match self.store().get(&self.chat).await {
             Ok(entry) => Ok(entry),
             Err(e) => {
                 tracing::error!(error = %e, "reading the store failed");
@@ -778,7 +771,7 @@ impl ChatWorker {
 
     async fn act(&mut self, action: Action, entry: SessionEntry, cancel: &CancellationToken) {
         match action {
-            Action::Cancel => match self.store().remove(&self.chat.to_string()).await {
+            Action::Cancel => match self.store().remove(&self.chat).await {
                 Ok(_) => {
                     self.withdraw_offer().await;
                     self.say(format!(
@@ -803,7 +796,7 @@ impl ChatWorker {
                 } else {
                     "This plan is not paused."
                 };
-                match self.store().put(&self.chat.to_string(), entry).await {
+                match self.store().put(&self.chat, entry).await {
                     Ok(()) => self.say(text).await,
                     Err(_) => self.say(SAVE_FAILED).await,
                 }
@@ -846,7 +839,7 @@ impl ChatWorker {
 
     /// Runs one planning step as a turn: marks it running, shows progress, saves and replies.
     async fn run_turn(&mut self, mut entry: SessionEntry, op: Op, cancel: &CancellationToken) {
-        let key = self.chat.to_string();
+        let key = self.chat.clone();
         if let Some(refusal) = self.refusal(&entry) {
             self.record = Some((
                 "refused".into(),
@@ -1060,7 +1053,7 @@ impl ChatWorker {
         reply: Reply,
         progress: Option<MessageRef>,
     ) {
-        let key = self.chat.to_string();
+        let key = self.chat.clone();
         let (state, plan) = (entry.clone(), reply.text.clone());
         let written = tokio::task::spawn_blocking(move || write_final_plan(&state, &plan))
             .await

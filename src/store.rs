@@ -6,6 +6,10 @@
 //! batch back in memory, so what the file holds and what callers were told always agree.
 
 use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::chat::ChatKey;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -530,6 +534,88 @@ enum Request {
     Read(Box<dyn FnOnce(&State) + Send>),
     /// Stops the owner and releases the lock, then answers.
     Close(oneshot::Sender<()>),
+}
+
+/// Where plans are kept, keyed by chat: the file store ([`Store`], `planning.json`) by default,
+/// [`MemoryStore`] for tests. Every write is durable (as the implementation defines it) when it
+/// returns.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError>;
+    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError>;
+    /// Removes the chat's plan; returns what was there.
+    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError>;
+    /// Every plan, with its chat.
+    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError>;
+}
+
+#[async_trait]
+impl SessionStore for Store {
+    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        Store::get(self, &chat.to_string()).await
+    }
+
+    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError> {
+        Store::put(self, &chat.to_string(), entry).await
+    }
+
+    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        Store::remove(self, &chat.to_string()).await
+    }
+
+    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {
+        self.read(|state| {
+            state
+                .sessions
+                .values()
+                .map(|e| {
+                    (
+                        ChatKey::new(e.adapter.clone(), e.channel_id.clone()),
+                        e.clone(),
+                    )
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+/// The store's in-memory twin: the same behaviour without a disk, for tests.
+#[derive(Default)]
+pub struct MemoryStore {
+    sessions: std::sync::Mutex<BTreeMap<ChatKey, SessionEntry>>,
+}
+
+impl MemoryStore {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<ChatKey, SessionEntry>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        Ok(self.sessions().get(chat).cloned())
+    }
+
+    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError> {
+        self.sessions().insert(chat.clone(), entry);
+        Ok(())
+    }
+
+    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        Ok(self.sessions().remove(chat))
+    }
+
+    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {
+        Ok(self
+            .sessions()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 /// A cheap handle to the store's owner thread.

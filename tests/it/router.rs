@@ -124,7 +124,7 @@ impl Harness {
         };
         tweak(&mut settings);
         let router = Router::new(
-            store.clone(),
+            std::sync::Arc::new(store.clone()),
             crate::planning::planner(&fake),
             settings,
             outbounds,

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use planbot::store::{EntryStatus, SessionEntry, State, Store, StoreError, inspect};
+use planbot::store::{EntryStatus, SessionEntry, SessionStore, State, Store, StoreError, inspect};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -452,4 +452,47 @@ proptest! {
         prop_assert!(report.is_healthy());
         prop_assert_eq!(reloaded.sessions, model);
     }
+}
+
+/// What every `SessionStore` must do, whatever keeps the plans.
+async fn conformance(store: &dyn SessionStore) {
+    use planbot::chat::ChatKey;
+    let a = ChatKey::new("telegram", "1");
+    let b = ChatKey::new("discord", "2");
+    assert_eq!(store.get(&a).await.unwrap(), None);
+    assert_eq!(store.remove(&a).await.unwrap(), None);
+    let mut first = entry("telegram:1", 1);
+    (first.adapter, first.channel_id) = ("telegram".into(), "1".into());
+    let mut second = entry("discord:2", 2);
+    (second.adapter, second.channel_id) = ("discord".into(), "2".into());
+    store.put(&a, first.clone()).await.unwrap();
+    store.put(&b, second.clone()).await.unwrap();
+    assert_eq!(store.get(&a).await.unwrap(), Some(first.clone()));
+    first.turns = 7;
+    store.put(&a, first.clone()).await.unwrap();
+    assert_eq!(store.get(&a).await.unwrap().unwrap().turns, 7);
+    let mut all = store.all().await.unwrap();
+    all.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        all,
+        vec![(b.clone(), second.clone()), (a.clone(), first.clone())]
+    );
+    assert_eq!(store.remove(&a).await.unwrap(), Some(first));
+    assert_eq!(store.get(&a).await.unwrap(), None);
+    assert_eq!(store.all().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_store_keeps_plans_by_chat() {
+    conformance(&planbot::store::MemoryStore::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    conformance(&store).await;
+    store.close().await;
+    // The file store's writes were durable: a reopened store has what the suite left.
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let left = SessionStore::all(&store).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0.to_string(), "discord:2");
+    store.close().await;
 }
