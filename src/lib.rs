@@ -10,6 +10,7 @@
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
 //! - [`chat`]: the platform-neutral vocabulary front ends speak (`Inbound`, `Outgoing`, `Outbound`).
 //! - [`commands`]: the one command table behind `/help`, Telegram's menu and Discord's commands.
+//! - [`conversation`]: `decide(state, input) -> Decision`, pure, and all the copy users see.
 //! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
 //! - [`adapters`]: front ends (console, Telegram, Discord), translation only.
 //! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
@@ -22,6 +23,7 @@ pub mod chat;
 pub mod claude;
 pub mod commands;
 pub mod config;
+pub mod conversation;
 pub mod planning;
 pub mod router;
 pub mod scrub;

@@ -21,11 +21,9 @@ pub use crate::chat::{
 };
 use crate::claude::{Progress, TurnStatus};
 use crate::commands::{Command, help_text};
+use crate::conversation::{BREAKER_FAILURES, Decision, Limits, Op, copy, decide};
 use crate::planning::workspace::WorkspaceError;
-use crate::planning::{
-    PhaseStatus, PlanError, Planner, PlanningSession, Reply, ReplyOutcome, validate_slug,
-    write_final_plan,
-};
+use crate::planning::{PlanError, Planner, PlanningSession, Reply, ReplyOutcome, write_final_plan};
 use crate::store::{EntryStatus, SessionEntry, SessionStore};
 
 /// Longest message planbot accepts, in characters.
@@ -356,8 +354,8 @@ impl Router {
         let chat = &inbound.chat;
         let entry = self.inner.store.get(chat).await.ok().flatten();
         let text = match (command, &entry) {
-            (Command::Status, Some(entry)) => status_text(entry),
-            (Command::Status, None) => NOTHING_PLANNED.to_string(),
+            (Command::Status, Some(entry)) => copy::status(entry),
+            (Command::Status, None) => copy::NOTHING_PLANNED.to_string(),
             _ => help_text(),
         };
         if let Err(e) = outbound.send(chat, Outgoing::reply(text)).await {
@@ -665,87 +663,123 @@ impl ChatWorker {
         seen
     }
 
+    /// Carries out what [`decide`] makes of this job.
     async fn route(
         &mut self,
         inbound: Inbound,
         entry: Option<SessionEntry>,
         cancel: &CancellationToken,
     ) {
-        match inbound.kind.clone() {
-            InboundKind::Button { action, revision } => {
-                let current = entry.as_ref().is_some_and(|e| e.revision == revision);
-                if !current {
-                    self.ephemeral(&inbound, STALE).await;
-                    return;
-                }
-                if let Some(entry) = entry {
-                    self.act(action, entry, cancel).await;
-                }
+        let decision = decide(
+            entry.as_ref(),
+            inbound.private,
+            &inbound.kind,
+            &self.limits(),
+        );
+        let Some(entry) = entry else {
+            match decision {
+                Decision::Reply(text) => self.say(text).await,
+                Decision::Stale => self.ephemeral(&inbound, STALE).await,
+                Decision::Start { slug, idea } => self.plan(&inbound, slug, idea, cancel).await,
+                Decision::Refuse { text, .. } => self.say(text).await,
+                // Every other decision needs a plan, and decide gives none without one.
+                _ => {}
             }
-            InboundKind::Text(text) => match entry {
-                Some(entry) => self.respond(entry, text, cancel).await,
-                None if inbound.private => {
-                    self.say("Nothing is being planned here. Start with /plan <slug> <idea>, or /help.")
-                        .await
+            return;
+        };
+        match decision {
+            Decision::Reply(text) => self.say(text).await,
+            Decision::Stale => self.ephemeral(&inbound, STALE).await,
+            Decision::Ignore | Decision::Start { .. } => {}
+            Decision::Turn(op) => self.run_turn(entry, op, cancel).await,
+            Decision::Refuse { text, offer_resume } => {
+                self.record = Some((
+                    "refused".into(),
+                    0.0,
+                    entry.slug.clone(),
+                    entry.phase.clone(),
+                ));
+                let mut message = Outgoing::reply(text);
+                if offer_resume {
+                    message.actions = vec![Offer {
+                        label: "Resume".into(),
+                        action: Action::Resume,
+                        revision: entry.revision,
+                    }];
                 }
-                None => {}
-            },
-            InboundKind::Command { name, args } => match (Command::parse(&name), entry) {
-                (Some(Command::Plan), Some(entry)) => {
+                self.offer(message).await;
+            }
+            Decision::AskFinalize => {
+                let offers = vec![
+                    Offer {
+                        label: "Finalize".into(),
+                        action: Action::Finalize,
+                        revision: entry.revision,
+                    },
+                    Offer {
+                        label: "Cancel".into(),
+                        action: Action::Cancel,
+                        revision: entry.revision,
+                    },
+                ];
+                let text = format!("`{}` is the last phase. Finalize the plan?", entry.phase);
+                self.offer(Outgoing::reply(text).with_actions(offers)).await;
+            }
+            Decision::Cancel => match self.store().remove(&self.chat).await {
+                Ok(_) => {
+                    self.withdraw_offer().await;
                     self.say(format!(
-                        "This chat is already planning `{}` (phase {}). Finish it with /finalize or \
-                         drop it with /cancel first.",
-                        entry.slug, entry.phase
+                        "Cancelled planning `{}`. Its workspace and notes stay in place.",
+                        entry.slug
                     ))
                     .await
                 }
-                (Some(Command::Plan), None) => self.plan(&inbound, &args, cancel).await,
-                (Some(Command::Advance), Some(entry)) => {
-                    self.act(Action::Advance, entry, cancel).await
-                }
-                (Some(Command::Finalize), Some(entry)) => {
-                    self.act(Action::Finalize, entry, cancel).await
-                }
-                (Some(Command::Cancel), Some(entry)) => self.act(Action::Cancel, entry, cancel).await,
-                (Some(Command::Resume), Some(entry)) => self.act(Action::Resume, entry, cancel).await,
-                (Some(Command::Status), Some(entry)) => self.say(status_text(&entry)).await,
-                (Some(Command::Help), _) => self.say(help_text()).await,
-                (Some(_), None) => self.say(NOTHING_PLANNED).await,
-                (None, _) => {
-                    self.say(format!("Unknown command /{name}. Try /help."))
-                        .await
+                Err(e) => {
+                    tracing::error!(error = %e, "cancel could not be saved");
+                    self.say(SAVE_FAILED).await
                 }
             },
+            Decision::Resume => {
+                let mut entry = entry;
+                entry.paused = false;
+                entry.failures = 0;
+                entry.revision += 1;
+                match self.store().put(&self.chat, entry).await {
+                    Ok(()) => {
+                        self.say("Resumed. Send your message again to continue this phase.")
+                            .await
+                    }
+                    Err(_) => self.say(SAVE_FAILED).await,
+                }
+            }
         }
     }
 
-    async fn plan(&mut self, inbound: &Inbound, args: &str, cancel: &CancellationToken) {
-        let (slug, description) = match args.split_once(char::is_whitespace) {
-            Some((slug, rest)) => (slug, rest.trim()),
-            None => (args, ""),
-        };
-        if slug.is_empty() {
-            self.say("Usage: /plan <slug> <idea>, for example /plan todo-app a shared todo list for families")
-                .await;
-            return;
+    /// The spending limits for the job in hand.
+    fn limits(&self) -> Limits {
+        let inner = &self.router.inner;
+        Limits {
+            plan_budget_usd: inner.plan_budget_usd,
+            user_daily_budget_usd: inner.user_daily_budget_usd,
+            user_spent_today: self
+                .router
+                .spent_today(&format!("{}:{}", self.chat.adapter, self.user)),
         }
-        if let Err(e) = validate_slug(slug) {
-            self.say(e.to_string()).await;
-            return;
-        }
-        let description = if description.is_empty() {
-            slug.replace('-', " ")
-        } else {
-            description.to_string()
-        };
-        // Claims the slug and writes the workspace: file work, off the async threads.
-        let (planner, chat, slug_owned) = (
-            self.planner().clone(),
-            inbound.chat.clone(),
-            slug.to_string(),
-        );
+    }
+
+    /// Creates the plan `slug` (claiming the slug, writing its workspace) and runs its first turn.
+    async fn plan(
+        &mut self,
+        inbound: &Inbound,
+        slug: String,
+        idea: String,
+        cancel: &CancellationToken,
+    ) {
+        // File work, off the async threads.
+        let (planner, chat, slug_owned) =
+            (self.planner().clone(), inbound.chat.clone(), slug.clone());
         let created = tokio::task::spawn_blocking(move || {
-            planner.new_plan(&chat.adapter, &chat.channel, &slug_owned, &description)
+            planner.new_plan(&chat.adapter, &chat.channel, &slug_owned, &idea)
         })
         .await;
         let entry = match created.unwrap_or_else(|e| Err(PlanError::Internal(e.to_string()))) {
@@ -763,63 +797,6 @@ impl ChatWorker {
         ))
         .await;
         self.run_turn(entry, Op::Start, cancel).await;
-    }
-
-    async fn respond(&mut self, entry: SessionEntry, text: String, cancel: &CancellationToken) {
-        self.run_turn(entry, Op::Respond(text), cancel).await;
-    }
-
-    async fn act(&mut self, action: Action, entry: SessionEntry, cancel: &CancellationToken) {
-        match action {
-            Action::Cancel => match self.store().remove(&self.chat).await {
-                Ok(_) => {
-                    self.withdraw_offer().await;
-                    self.say(format!(
-                        "Cancelled planning `{}`. Its workspace and notes stay in place.",
-                        entry.slug
-                    ))
-                    .await
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cancel could not be saved");
-                    self.say(SAVE_FAILED).await
-                }
-            },
-            Action::Resume => {
-                let mut entry = entry;
-                let was_paused = entry.paused;
-                entry.paused = false;
-                entry.failures = 0;
-                entry.revision += 1;
-                let text = if was_paused {
-                    "Resumed. Send your message again to continue this phase."
-                } else {
-                    "This plan is not paused."
-                };
-                match self.store().put(&self.chat, entry).await {
-                    Ok(()) => self.say(text).await,
-                    Err(_) => self.say(SAVE_FAILED).await,
-                }
-            }
-            Action::Advance if entry.next_phase().is_none() => {
-                let offers = vec![
-                    Offer {
-                        label: "Finalize".into(),
-                        action: Action::Finalize,
-                        revision: entry.revision,
-                    },
-                    Offer {
-                        label: "Cancel".into(),
-                        action: Action::Cancel,
-                        revision: entry.revision,
-                    },
-                ];
-                let text = format!("`{}` is the last phase. Finalize the plan?", entry.phase);
-                self.offer(Outgoing::reply(text).with_actions(offers)).await;
-            }
-            Action::Advance => self.run_turn(entry, Op::Advance, cancel).await,
-            Action::Finalize => self.run_turn(entry, Op::Finalize, cancel).await,
-        }
     }
 
     /// Sends a message with buttons, withdrawing the previous one's.
@@ -840,24 +817,6 @@ impl ChatWorker {
     /// Runs one planning step as a turn: marks it running, shows progress, saves and replies.
     async fn run_turn(&mut self, mut entry: SessionEntry, op: Op, cancel: &CancellationToken) {
         let key = self.chat.clone();
-        if let Some(refusal) = self.refusal(&entry) {
-            self.record = Some((
-                "refused".into(),
-                0.0,
-                entry.slug.clone(),
-                entry.phase.clone(),
-            ));
-            let mut message = Outgoing::reply(refusal);
-            if entry.paused {
-                message.actions = vec![Offer {
-                    label: "Resume".into(),
-                    action: Action::Resume,
-                    revision: entry.revision,
-                }];
-            }
-            self.offer(message).await;
-            return;
-        }
         let cost_before = entry.total_cost_usd;
         entry.status = EntryStatus::Running;
         if let Err(e) = self.store().put(&key, entry.clone()).await {
@@ -929,9 +888,7 @@ impl ChatWorker {
             entry.status = EntryStatus::Interrupted;
             let saved = self.store().put(&key, entry).await;
             let text = match saved {
-                Ok(()) => {
-                    "planbot is restarting, so this turn was stopped. Your plan is saved:                            send a message when planbot is back to continue this phase."
-                }
+                Ok(()) => copy::INTERRUPTED_BY_RESTART,
                 Err(_) => SAVE_FAILED,
             };
             self.deliver(progress_ref, Outgoing::reply(text)).await;
@@ -986,9 +943,7 @@ impl ChatWorker {
         });
         let mut offers = phase_offers(&entry, &reply);
         if entry.paused {
-            text.push_str(&format!(
-                "\n\n⏸ This plan is paused after {BREAKER_FAILURES} failed turns in a row, so that                  a broken setup cannot keep spending. Check the setup (`planbot check`), then                  /resume."
-            ));
+            text.push_str(&format!("\n\n⏸ {}", copy::paused_now()));
             offers = vec![Offer {
                 label: "Resume".into(),
                 action: Action::Resume,
@@ -997,35 +952,6 @@ impl ChatWorker {
         }
         let message = Outgoing::reply(text).with_actions(offers);
         self.deliver(progress_ref, message).await;
-    }
-
-    /// Why no turn may start for this plan now, if one may not.
-    fn refusal(&self, entry: &SessionEntry) -> Option<String> {
-        if entry.paused {
-            return Some(format!(
-                "This plan is paused after {BREAKER_FAILURES} failed turns in a row. Check the                  setup (`planbot check`), then /resume."
-            ));
-        }
-        let inner = &self.router.inner;
-        if let Some(cap) = inner.plan_budget_usd
-            && entry.total_cost_usd >= cap
-        {
-            return Some(format!(
-                "`{}` has spent ${:.2}, its budget is ${cap:.2} (PLANBOT_PLAN_BUDGET_USD). /finalize                  it, or ask the operator to raise the cap.",
-                entry.slug, entry.total_cost_usd
-            ));
-        }
-        if let Some(cap) = inner.user_daily_budget_usd {
-            let spent = self
-                .router
-                .spent_today(&format!("{}:{}", self.chat.adapter, self.user));
-            if spent >= cap {
-                return Some(format!(
-                    "You have spent ${spent:.2} today, your daily budget is ${cap:.2}                      (PLANBOT_USER_DAILY_BUDGET_USD). It resets at midnight UTC."
-                ));
-            }
-        }
-        None
     }
 
     /// Replaces the progress message with `message`, or sends it if there is none.
@@ -1159,21 +1085,8 @@ impl ChatWorker {
     }
 }
 
-/// What a planning step does.
-enum Op {
-    Start,
-    Respond(String),
-    Advance,
-    Finalize,
-}
-
-/// Failed turns in a row that pause a plan.
-const BREAKER_FAILURES: u32 = 3;
-
 /// The answer to a press on a button whose moment has passed.
 pub const STALE: &str = "This is no longer current.";
-
-const NOTHING_PLANNED: &str = "Nothing is being planned here. Start with /plan <slug> <idea>.";
 
 /// The answer to a job that failed inside planbot.
 const JOB_PANICKED: &str = "Something went wrong inside planbot while handling that, so it was \
@@ -1247,35 +1160,6 @@ fn plan_error_text(e: &PlanError) -> String {
         PlanError::Workspace { .. } => format!("planbot could not prepare the workspace: {e}"),
         other => other.to_string(),
     }
-}
-
-/// `/status`: slug, phase n of m, phases done, turns, cost, time.
-pub fn status_text(entry: &SessionEntry) -> String {
-    let done = if entry.phases_completed.is_empty() {
-        "none yet".to_string()
-    } else {
-        entry.phases_completed.join(", ")
-    };
-    let ready = match entry.phase_status {
-        PhaseStatus::ReadyToAdvance => " (ready to advance)",
-        _ => "",
-    };
-    let state = match entry.status {
-        EntryStatus::Running => "a turn is running",
-        EntryStatus::Interrupted => "interrupted by a restart; send a message to continue",
-        EntryStatus::Planning => "waiting for you",
-    };
-    let minutes = (chrono::Utc::now() - entry.started_at).num_minutes().max(0);
-    format!(
-        "`{}`: phase {} of {}, /{}{ready}\nDone: {done}\nTurns: {}, cost ${:.2}, started {} min ago, {state}.",
-        entry.slug,
-        entry.phase_number(),
-        entry.phases.len(),
-        entry.phase,
-        entry.turns,
-        entry.total_cost_usd,
-        minutes
-    )
 }
 
 #[cfg(test)]

@@ -763,6 +763,14 @@ async fn a_plan_budget_stops_new_turns() {
         "{text}"
     );
     assert_eq!(h.fake.calls().len(), 2);
+    // The refusal says "/finalize it", and finalizing works past the plan's budget (#15, 3).
+    h.say("/finalize").await;
+    assert_eq!(h.fake.calls().len(), 3);
+    assert!(
+        h.store.get("console:local").await.unwrap().is_none(),
+        "finalized"
+    );
+    assert!(h.out.last_reply().text.contains("finalized"));
 }
 
 #[tokio::test]
@@ -800,6 +808,16 @@ async fn a_daily_budget_follows_the_user_across_chats() {
             .any(|m| m.text.contains("PLANBOT_USER_DAILY_BUDGET_USD"))
     );
     assert_eq!(h.fake.calls().len(), 2);
+    // The refused /plan says only why and leaves nothing behind (#15, 7).
+    assert!(
+        !h.out
+            .replies()
+            .iter()
+            .any(|m| m.text.contains("Planning `three`")),
+        "{:?}",
+        h.out.replies()
+    );
+    assert!(!h.fake.dir.path().join("workspace/three").exists());
 }
 
 #[tokio::test]

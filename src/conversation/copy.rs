@@ -1,0 +1,128 @@
+//! Every text the conversation shows a user, in one place so that wording is reviewed together.
+
+use crate::planning::PhaseStatus;
+use crate::store::{EntryStatus, SessionEntry};
+
+use super::decide::BREAKER_FAILURES;
+
+pub const NOTHING_PLANNED: &str = "Nothing is being planned here. Start with /plan <slug> <idea>.";
+pub const NOTHING_PLANNED_HINT: &str =
+    "Nothing is being planned here. Start with /plan <slug> <idea>, or /help.";
+pub const NOT_PAUSED: &str = "This plan is not paused.";
+pub const PLAN_USAGE: &str =
+    "Usage: /plan <slug> <idea>, for example /plan todo-app a shared todo list for families";
+
+pub const INTERRUPTED_BY_RESTART: &str = "planbot is restarting, so this turn was stopped. Your \
+plan is saved: send a message when planbot is back to continue this phase.";
+
+pub fn paused_now() -> String {
+    format!(
+        "This plan is paused after {BREAKER_FAILURES} failed turns in a row, so that a broken \
+         setup cannot keep spending. Check the setup (`planbot check`), then /resume."
+    )
+}
+
+pub fn already_planning(slug: &str, phase: &str) -> String {
+    format!(
+        "This chat is already planning `{slug}` (phase {phase}). Finish it with /finalize or drop \
+         it with /cancel first."
+    )
+}
+
+pub fn unknown_command(name: &str) -> String {
+    format!("Unknown command /{name}. Try /help.")
+}
+
+pub fn paused() -> String {
+    format!(
+        "This plan is paused after {BREAKER_FAILURES} failed turns in a row. Check the setup \
+         (`planbot check`), then /resume."
+    )
+}
+
+pub fn over_plan_budget(slug: &str, spent: f64, cap: f64) -> String {
+    format!(
+        "`{slug}` has spent ${spent:.2}, its budget is ${cap:.2} (PLANBOT_PLAN_BUDGET_USD). \
+         /finalize it (one more turn writes the final plan), or ask the operator to raise the cap."
+    )
+}
+
+pub fn over_daily_budget(spent: f64, cap: f64) -> String {
+    format!(
+        "You have spent ${spent:.2} today, your daily budget is ${cap:.2} \
+         (PLANBOT_USER_DAILY_BUDGET_USD). It resets at midnight UTC."
+    )
+}
+
+/// `/status`: slug, phase n of m, phases done, turns, cost, time.
+pub fn status(entry: &SessionEntry) -> String {
+    let done = if entry.phases_completed.is_empty() {
+        "none yet".to_string()
+    } else {
+        entry.phases_completed.join(", ")
+    };
+    let ready = match entry.phase_status {
+        PhaseStatus::ReadyToAdvance => " (ready to advance)",
+        _ => "",
+    };
+    let state = match entry.status {
+        EntryStatus::Running => "a turn is running",
+        EntryStatus::Interrupted => "interrupted by a restart; send a message to continue",
+        EntryStatus::Planning => "waiting for you",
+    };
+    let minutes = (chrono::Utc::now() - entry.started_at).num_minutes().max(0);
+    format!(
+        "`{}`: phase {} of {}, /{}{ready}\nDone: {done}\nTurns: {}, cost ${:.2}, started {} min ago, {state}.",
+        entry.slug,
+        entry.phase_number(),
+        entry.phases.len(),
+        entry.phase,
+        entry.turns,
+        entry.total_cost_usd,
+        minutes
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every text here, rendered with sample values, is well-formed: no runs of spaces (a lost
+    /// line continuation), no placeholder left, no doubled word at the start.
+    #[test]
+    fn every_message_is_well_formed() {
+        let entry: SessionEntry = serde_json::from_value(serde_json::json!({
+            "slug": "todo-app", "description": "a list", "phase": "office-hours",
+            "phases": ["office-hours", "plan-ceo-review"],
+            "planning_session_id": "7f1c1a5e-3d9a-4a57-9a49-0b8e6c7d1e2f", "adapter": "console",
+            "channel_id": "local", "cwd": "/tmp/ws/todo-app", "status": "planning",
+            "started_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z",
+        }))
+        .unwrap();
+        let all = [
+            NOTHING_PLANNED.to_string(),
+            NOTHING_PLANNED_HINT.to_string(),
+            NOT_PAUSED.to_string(),
+            PLAN_USAGE.to_string(),
+            INTERRUPTED_BY_RESTART.to_string(),
+            paused_now(),
+            already_planning("todo-app", "office-hours"),
+            unknown_command("frob"),
+            paused(),
+            over_plan_budget("todo-app", 5.0, 4.0),
+            over_daily_budget(2.5, 2.0),
+            status(&entry),
+            crate::commands::help_text(),
+        ];
+        for text in all {
+            assert!(!text.contains("  "), "a run of spaces: {text:?}");
+            assert!(
+                !text.contains('{') && !text.contains('}'),
+                "a placeholder: {text:?}"
+            );
+            assert!(!text.contains("/tmp/"), "a server path: {text:?}");
+            let words: Vec<&str> = text.split_whitespace().collect();
+            assert!(words.len() < 2 || words[0] != words[1], "doubled: {text:?}");
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! The conversation as a plain function: what a chat's message, command or button press means
+//! in the plan's state, decided with no I/O. The chat's worker carries the [`Decision`] out.
+
+use crate::chat::{Action, InboundKind};
+use crate::commands::Command;
+use crate::planning::validate_slug;
+use crate::store::SessionEntry;
+
+use super::copy;
+
+/// Failed turns in a row that pause a plan.
+pub const BREAKER_FAILURES: u32 = 3;
+
+/// The spending limits in force for this job.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// `PLANBOT_PLAN_BUDGET_USD`.
+    pub plan_budget_usd: Option<f64>,
+    /// `PLANBOT_USER_DAILY_BUDGET_USD`.
+    pub user_daily_budget_usd: Option<f64>,
+    /// What the sender has spent today (UTC).
+    pub user_spent_today: f64,
+}
+
+/// A planning step that runs Claude.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// The first turn of a new plan.
+    Start,
+    Respond(String),
+    Advance,
+    Finalize,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer with this text; nothing changes.
+    Reply(String),
+    /// A button press whose moment has passed: answered privately, nothing changes.
+    Stale,
+    /// Nothing to say (chatter in a group while nothing is planned).
+    Ignore,
+    /// Create the plan `slug` for `idea`, then run its first turn.
+    Start { slug: String, idea: String },
+    /// Run a step of the plan.
+    Turn(Op),
+    /// No turn may run now: say why (with a Resume button when the plan is paused).
+    Refuse { text: String, offer_resume: bool },
+    /// `/advance` on the last phase: offer Finalize or Cancel.
+    AskFinalize,
+    /// Drop the plan (its workspace stays).
+    Cancel,
+    /// Lift the circuit breaker's pause.
+    Resume,
+}
+
+/// What `input` means for the chat whose plan is `entry` (`None`: nothing planned). `private`
+/// is a one-to-one chat.
+pub fn decide(
+    entry: Option<&SessionEntry>,
+    private: bool,
+    input: &InboundKind,
+    limits: &Limits,
+) -> Decision {
+    match input {
+        InboundKind::Button { action, revision } => match entry {
+            Some(entry) if entry.revision == *revision => act(*action, entry, limits),
+            _ => Decision::Stale,
+        },
+        InboundKind::Text(text) => match entry {
+            Some(entry) => gate(entry, limits, Op::Respond(text.clone())),
+            None if private => Decision::Reply(copy::NOTHING_PLANNED_HINT.into()),
+            None => Decision::Ignore,
+        },
+        InboundKind::Command { name, args } => match (Command::parse(name), entry) {
+            (Some(Command::Plan), Some(entry)) => {
+                Decision::Reply(copy::already_planning(&entry.slug, &entry.phase))
+            }
+            (Some(Command::Plan), None) => start(args, limits),
+            (Some(Command::Advance), Some(entry)) => act(Action::Advance, entry, limits),
+            (Some(Command::Finalize), Some(entry)) => act(Action::Finalize, entry, limits),
+            (Some(Command::Cancel), Some(entry)) => act(Action::Cancel, entry, limits),
+            (Some(Command::Resume), Some(entry)) => act(Action::Resume, entry, limits),
+            (Some(Command::Status), Some(entry)) => Decision::Reply(copy::status(entry)),
+            (Some(Command::Help), _) => Decision::Reply(crate::commands::help_text()),
+            (Some(_), None) => Decision::Reply(copy::NOTHING_PLANNED.into()),
+            (None, _) => Decision::Reply(copy::unknown_command(name)),
+        },
+    }
+}
+
+fn act(action: Action, entry: &SessionEntry, limits: &Limits) -> Decision {
+    match action {
+        Action::Cancel => Decision::Cancel,
+        Action::Resume if entry.paused => Decision::Resume,
+        // Changes nothing, so the buttons on screen stay current.
+        Action::Resume => Decision::Reply(copy::NOT_PAUSED.into()),
+        Action::Advance if entry.next_phase().is_none() => Decision::AskFinalize,
+        Action::Advance => gate(entry, limits, Op::Advance),
+        Action::Finalize => gate(entry, limits, Op::Finalize),
+    }
+}
+
+/// `/plan <slug> <idea>`: refused before anything is created when it cannot go on.
+fn start(args: &str, limits: &Limits) -> Decision {
+    let (slug, idea) = match args.split_once(char::is_whitespace) {
+        Some((slug, rest)) => (slug, rest.trim()),
+        None => (args, ""),
+    };
+    if slug.is_empty() {
+        return Decision::Reply(copy::PLAN_USAGE.into());
+    }
+    if let Err(e) = validate_slug(slug) {
+        return Decision::Reply(e.to_string());
+    }
+    if let Some(text) = over_daily_budget(limits) {
+        return Decision::Refuse {
+            text,
+            offer_resume: false,
+        };
+    }
+    let idea = if idea.is_empty() {
+        slug.replace('-', " ")
+    } else {
+        idea.to_string()
+    };
+    Decision::Start {
+        slug: slug.to_string(),
+        idea,
+    }
+}
+
+/// A turn of `entry`, unless the breaker or a budget stops it. Finalizing stays possible past
+/// the plan's own budget: a plan must never be stuck without a way to its final document.
+fn gate(entry: &SessionEntry, limits: &Limits, op: Op) -> Decision {
+    if entry.paused {
+        return Decision::Refuse {
+            text: copy::paused(),
+            offer_resume: true,
+        };
+    }
+    if let Some(cap) = limits.plan_budget_usd
+        && entry.total_cost_usd >= cap
+        && op != Op::Finalize
+    {
+        return Decision::Refuse {
+            text: copy::over_plan_budget(&entry.slug, entry.total_cost_usd, cap),
+            offer_resume: false,
+        };
+    }
+    if let Some(text) = over_daily_budget(limits) {
+        return Decision::Refuse {
+            text,
+            offer_resume: false,
+        };
+    }
+    Decision::Turn(op)
+}
+
+fn over_daily_budget(limits: &Limits) -> Option<String> {
+    let cap = limits.user_daily_budget_usd?;
+    (limits.user_spent_today >= cap).then(|| copy::over_daily_budget(limits.user_spent_today, cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::parse_text;
+
+    /// A plan in its first phase of two, at revision 4.
+    fn plan() -> SessionEntry {
+        serde_json::from_value(serde_json::json!({
+            "slug": "todo-app", "description": "a list", "phase": "office-hours",
+            "phases": ["office-hours", "plan-ceo-review"],
+            "planning_session_id": "7f1c1a5e-3d9a-4a57-9a49-0b8e6c7d1e2f", "adapter": "console",
+            "channel_id": "local", "cwd": "/tmp/ws/todo-app", "status": "planning",
+            "started_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z",
+            "turns": 3, "revision": 4, "total_cost_usd": 1.0,
+        }))
+        .unwrap()
+    }
+
+    /// The states a chat can be in when a job comes.
+    fn states() -> Vec<(&'static str, Option<SessionEntry>, Limits)> {
+        let none = Limits::default();
+        let mut paused = plan();
+        paused.paused = true;
+        let mut last = plan();
+        last.phase = "plan-ceo-review".into();
+        let over_plan = Limits {
+            plan_budget_usd: Some(1.0),
+            ..none
+        };
+        let over_day = Limits {
+            user_daily_budget_usd: Some(2.0),
+            user_spent_today: 2.5,
+            ..none
+        };
+        vec![
+            ("none", None, none),
+            ("planning", Some(plan()), none),
+            ("last phase", Some(last), none),
+            ("paused", Some(paused), none),
+            ("over plan budget", Some(plan()), over_plan),
+            ("over daily budget", Some(plan()), over_day),
+            ("none, over daily budget", None, over_day),
+        ]
+    }
+
+    fn kind(d: &Decision) -> String {
+        match d {
+            Decision::Reply(text) => format!(
+                "reply:{}",
+                text.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Decision::Stale => "stale".into(),
+            Decision::Ignore => "ignore".into(),
+            Decision::Start { slug, .. } => format!("start:{slug}"),
+            Decision::Turn(op) => format!("turn:{op:?}"),
+            Decision::Refuse { offer_resume, .. } => format!("refuse(resume={offer_resume})"),
+            Decision::AskFinalize => "ask-finalize".into(),
+            Decision::Cancel => "cancel".into(),
+            Decision::Resume => "resume".into(),
+        }
+    }
+
+    /// Every command, the text and both buttons in every state: one row per input, one column
+    /// per state in the order of [`states`].
+    #[test]
+    fn every_input_in_every_state() {
+        let table: [(&str, [&str; 7]); 12] = [
+            (
+                "/plan new-app an idea",
+                [
+                    "start:new-app",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "refuse(resume=false)",
+                ],
+            ),
+            (
+                "/plan Bad_Slug",
+                [
+                    "reply:`Bad_Slug` is not",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "reply:This chat is",
+                    "reply:`Bad_Slug` is not",
+                ],
+            ),
+            (
+                "/advance",
+                [
+                    "reply:Nothing is being",
+                    "turn:Advance",
+                    "ask-finalize",
+                    "refuse(resume=true)",
+                    "refuse(resume=false)",
+                    "refuse(resume=false)",
+                    "reply:Nothing is being",
+                ],
+            ),
+            (
+                "/next",
+                [
+                    "reply:Nothing is being",
+                    "turn:Advance",
+                    "ask-finalize",
+                    "refuse(resume=true)",
+                    "refuse(resume=false)",
+                    "refuse(resume=false)",
+                    "reply:Nothing is being",
+                ],
+            ),
+            (
+                "/finalize",
+                [
+                    "reply:Nothing is being",
+                    "turn:Finalize",
+                    "turn:Finalize",
+                    "refuse(resume=true)",
+                    "turn:Finalize",
+                    "refuse(resume=false)",
+                    "reply:Nothing is being",
+                ],
+            ),
+            (
+                "/cancel",
+                [
+                    "reply:Nothing is being",
+                    "cancel",
+                    "cancel",
+                    "cancel",
+                    "cancel",
+                    "cancel",
+                    "reply:Nothing is being",
+                ],
+            ),
+            (
+                "/resume",
+                [
+                    "reply:Nothing is being",
+                    "reply:This plan is",
+                    "reply:This plan is",
+                    "resume",
+                    "reply:This plan is",
+                    "reply:This plan is",
+                    "reply:Nothing is being",
+                ],
+            ),
+            (
+                "/status",
+                [
+                    "reply:Nothing is being",
+                    "reply:`todo-app`: phase",
+                    "reply:`todo-app`: phase",
+                    "reply:`todo-app`: phase",
+                    "reply:`todo-app`: phase",
+                    "reply:`todo-app`: phase",
+                    "reply:Nothing is being",
+                ],
+            ),
+            ("/help", ["reply:planbot plans a"; 7]),
+            ("/start", ["reply:planbot plans a"; 7]),
+            ("/frobnicate", ["reply:Unknown command /frobnicate."; 7]),
+            (
+                "families with kids",
+                [
+                    "reply:Nothing is being",
+                    "turn:Respond(\"families with kids\")",
+                    "turn:Respond(\"families with kids\")",
+                    "refuse(resume=true)",
+                    "refuse(resume=false)",
+                    "refuse(resume=false)",
+                    "reply:Nothing is being",
+                ],
+            ),
+        ];
+        let states = states();
+        for (input, expected) in table {
+            for ((name, entry, limits), want) in states.iter().zip(expected) {
+                let got = decide(entry.as_ref(), true, &parse_text(input), limits);
+                assert!(
+                    kind(&got).starts_with(want),
+                    "{input} in state {name}: expected {want}, got {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn buttons_act_only_at_the_current_revision() {
+        for (name, entry, limits) in states() {
+            for action in [
+                Action::Advance,
+                Action::Finalize,
+                Action::Cancel,
+                Action::Resume,
+            ] {
+                let stale = InboundKind::Button {
+                    action,
+                    revision: 3,
+                };
+                assert_eq!(
+                    decide(entry.as_ref(), true, &stale, &limits),
+                    Decision::Stale,
+                    "{name}"
+                );
+                let current = InboundKind::Button {
+                    action,
+                    revision: 4,
+                };
+                let command = format!(
+                    "/{}",
+                    match action {
+                        Action::Advance => "advance",
+                        Action::Finalize => "finalize",
+                        Action::Cancel => "cancel",
+                        Action::Resume => "resume",
+                    }
+                );
+                let by_button = decide(entry.as_ref(), true, &current, &limits);
+                if entry.is_some() {
+                    assert_eq!(
+                        by_button,
+                        decide(entry.as_ref(), true, &parse_text(&command), &limits),
+                        "{name} {action:?}"
+                    );
+                } else {
+                    assert_eq!(by_button, Decision::Stale, "{name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn group_chatter_is_ignored_when_nothing_is_planned() {
+        let text = parse_text("hello all");
+        assert_eq!(
+            decide(None, false, &text, &Limits::default()),
+            Decision::Ignore
+        );
+        assert!(matches!(
+            decide(Some(&plan()), false, &text, &Limits::default()),
+            Decision::Turn(_)
+        ));
+    }
+
+    #[test]
+    fn a_plan_without_an_idea_takes_its_slug() {
+        assert_eq!(
+            decide(
+                None,
+                true,
+                &parse_text("/plan todo-app"),
+                &Limits::default()
+            ),
+            Decision::Start {
+                slug: "todo-app".into(),
+                idea: "todo app".into()
+            }
+        );
+        assert_eq!(
+            decide(None, true, &parse_text("/plan"), &Limits::default()),
+            Decision::Reply(copy::PLAN_USAGE.into())
+        );
+    }
+}
