@@ -3,5 +3,7 @@
 
 pub mod copy;
 pub mod decide;
+mod turn;
+mod worker;
 
 pub use decide::{BREAKER_FAILURES, Decision, Limits, Op, decide};

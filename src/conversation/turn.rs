@@ -1,0 +1,381 @@
+//! One planning step as a turn: marked running, Claude started, progress shown, the state
+//! saved, the reply delivered (and a finished plan written).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{BREAKER_FAILURES, Op, copy};
+use crate::chat::{Action, Attachment, MessageKind, MessageRef, Offer, Outgoing};
+use crate::claude::{Progress, TurnStatus};
+use crate::planning::workspace::WorkspaceError;
+use crate::planning::{PlanError, PlanningSession, Reply, ReplyOutcome, write_final_plan};
+use crate::router::SAVE_FAILED;
+use crate::router::worker::ChatWorker;
+use crate::store::{EntryStatus, SessionEntry};
+
+/// A final plan longer than this is posted as a file with a short note, not as text.
+const INLINE_PLAN_CHARS: usize = 3_000;
+
+impl ChatWorker {
+    /// Runs one planning step as a turn: marks it running, shows progress, saves and replies.
+    pub(crate) async fn run_turn(
+        &mut self,
+        mut entry: SessionEntry,
+        op: Op,
+        cancel: &CancellationToken,
+    ) {
+        let cost_before = entry.total_cost_usd;
+        entry.status = EntryStatus::Running;
+        if let Err(e) = self.store().put(&self.chat, entry.clone()).await {
+            tracing::error!(error = %e, "could not save before a turn");
+            self.say(SAVE_FAILED).await;
+            return;
+        }
+        self.withdraw_offer().await;
+        let label = match &op {
+            Op::Advance => entry.next_phase().unwrap_or(&entry.phase).to_string(),
+            _ => entry.phase.clone(),
+        };
+        let working = match op {
+            Op::Finalize => format!("⏳ Writing the final plan for `{}`…", entry.slug),
+            _ => format!("⏳ Working on /{label}…"),
+        };
+        let progress = Outgoing {
+            kind: MessageKind::Progress,
+            ..Outgoing::reply(working.clone())
+        };
+        let progress_ref = self.outbound.send(&self.chat, progress).await.ok();
+
+        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let mut on_progress = move |p: Progress| {
+            let _ = events.send(p);
+        };
+        let span = tracing::info_span!("turn", slug = %entry.slug, phase = %label);
+        let mut session = PlanningSession::new(self.planner().clone(), entry);
+        let step = async {
+            match &op {
+                Op::Start => Ok(session.start_phase(cancel, &mut on_progress).await),
+                Op::Respond(text) => Ok(session.respond(text, cancel, &mut on_progress).await),
+                Op::Advance => session.advance(cancel, &mut on_progress).await,
+                Op::Finalize => session.finalize(cancel, &mut on_progress).await,
+            }
+        };
+        let result = tokio::select! {
+            result = step.instrument(span) => result,
+            _ = self.show_progress(&mut events_rx, progress_ref.as_ref(), &working) => unreachable!(),
+        };
+        let entry = session.into_state();
+        self.conclude(entry, &op, result, cost_before, progress_ref)
+            .await;
+    }
+
+    /// After a turn: spending, the audit record, the breaker, saving, and the reply.
+    async fn conclude(
+        &mut self,
+        mut entry: SessionEntry,
+        op: &Op,
+        result: Result<Reply, PlanError>,
+        cost_before: f64,
+        progress_ref: Option<MessageRef>,
+    ) {
+        entry.status = EntryStatus::Planning;
+        entry.revision += 1;
+        entry.updated_at = chrono::Utc::now();
+        let cost = entry.total_cost_usd - cost_before;
+        self.router
+            .add_spend(&format!("{}:{}", self.chat.adapter, self.user), cost);
+        let outcome = match &result {
+            Ok(reply) => match &reply.outcome {
+                ReplyOutcome::Answered(_) if matches!(op, Op::Finalize) => "finalized".to_string(),
+                ReplyOutcome::Answered(_) => "answered".to_string(),
+                ReplyOutcome::Failed(status) => status.describe(),
+                ReplyOutcome::Cancelled => "cancelled".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        self.record = Some((outcome, cost, entry.slug.clone(), entry.phase.clone()));
+        let interrupted = self.router.inner.closing.load(Ordering::SeqCst)
+            && matches!(&result, Ok(reply) if reply.outcome == ReplyOutcome::Cancelled);
+        if interrupted {
+            // Shutdown cut this turn off: the plan waits, and the chat hears it on return too.
+            entry.status = EntryStatus::Interrupted;
+            let text = match self.store().put(&self.chat, entry).await {
+                Ok(()) => copy::INTERRUPTED_BY_RESTART,
+                Err(_) => SAVE_FAILED,
+            };
+            self.deliver(progress_ref, Outgoing::reply(text)).await;
+            return;
+        }
+        let failed =
+            matches!(&result, Ok(reply) if matches!(reply.outcome, ReplyOutcome::Failed(_)));
+        entry.failures = if failed { entry.failures + 1 } else { 0 };
+        if entry.failures >= BREAKER_FAILURES {
+            entry.paused = true;
+        }
+        if self.generation.is_cancelled() {
+            // /cancel came while this ran; it removes the entry next. Nothing to save or say.
+            if let Some(id) = &progress_ref {
+                let _ = self
+                    .outbound
+                    .edit(&self.chat, id, Outgoing::reply("Cancelled."))
+                    .await;
+            }
+            return;
+        }
+        let reply = result.unwrap_or_else(|e| Reply {
+            text: plan_error_text(&e),
+            outcome: ReplyOutcome::Failed(TurnStatus::Cancelled),
+            notices: Vec::new(),
+        });
+        if matches!(op, Op::Finalize) && reply.is_answered() {
+            self.finish_plan(entry, reply, progress_ref).await;
+            return;
+        }
+        if let Err(e) = self.store().put(&self.chat, entry.clone()).await {
+            tracing::error!(error = %e, "could not save after a turn");
+            let text = format!("{}\n\n{SAVE_FAILED}", reply.text);
+            self.deliver(progress_ref, Outgoing::reply(text)).await;
+            return;
+        }
+        self.deliver(progress_ref, reply_message(&entry, &reply))
+            .await;
+    }
+
+    /// Replaces the progress message with `message`, or sends it if there is none.
+    async fn deliver(&mut self, progress: Option<MessageRef>, message: Outgoing) {
+        let has_actions = !message.actions.is_empty();
+        match progress {
+            Some(id) => match self.outbound.edit(&self.chat, &id, message.clone()).await {
+                Ok(()) => {
+                    if has_actions {
+                        self.last_offer = Some(id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not edit the progress message; sending anew");
+                    self.offer(message).await;
+                }
+            },
+            None => self.offer(message).await,
+        }
+    }
+
+    async fn finish_plan(
+        &mut self,
+        entry: SessionEntry,
+        reply: Reply,
+        progress: Option<MessageRef>,
+    ) {
+        let key = self.chat.clone();
+        let (state, plan) = (entry.clone(), reply.text.clone());
+        let written = tokio::task::spawn_blocking(move || write_final_plan(&state, &plan))
+            .await
+            .unwrap_or_else(|e| {
+                Err(WorkspaceError::Io {
+                    path: "final-plan.md".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+        let path = match written {
+            Ok(path) => path,
+            Err(e) => {
+                tracing::error!(error = %e, "could not write the final plan");
+                let _ = self.store().put(&key, entry).await;
+                self.deliver(
+                    progress,
+                    Outgoing::reply(format!(
+                        "The plan was written, but saving final-plan.md failed ({e}). Your plan \
+                         is still open: try /finalize again."
+                    )),
+                )
+                .await;
+                return;
+            }
+        };
+        if let Err(e) = self.store().remove(&key).await {
+            tracing::error!(error = %e, "could not close the plan in the store");
+        }
+        let mut text = format!(
+            "✅ Plan `{}` finalized after {} turns (${:.2}). Saved to {}.",
+            entry.slug,
+            entry.turns,
+            entry.total_cost_usd,
+            path.display()
+        );
+        if reply.text.chars().count() <= INLINE_PLAN_CHARS {
+            text.push_str("\n\n");
+            text.push_str(&reply.text);
+        }
+        let mut message = Outgoing::reply(text);
+        message.attachment = Some(Attachment {
+            name: "final-plan.md".into(),
+            bytes: format!("{}\n", reply.text.trim()).into_bytes(),
+        });
+        self.deliver(progress, message).await;
+    }
+
+    /// Shows a running turn: streams text to front ends that want it and edits the progress
+    /// message at most once per interval, only when what it shows changed. Never returns.
+    async fn show_progress(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<Progress>,
+        progress: Option<&MessageRef>,
+        working: &str,
+    ) {
+        let started = Instant::now();
+        let every = self.router.inner.progress_interval;
+        // The progress message was just sent: the first update may come one interval later, at
+        // the next tick or as soon as text arrives after that, whichever is first.
+        let mut tick = tokio::time::interval_at(started + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_update = started;
+        self.outbound.typing(&self.chat).await;
+        let mut text = String::new();
+        let mut shown = working.to_string();
+        let mut queued = false;
+        let mut open = true;
+        loop {
+            let due = tokio::select! {
+                event = events.recv(), if open => match event {
+                    Some(Progress::Text(delta)) => {
+                        self.outbound.stream_text(&self.chat, &delta).await;
+                        let first = text.is_empty();
+                        text.push_str(&delta);
+                        first && last_update.elapsed() >= every
+                    }
+                    Some(Progress::Queued) => { queued = true; false }
+                    Some(Progress::Started) => { queued = false; false }
+                    Some(Progress::Tool(_)) => false,
+                    None => { open = false; false }
+                },
+                _ = tick.tick() => {
+                    self.outbound.typing(&self.chat).await;
+                    true
+                }
+            };
+            let Some(id) = progress.filter(|_| due) else {
+                continue;
+            };
+            let view = progress_view(working, started.elapsed(), &text, queued);
+            if view != shown {
+                let message = Outgoing {
+                    kind: MessageKind::Progress,
+                    ..Outgoing::reply(view.clone())
+                };
+                if self.outbound.edit(&self.chat, id, message).await.is_ok() {
+                    shown = view;
+                }
+                last_update = Instant::now();
+                tick.reset();
+            }
+        }
+    }
+}
+
+/// A turn's reply as the chat shows it: notices, the text, and the buttons that fit the plan now.
+fn reply_message(entry: &SessionEntry, reply: &Reply) -> Outgoing {
+    let mut text = String::new();
+    for notice in &reply.notices {
+        text.push_str(&format!("_{notice}_\n\n"));
+    }
+    text.push_str(if reply.text.trim().is_empty() {
+        "(Claude sent an empty reply.)"
+    } else {
+        &reply.text
+    });
+    let mut offers = phase_offers(entry, reply);
+    if entry.paused {
+        text.push_str(&format!("\n\n⏸ {}", copy::paused_now()));
+        offers = vec![Offer {
+            label: "Resume".into(),
+            action: Action::Resume,
+            revision: entry.revision,
+        }];
+    }
+    Outgoing::reply(text).with_actions(offers)
+}
+
+/// The progress message: elapsed time and the tail of the text so far.
+fn progress_view(working: &str, elapsed: Duration, text: &str, queued: bool) -> String {
+    let secs = elapsed.as_secs();
+    let mut view = if queued {
+        format!("{working} waiting for a free slot ({secs}s)")
+    } else {
+        format!("{working} {secs}s")
+    };
+    let tail: Vec<char> = text.chars().rev().take(300).collect();
+    if !tail.is_empty() {
+        let tail: String = tail.into_iter().rev().collect();
+        view.push_str("\n\n…");
+        view.push_str(tail.trim_start());
+    }
+    view
+}
+
+fn phase_offers(entry: &SessionEntry, reply: &Reply) -> Vec<Offer> {
+    let revision = entry.revision;
+    if !reply.is_answered() {
+        // After a failed or cancelled turn the user retries by writing; only leaving is offered.
+        return vec![Offer {
+            label: "Cancel".into(),
+            action: Action::Cancel,
+            revision,
+        }];
+    }
+    let mut offers = Vec::new();
+    match entry.next_phase() {
+        Some(next) => {
+            let optional = if entry.is_optional(next) {
+                " (optional)"
+            } else {
+                ""
+            };
+            offers.push(Offer {
+                label: format!("Continue to /{next}{optional}"),
+                action: Action::Advance,
+                revision,
+            });
+            offers.push(Offer {
+                label: "Finalize".into(),
+                action: Action::Finalize,
+                revision,
+            });
+        }
+        None => offers.push(Offer {
+            label: "Finalize".into(),
+            action: Action::Finalize,
+            revision,
+        }),
+    }
+    offers.push(Offer {
+        label: "Cancel".into(),
+        action: Action::Cancel,
+        revision,
+    });
+    offers
+}
+
+pub(crate) fn plan_error_text(e: &PlanError) -> String {
+    match e {
+        PlanError::Workspace { .. } => format!("planbot could not prepare the workspace: {e}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_shows_time_and_tail() {
+        let view = progress_view("⏳ Working", Duration::from_secs(12), "abc", false);
+        assert_eq!(view, "⏳ Working 12s\n\n…abc");
+        let view = progress_view("⏳ Working", Duration::from_secs(1), "", true);
+        assert_eq!(view, "⏳ Working waiting for a free slot (1s)");
+    }
+}

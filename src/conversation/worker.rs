@@ -1,0 +1,165 @@
+//! Carrying out a [`Decision`]: creating a plan, offering buttons, cancelling, resuming; the
+//! turns themselves are in [`super::turn`].
+
+use tokio_util::sync::CancellationToken;
+
+use super::turn::plan_error_text;
+use super::{Decision, Limits, Op, decide};
+use crate::chat::{Action, Inbound, Offer, Outgoing};
+use crate::planning::PlanError;
+use crate::router::worker::ChatWorker;
+use crate::router::{SAVE_FAILED, STALE};
+use crate::store::SessionEntry;
+
+impl ChatWorker {
+    /// Carries out what [`decide`] makes of this job.
+    pub(crate) async fn route(
+        &mut self,
+        inbound: Inbound,
+        entry: Option<SessionEntry>,
+        cancel: &CancellationToken,
+    ) {
+        let decision = decide(
+            entry.as_ref(),
+            inbound.private,
+            &inbound.kind,
+            &self.limits(),
+        );
+        let Some(entry) = entry else {
+            match decision {
+                Decision::Reply(text) => self.say(text).await,
+                Decision::Stale => self.ephemeral(&inbound, STALE).await,
+                Decision::Start { slug, idea } => self.plan(&inbound, slug, idea, cancel).await,
+                Decision::Refuse { text, .. } => self.say(text).await,
+                // Every other decision needs a plan, and decide gives none without one.
+                _ => {}
+            }
+            return;
+        };
+        match decision {
+            Decision::Reply(text) => self.say(text).await,
+            Decision::Stale => self.ephemeral(&inbound, STALE).await,
+            Decision::Ignore | Decision::Start { .. } => {}
+            Decision::Turn(op) => self.run_turn(entry, op, cancel).await,
+            Decision::Refuse { text, offer_resume } => {
+                self.record = Some((
+                    "refused".into(),
+                    0.0,
+                    entry.slug.clone(),
+                    entry.phase.clone(),
+                ));
+                let mut message = Outgoing::reply(text);
+                if offer_resume {
+                    message.actions = vec![Offer {
+                        label: "Resume".into(),
+                        action: Action::Resume,
+                        revision: entry.revision,
+                    }];
+                }
+                self.offer(message).await;
+            }
+            Decision::AskFinalize => {
+                let offers = vec![
+                    Offer {
+                        label: "Finalize".into(),
+                        action: Action::Finalize,
+                        revision: entry.revision,
+                    },
+                    Offer {
+                        label: "Cancel".into(),
+                        action: Action::Cancel,
+                        revision: entry.revision,
+                    },
+                ];
+                let text = format!("`{}` is the last phase. Finalize the plan?", entry.phase);
+                self.offer(Outgoing::reply(text).with_actions(offers)).await;
+            }
+            Decision::Cancel => match self.store().remove(&self.chat).await {
+                Ok(_) => {
+                    self.withdraw_offer().await;
+                    self.say(format!(
+                        "Cancelled planning `{}`. Its workspace and notes stay in place.",
+                        entry.slug
+                    ))
+                    .await
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cancel could not be saved");
+                    self.say(SAVE_FAILED).await
+                }
+            },
+            Decision::Resume => {
+                let mut entry = entry;
+                entry.paused = false;
+                entry.failures = 0;
+                entry.revision += 1;
+                match self.store().put(&self.chat, entry).await {
+                    Ok(()) => {
+                        self.say("Resumed. Send your message again to continue this phase.")
+                            .await
+                    }
+                    Err(_) => self.say(SAVE_FAILED).await,
+                }
+            }
+        }
+    }
+
+    /// The spending limits for the job in hand.
+    fn limits(&self) -> Limits {
+        let inner = &self.router.inner;
+        Limits {
+            plan_budget_usd: inner.plan_budget_usd,
+            user_daily_budget_usd: inner.user_daily_budget_usd,
+            user_spent_today: self
+                .router
+                .spent_today(&format!("{}:{}", self.chat.adapter, self.user)),
+        }
+    }
+
+    /// Creates the plan `slug` (claiming the slug, writing its workspace) and runs its first turn.
+    async fn plan(
+        &mut self,
+        inbound: &Inbound,
+        slug: String,
+        idea: String,
+        cancel: &CancellationToken,
+    ) {
+        // File work, off the async threads.
+        let (planner, chat, slug_owned) =
+            (self.planner().clone(), inbound.chat.clone(), slug.clone());
+        let created = tokio::task::spawn_blocking(move || {
+            planner.new_plan(&chat.adapter, &chat.channel, &slug_owned, &idea)
+        })
+        .await;
+        let entry = match created.unwrap_or_else(|e| Err(PlanError::Internal(e.to_string()))) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(error = %e, "could not create a plan");
+                self.say(plan_error_text(&e)).await;
+                return;
+            }
+        };
+        let first = entry.phase.clone();
+        self.say(format!(
+            "Planning `{slug}`: {} phases, starting with /{first}.",
+            entry.phases.len()
+        ))
+        .await;
+        self.run_turn(entry, Op::Start, cancel).await;
+    }
+
+    /// Sends a message with buttons, withdrawing the previous one's.
+    pub(crate) async fn offer(&mut self, message: Outgoing) {
+        self.withdraw_offer().await;
+        match self.outbound.send(&self.chat, message).await {
+            Ok(id) => self.last_offer = Some(id),
+            Err(e) => tracing::warn!(chat = %self.chat, error = %e, "could not deliver a reply"),
+        }
+    }
+
+    pub(crate) async fn withdraw_offer(&mut self) {
+        if let Some(id) = self.last_offer.take() {
+            let _ = self.outbound.withdraw_actions(&self.chat, &id).await;
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! Admission: the one authorization check, limits, answers that need no turn, and one worker
+//! per chat behind its queue ([`worker`]). Front ends translate their platform to [`Inbound`]
+//! and implement [`Outbound`]; nothing here knows a platform. What a job means is decided in
+//! [`crate::conversation`].
+
+pub(crate) mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Audit, AuditLine};
+pub use crate::chat::{
+    Action, Attachment, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer,
+    Outbound, Outgoing, SendError, parse_text,
+};
+use crate::commands::{Command, help_text};
+use crate::conversation::copy;
+use crate::planning::Planner;
+use crate::store::{EntryStatus, SessionStore};
+use worker::{ChatWorker, Worker, WorkerShared};
+
+/// Longest message planbot accepts, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 16_000;
+/// Messages that may wait behind a running turn.
+pub const MAX_QUEUED: usize = 5;
+/// A chat's worker stops after this long without work (it is started again on demand).
+pub(crate) const WORKER_IDLE: Duration = Duration::from_secs(600);
+
+/// What the router needs.
+#[derive(Clone)]
+pub struct RouterSettings {
+    /// `adapter:user_id` entries allowed to plan.
+    pub allowed_users: Vec<String>,
+    /// Where set, a message from a community must come from one of these (guild ids).
+    pub allowed_guilds: Vec<String>,
+    /// Where set, a member of a community must hold one of these roles.
+    pub allowed_roles: Vec<String>,
+    /// How often the progress message may change.
+    pub progress_interval: Duration,
+    /// No turn starts for a plan that has spent this much.
+    pub plan_budget_usd: Option<f64>,
+    /// No turn starts for a user who has spent this much today (UTC).
+    pub user_daily_budget_usd: Option<f64>,
+    /// Where every action is recorded.
+    pub audit: Option<Audit>,
+}
+
+/// Routes every front end's events. A cheap handle.
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) planner: Planner,
+    pub(crate) allowed: HashSet<String>,
+    pub(crate) allowed_guilds: Vec<String>,
+    pub(crate) allowed_roles: Vec<String>,
+    pub(crate) progress_interval: Duration,
+    pub(crate) plan_budget_usd: Option<f64>,
+    pub(crate) user_daily_budget_usd: Option<f64>,
+    pub(crate) audit: Option<Audit>,
+    /// What each `adapter:user` has spent today, seeded from the audit log.
+    pub(crate) spend: Mutex<(chrono::NaiveDate, HashMap<String, f64>)>,
+    /// Set by [`Router::shutdown`]: no new work is taken.
+    pub(crate) closing: AtomicBool,
+    pub(crate) outbounds: HashMap<String, Arc<dyn Outbound>>,
+    /// Live workers by chat. Held only to look up or insert, never across an await.
+    pub(crate) workers: Mutex<HashMap<ChatKey, Worker>>,
+    /// Strangers already refused once, so they get one refusal and no more.
+    pub(crate) refused: Mutex<HashSet<(String, String)>>,
+    /// Answers being sent outside the chats' queues (`/help`, `/status`, refusals, notes).
+    pub(crate) answering: AtomicUsize,
+}
+
+impl Router {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        planner: Planner,
+        settings: RouterSettings,
+        outbounds: HashMap<String, Arc<dyn Outbound>>,
+    ) -> Router {
+        let today = chrono::Utc::now().date_naive();
+        let spent = settings
+            .audit
+            .as_ref()
+            .map(|a| a.spend_on(today))
+            .unwrap_or_default();
+        Router {
+            inner: Arc::new(Inner {
+                store,
+                planner,
+                allowed: settings.allowed_users.into_iter().collect(),
+                allowed_guilds: settings.allowed_guilds,
+                allowed_roles: settings.allowed_roles,
+                progress_interval: settings.progress_interval,
+                plan_budget_usd: settings.plan_budget_usd,
+                user_daily_budget_usd: settings.user_daily_budget_usd,
+                audit: settings.audit,
+                spend: Mutex::new((today, spent)),
+                closing: AtomicBool::new(false),
+                outbounds,
+                workers: Mutex::new(HashMap::new()),
+                refused: Mutex::new(HashSet::new()),
+                answering: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The one access check, on every path: an allowed user, and where the event comes from a
+    /// community, an allowed one and an allowed role. The console's local user is always allowed.
+    pub fn authorize(&self, inbound: &Inbound) -> bool {
+        let inner = &self.inner;
+        if inbound.chat.adapter == "console" {
+            return true;
+        }
+        let user = format!("{}:{}", inbound.chat.adapter, inbound.user);
+        if !inner.allowed.contains(&user) {
+            return false;
+        }
+        match &inbound.membership {
+            Some(m) => {
+                (inner.allowed_guilds.is_empty() || inner.allowed_guilds.contains(&m.guild))
+                    && (inner.allowed_roles.is_empty()
+                        || m.roles.iter().any(|r| inner.allowed_roles.contains(r)))
+            }
+            // A Discord event outside a DM that says nothing of its guild cannot be checked
+            // against the guild and role limits: refused, never let through.
+            None => {
+                let limited = !inner.allowed_guilds.is_empty() || !inner.allowed_roles.is_empty();
+                inbound.private || !limited || inbound.chat.adapter != "discord"
+            }
+        }
+    }
+
+    /// Takes one event from a front end. Returns at once; the work happens in the chat's worker.
+    pub async fn handle(&self, inbound: Inbound) {
+        let Some(outbound) = self.inner.outbounds.get(&inbound.chat.adapter).cloned() else {
+            tracing::error!(adapter = %inbound.chat.adapter, "event from an unregistered front end");
+            return;
+        };
+        let chat = inbound.chat.clone();
+        if self.inner.closing.load(Ordering::SeqCst) {
+            let note = "planbot is restarting; send that again in a minute.";
+            self.send_later(&outbound, &chat, Outgoing::reply(note));
+            return;
+        }
+        if !self.authorize(&inbound) {
+            // Chatter of strangers in a group is not addressed to planbot: ignored quietly.
+            if !inbound.private && matches!(inbound.kind, InboundKind::Text(_)) {
+                return;
+            }
+            let first = self
+                .inner
+                .refused
+                .lock()
+                .map(|mut r| r.insert((chat.to_string(), inbound.user.clone())))
+                .unwrap_or(false);
+            tracing::warn!(chat = %chat, user = %inbound.user, "refused a stranger");
+            // An interaction (a button, a slash command) always needs its answer.
+            if first || inbound.interaction.is_some() {
+                let msg = Outgoing::answer(
+                    &inbound,
+                    "Sorry, you are not allowed to use this planbot. Ask its operator to add \
+                     your user id to PLANBOT_ALLOWED_USERS.",
+                );
+                self.send_later(&outbound, &chat, msg);
+            }
+            return;
+        }
+        if let InboundKind::Text(text) | InboundKind::Command { args: text, .. } = &inbound.kind {
+            let chars = text.chars().count();
+            if chars > MAX_MESSAGE_CHARS {
+                let msg = format!(
+                    "That message is {chars} characters; the limit is {MAX_MESSAGE_CHARS}. Send it \
+                     in shorter parts, or put the long text in a file in the plan's workspace."
+                );
+                self.send_later(&outbound, &chat, Outgoing::reply(msg));
+                return;
+            }
+        }
+        if let InboundKind::Command { name, .. } = &inbound.kind
+            && let Some(command @ (Command::Help | Command::Status)) = Command::parse(name)
+        {
+            // Read-only: answered at once, even while a turn runs.
+            self.inner.answering.fetch_add(1, Ordering::SeqCst);
+            let router = self.clone();
+            tokio::spawn(async move {
+                router.answer_read_only(command, inbound, outbound).await;
+                router.inner.answering.fetch_sub(1, Ordering::SeqCst);
+            });
+            return;
+        }
+        if let InboundKind::Button { revision, .. } = inbound.kind {
+            // Answered at once, so that the front end can stop its button spinner: a press on a
+            // button that is no longer current changes nothing; a current one is acknowledged
+            // and queued (and checked again when its turn comes).
+            let current = self
+                .inner
+                .store
+                .get(&chat)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|entry| entry.revision == revision);
+            let note = if current { "" } else { STALE };
+            // An empty acknowledgement only where there is an interaction to close.
+            if inbound.interaction.is_some() || !note.is_empty() {
+                self.send_later(&outbound, &chat, Outgoing::answer(&inbound, note));
+            }
+            if !current {
+                return;
+            }
+        }
+        let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if Command::parse(name) == Some(Command::Cancel))
+            || matches!(
+                inbound.kind,
+                InboundKind::Button {
+                    action: Action::Cancel,
+                    ..
+                }
+            );
+        let refused = {
+            let Ok(mut workers) = self.inner.workers.lock() else {
+                return;
+            };
+            let worker = workers
+                .entry(chat.clone())
+                .or_insert_with(|| self.spawn_worker(chat.clone(), outbound.clone()))
+                .clone();
+            let shared = &worker.shared;
+            if is_cancel {
+                // Bypasses the queue: everything waiting is dropped and the running turn ends.
+                shared.waiting.fetch_add(1, Ordering::SeqCst);
+                let _ = worker.jobs.send(shared.job(inbound, true));
+                None
+            } else {
+                let busy =
+                    shared.busy.load(Ordering::SeqCst) || shared.waiting.load(Ordering::SeqCst) > 0;
+                let waiting = shared.waiting.load(Ordering::SeqCst);
+                if busy && waiting >= MAX_QUEUED {
+                    Some(format!(
+                        "{MAX_QUEUED} messages are already waiting for the current turn; this one \
+                         was not taken. Send it again once the reply arrives."
+                    ))
+                } else {
+                    shared.waiting.fetch_add(1, Ordering::SeqCst);
+                    let _ = worker.jobs.send(shared.job(inbound, false));
+                    busy.then(|| {
+                        format!(
+                            "Queued: I'll answer after the current turn ({} waiting).",
+                            waiting + 1
+                        )
+                    })
+                }
+            }
+        };
+        if let Some(note) = refused {
+            self.send_later(&outbound, &chat, Outgoing::reply(note));
+        }
+    }
+
+    /// Sends without waiting: admission never waits on a chat's lane (a chat held in a 429
+    /// window must not hold up the others). Counted until sent, so that idleness includes it.
+    fn send_later(&self, outbound: &Arc<dyn Outbound>, chat: &ChatKey, message: Outgoing) {
+        let (outbound, chat) = (outbound.clone(), chat.clone());
+        let router = self.clone();
+        router.inner.answering.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Err(e) = outbound.send(&chat, message).await {
+                tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
+            }
+            router.inner.answering.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// `/help` and `/status`, outside the chat's queue; audited like any job.
+    async fn answer_read_only(
+        &self,
+        command: Command,
+        inbound: Inbound,
+        outbound: Arc<dyn Outbound>,
+    ) {
+        let started = Instant::now();
+        let chat = &inbound.chat;
+        let entry = self.inner.store.get(chat).await.ok().flatten();
+        let text = match (command, &entry) {
+            (Command::Status, Some(entry)) => copy::status(entry),
+            (Command::Status, None) => copy::NOTHING_PLANNED.to_string(),
+            _ => help_text(),
+        };
+        if let Err(e) = outbound.send(chat, Outgoing::reply(text)).await {
+            tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
+        }
+        if let Some(audit) = &self.inner.audit {
+            audit
+                .append(AuditLine {
+                    time: chrono::Utc::now(),
+                    adapter: chat.adapter.clone(),
+                    chat: chat.channel.clone(),
+                    user: inbound.user.clone(),
+                    action: command.spec().name.to_string(),
+                    slug: entry.as_ref().map(|e| e.slug.clone()),
+                    phase: entry.as_ref().map(|e| e.phase.clone()),
+                    outcome: "ok".into(),
+                    cost_usd: 0.0,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                })
+                .await;
+        }
+    }
+
+    /// Tells chats whose turn a restart cut off that their next message resumes the phase.
+    pub async fn announce_interrupted(&self, adapter: &str) {
+        let Some(outbound) = self.inner.outbounds.get(adapter).cloned() else {
+            return;
+        };
+        let entries = self.inner.store.all().await.unwrap_or_default();
+        let interrupted = entries
+            .into_iter()
+            .map(|(_, entry)| entry)
+            .filter(|e| e.status == EntryStatus::Interrupted && e.adapter == adapter);
+        for entry in interrupted {
+            let chat = ChatKey::new(entry.adapter.clone(), entry.channel_id.clone());
+            let text = format!(
+                "planbot restarted while a turn of `{}` ({}) was running. Your plan is saved: send \
+                 a message to continue this phase.",
+                entry.slug, entry.phase
+            );
+            let _ = outbound.send(&chat, Outgoing::reply(text)).await;
+        }
+    }
+
+    /// Stops taking work, lets running turns finish within `grace`, then cancels the rest (their
+    /// plans are kept as interrupted and their chats told). Returns once every chat is idle.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while !self.all_idle() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.all_idle() {
+            return;
+        }
+        tracing::warn!("the shutdown grace period is over; interrupting the running turns");
+        if let Ok(workers) = self.inner.workers.lock() {
+            for worker in workers.values() {
+                worker.shared.cancel_running();
+            }
+        }
+        // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
+        let hard_deadline = Instant::now() + Duration::from_secs(10);
+        while !self.all_idle() && Instant::now() < hard_deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn all_idle(&self) -> bool {
+        self.inner.answering.load(Ordering::SeqCst) == 0
+            && self.inner.workers.lock().is_ok_and(|workers| {
+                workers.values().all(|w| {
+                    !w.shared.busy.load(Ordering::SeqCst)
+                        && w.shared.waiting.load(Ordering::SeqCst) == 0
+                })
+            })
+    }
+
+    /// Adds to what a user spent today.
+    pub(crate) fn add_spend(&self, user_key: &str, usd: f64) {
+        self.with_spend(|spend| *spend.entry(user_key.to_string()).or_insert(0.0) += usd);
+    }
+
+    /// What a user has spent today.
+    pub(crate) fn spent_today(&self, user_key: &str) -> f64 {
+        self.with_spend(|spend| spend.get(user_key).copied().unwrap_or(0.0))
+    }
+
+    /// Today's spending, starting afresh when the UTC day changes.
+    fn with_spend<R>(&self, f: impl FnOnce(&mut HashMap<String, f64>) -> R) -> R {
+        let today = chrono::Utc::now().date_naive();
+        let mut fresh = HashMap::new();
+        let Ok(mut spend) = self.inner.spend.lock() else {
+            return f(&mut fresh);
+        };
+        if spend.0 != today {
+            *spend = (today, HashMap::new());
+        }
+        f(&mut spend.1)
+    }
+
+    /// Whether `chat` has nothing running or waiting.
+    pub fn chat_is_idle(&self, chat: &ChatKey) -> bool {
+        self.inner.answering.load(Ordering::SeqCst) == 0
+            && self.inner.workers.lock().is_ok_and(|workers| {
+                workers.get(chat).is_none_or(|w| {
+                    !w.shared.busy.load(Ordering::SeqCst)
+                        && w.shared.waiting.load(Ordering::SeqCst) == 0
+                })
+            })
+    }
+
+    /// Ends `chat`'s running turn, keeping its plan (Ctrl-C in the console).
+    pub fn cancel_running(&self, chat: &ChatKey) {
+        if let Ok(workers) = self.inner.workers.lock()
+            && let Some(worker) = workers.get(chat)
+        {
+            worker.shared.cancel_running();
+        }
+    }
+
+    fn spawn_worker(&self, chat: ChatKey, outbound: Arc<dyn Outbound>) -> Worker {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(WorkerShared {
+            waiting: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+            generation: Mutex::new(CancellationToken::new()),
+            running: Mutex::new(None),
+        });
+        let worker = Worker {
+            jobs: tx,
+            shared: shared.clone(),
+        };
+        let chat_worker = ChatWorker {
+            router: self.clone(),
+            chat,
+            outbound,
+            shared,
+            last_offer: None,
+            user: String::new(),
+            record: None,
+            generation: CancellationToken::new(),
+        };
+        tokio::spawn(chat_worker.run(rx));
+        worker
+    }
+}
+
+/// The answer to a press on a button whose moment has passed.
+pub const STALE: &str = "This is no longer current.";
+
+/// The answer to a job that failed inside planbot.
+pub(crate) const JOB_PANICKED: &str = "Something went wrong inside planbot while handling that, so it was \
+dropped. Your plan is as it was: send it again, or /status.";
+
+pub(crate) const SAVE_FAILED: &str =
+    "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_parsed_with_bot_suffixes() {
+        assert_eq!(
+            parse_text("/plan@PlanBot todo-app  a list "),
+            InboundKind::Command {
+                name: "plan".into(),
+                args: "todo-app  a list".into()
+            }
+        );
+        assert_eq!(
+            parse_text("/Status"),
+            InboundKind::Command {
+                name: "status".into(),
+                args: String::new()
+            }
+        );
+        assert_eq!(parse_text("hello /x"), InboundKind::Text("hello /x".into()));
+        assert_eq!(parse_text("/"), InboundKind::Text("/".into()));
+    }
+
+    #[test]
+    fn payloads_round_trip_within_limits() {
+        let offer = Offer {
+            label: "x".into(),
+            action: Action::Finalize,
+            revision: u64::MAX,
+        };
+        assert!(offer.payload().len() <= 64);
+        assert_eq!(
+            Offer::parse_payload(&offer.payload()),
+            Some((Action::Finalize, u64::MAX))
+        );
+        assert_eq!(Offer::parse_payload("zzz:1"), None);
+        assert_eq!(Offer::parse_payload("adv:x"), None);
+    }
+}
