@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -244,11 +243,10 @@ async fn wait_for_turn(
     interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
     shutdown: &CancellationToken,
 ) -> Wait {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut cancelled = false;
-    while !router.chat_is_idle(chat) {
+    loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = router.until_idle(Some(chat)) => return Wait::Done,
             Some(()) = interrupts.recv() => {
                 if cancelled {
                     return Wait::Leave;
@@ -259,5 +257,4 @@ async fn wait_for_turn(
             _ = shutdown.cancelled() => return Wait::Leave,
         }
     }
-    Wait::Done
 }

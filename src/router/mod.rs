@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) refused: Mutex<HashSet<(String, String)>>,
     /// Answers being sent outside the chats' queues (`/help`, `/status`, refusals, notes).
     pub(crate) answering: AtomicUsize,
+    /// Woken whenever a job ends or an answer is sent: [`Router::until_idle`] waits on it.
+    pub(crate) idle: tokio::sync::Notify,
 }
 
 impl Router {
@@ -110,6 +112,7 @@ impl Router {
                 workers: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashSet::new()),
                 answering: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -195,6 +198,8 @@ impl Router {
             tokio::spawn(async move {
                 router.answer_read_only(command, inbound, outbound).await;
                 router.inner.answering.fetch_sub(1, Ordering::SeqCst);
+                router.inner.idle.notify_waiters();
+                router.inner.idle.notify_waiters();
             });
             return;
         }
@@ -278,6 +283,7 @@ impl Router {
                 tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
             }
             router.inner.answering.fetch_sub(1, Ordering::SeqCst);
+            router.inner.idle.notify_waiters();
         });
     }
 
@@ -342,11 +348,10 @@ impl Router {
     /// plans are kept as interrupted and their chats told). Returns once every chat is idle.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.closing.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + grace;
-        while !self.all_idle() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if self.all_idle() {
+        if tokio::time::timeout(grace, self.until_idle(None))
+            .await
+            .is_ok()
+        {
             return;
         }
         tracing::warn!("the shutdown grace period is over; interrupting the running turns");
@@ -356,9 +361,25 @@ impl Router {
             }
         }
         // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
-        let hard_deadline = Instant::now() + Duration::from_secs(10);
-        while !self.all_idle() && Instant::now() < hard_deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.until_idle(None)).await;
+    }
+
+    /// Returns once `chat` (or, with `None`, every chat) has nothing running, waiting or being
+    /// answered. Woken by each job's end, not by a timer.
+    pub async fn until_idle(&self, chat: Option<&ChatKey>) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a job ending in between is not missed.
+            notified.as_mut().enable();
+            let idle = match chat {
+                Some(chat) => self.chat_is_idle(chat),
+                None => self.all_idle(),
+            };
+            if idle {
+                return;
+            }
+            notified.await;
         }
     }
 

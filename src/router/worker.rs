@@ -116,6 +116,8 @@ impl ChatWorker {
             if job.generation.is_cancelled() {
                 // A /cancel came after this was queued.
                 self.shared.busy.store(false, Ordering::SeqCst);
+                self.router.inner.idle.notify_waiters();
+                self.router.inner.idle.notify_waiters();
                 continue;
             }
             self.set_running(Some(job.cancel.clone()));
@@ -137,6 +139,7 @@ impl ChatWorker {
             }
             self.set_running(None);
             self.shared.busy.store(false, Ordering::SeqCst);
+            self.router.inner.idle.notify_waiters();
         }
     }
 

@@ -165,13 +165,10 @@ impl Harness {
     }
 
     pub async fn idle(&self) {
-        for _ in 0..1000 {
-            if self.router.chat_is_idle(&Self::chat()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the chat never became idle");
+        let chat = Self::chat();
+        tokio::time::timeout(Duration::from_secs(10), self.router.until_idle(Some(&chat)))
+            .await
+            .expect("the chat became idle within 10 s");
     }
 
     pub async fn revision(&self) -> u64 {
