@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 echo "-- every setting is in planbot.env.example"
 missing=0
-for name in $(grep -o '"\(PLANBOT\|TELEGRAM\|DISCORD\)_[A-Z_]*"' src/config.rs | tr -d '"' | sort -u); do
+for name in $(grep -o '"\(PLANBOT\|TELEGRAM\|DISCORD\)_[A-Z][A-Z_]*"' src/config.rs | tr -d '"' | sort -u); do
   grep -q "^$name=" deploy/planbot.env.example || { echo "missing: $name"; missing=1; }
 done
 [ "$missing" = 0 ]
