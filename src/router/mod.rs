@@ -29,6 +29,8 @@ use worker::{ChatWorker, Worker, WorkerShared};
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
 /// Messages that may wait behind a running turn.
 pub const MAX_QUEUED: usize = 5;
+/// Strangers remembered as refused once; past this the memory starts afresh.
+const MAX_REFUSED: usize = 10_000;
 /// A chat's worker stops after this long without work (it is started again on demand).
 pub(crate) const WORKER_IDLE: Duration = Duration::from_secs(600);
 
@@ -149,45 +151,11 @@ impl Router {
             tracing::error!(adapter = %inbound.chat.adapter, "event from an unregistered front end");
             return;
         };
-        let chat = inbound.chat.clone();
-        if self.inner.closing.load(Ordering::SeqCst) {
-            let note = "planbot is restarting; send that again in a minute.";
-            self.send_later(&outbound, &chat, Outgoing::reply(note));
-            return;
-        }
-        if !self.authorize(&inbound) {
-            // Chatter of strangers in a group is not addressed to planbot: ignored quietly.
-            if !inbound.private && matches!(inbound.kind, InboundKind::Text(_)) {
-                return;
-            }
-            let first = self
-                .inner
-                .refused
-                .lock()
-                .map(|mut r| r.insert((chat.to_string(), inbound.user.clone())))
-                .unwrap_or(false);
-            tracing::warn!(chat = %chat, user = %inbound.user, "refused a stranger");
-            // An interaction (a button, a slash command) always needs its answer.
-            if first || inbound.interaction.is_some() {
-                let msg = Outgoing::answer(
-                    &inbound,
-                    "Sorry, you are not allowed to use this planbot. Ask its operator to add \
-                     your user id to PLANBOT_ALLOWED_USERS.",
-                );
-                self.send_later(&outbound, &chat, msg);
+        if let Some(answer) = self.turn_away(&inbound) {
+            if let Some(message) = answer {
+                self.send_later(&outbound, &inbound.chat, message);
             }
             return;
-        }
-        if let InboundKind::Text(text) | InboundKind::Command { args: text, .. } = &inbound.kind {
-            let chars = text.chars().count();
-            if chars > MAX_MESSAGE_CHARS {
-                let msg = format!(
-                    "That message is {chars} characters; the limit is {MAX_MESSAGE_CHARS}. Send it \
-                     in shorter parts, or put the long text in a file in the plan's workspace."
-                );
-                self.send_later(&outbound, &chat, Outgoing::reply(msg));
-                return;
-            }
         }
         if let InboundKind::Command { name, .. } = &inbound.kind
             && let Some(command @ (Command::Help | Command::Status)) = Command::parse(name)
@@ -199,7 +167,6 @@ impl Router {
                 router.answer_read_only(command, inbound, outbound).await;
                 router.inner.answering.fetch_sub(1, Ordering::SeqCst);
                 router.inner.idle.notify_waiters();
-                router.inner.idle.notify_waiters();
             });
             return;
         }
@@ -210,7 +177,7 @@ impl Router {
             let current = self
                 .inner
                 .store
-                .get(&chat)
+                .get(&inbound.chat)
                 .await
                 .ok()
                 .flatten()
@@ -218,12 +185,68 @@ impl Router {
             let note = if current { "" } else { STALE };
             // An empty acknowledgement only where there is an interaction to close.
             if inbound.interaction.is_some() || !note.is_empty() {
-                self.send_later(&outbound, &chat, Outgoing::answer(&inbound, note));
+                self.send_later(&outbound, &inbound.chat, Outgoing::answer(&inbound, note));
             }
             if !current {
                 return;
             }
         }
+        self.enqueue(inbound, outbound);
+    }
+
+    /// Whether the event is turned away before any work (planbot closing, a stranger, a message
+    /// over the limit), and with what answer (`None`: in silence).
+    fn turn_away(&self, inbound: &Inbound) -> Option<Option<Outgoing>> {
+        let chat = &inbound.chat;
+        if self.inner.closing.load(Ordering::SeqCst) {
+            let note = "planbot is restarting; send that again in a minute.";
+            return Some(Some(Outgoing::reply(note)));
+        }
+        if !self.authorize(inbound) {
+            // Chatter of strangers in a group is not addressed to planbot: ignored quietly.
+            if !inbound.private && matches!(inbound.kind, InboundKind::Text(_)) {
+                return Some(None);
+            }
+            let first = {
+                let mut refused = self
+                    .inner
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Bounded: a flood of strangers cannot grow it without end.
+                if refused.len() >= MAX_REFUSED {
+                    refused.clear();
+                }
+                refused.insert((chat.to_string(), inbound.user.clone()))
+            };
+            tracing::warn!(chat = %chat, user = %inbound.user, "refused a stranger");
+            // An interaction (a button, a slash command) always needs its answer.
+            let answer = (first || inbound.interaction.is_some()).then(|| {
+                Outgoing::answer(
+                    inbound,
+                    "Sorry, you are not allowed to use this planbot. Ask its operator to add \
+                     your user id to PLANBOT_ALLOWED_USERS.",
+                )
+            });
+            return Some(answer);
+        }
+        if let InboundKind::Text(text) | InboundKind::Command { args: text, .. } = &inbound.kind {
+            let chars = text.chars().count();
+            if chars > MAX_MESSAGE_CHARS {
+                let msg = format!(
+                    "That message is {chars} characters; the limit is {MAX_MESSAGE_CHARS}. Send it \
+                     in shorter parts, or put the long text in a file in the plan's workspace."
+                );
+                return Some(Some(Outgoing::reply(msg)));
+            }
+        }
+        None
+    }
+
+    /// Queues the job on the chat's worker (started on demand), or says why it was not taken.
+    /// /cancel bypasses the queue: everything waiting is dropped and the running turn ends.
+    fn enqueue(&self, inbound: Inbound, outbound: Arc<dyn Outbound>) {
+        let chat = inbound.chat.clone();
         let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if Command::parse(name) == Some(Command::Cancel))
             || matches!(
                 inbound.kind,
@@ -232,42 +255,36 @@ impl Router {
                     ..
                 }
             );
-        let refused = {
-            let Ok(mut workers) = self.inner.workers.lock() else {
-                return;
-            };
+        let note = {
+            let mut workers = self
+                .inner
+                .workers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let worker = workers
                 .entry(chat.clone())
                 .or_insert_with(|| self.spawn_worker(chat.clone(), outbound.clone()))
                 .clone();
             let shared = &worker.shared;
-            if is_cancel {
-                // Bypasses the queue: everything waiting is dropped and the running turn ends.
-                shared.waiting.fetch_add(1, Ordering::SeqCst);
-                let _ = worker.jobs.send(shared.job(inbound, true));
-                None
+            let waiting = shared.waiting.load(Ordering::SeqCst);
+            let busy = shared.busy.load(Ordering::SeqCst) || waiting > 0;
+            if !is_cancel && busy && waiting >= MAX_QUEUED {
+                Some(format!(
+                    "{MAX_QUEUED} messages are already waiting for the current turn; this one \
+                     was not taken. Send it again once the reply arrives."
+                ))
             } else {
-                let busy =
-                    shared.busy.load(Ordering::SeqCst) || shared.waiting.load(Ordering::SeqCst) > 0;
-                let waiting = shared.waiting.load(Ordering::SeqCst);
-                if busy && waiting >= MAX_QUEUED {
-                    Some(format!(
-                        "{MAX_QUEUED} messages are already waiting for the current turn; this one \
-                         was not taken. Send it again once the reply arrives."
-                    ))
-                } else {
-                    shared.waiting.fetch_add(1, Ordering::SeqCst);
-                    let _ = worker.jobs.send(shared.job(inbound, false));
-                    busy.then(|| {
-                        format!(
-                            "Queued: I'll answer after the current turn ({} waiting).",
-                            waiting + 1
-                        )
-                    })
-                }
+                shared.waiting.fetch_add(1, Ordering::SeqCst);
+                let _ = worker.jobs.send(shared.job(inbound, is_cancel));
+                (busy && !is_cancel).then(|| {
+                    format!(
+                        "Queued: I'll answer after the current turn ({} waiting).",
+                        waiting + 1
+                    )
+                })
             }
         };
-        if let Some(note) = refused {
+        if let Some(note) = note {
             self.send_later(&outbound, &chat, Outgoing::reply(note));
         }
     }
