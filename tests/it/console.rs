@@ -23,6 +23,19 @@ pub fn planbot() -> Command {
     command
 }
 
+/// `planbot console` in `dir` on `claude`, its state and workspaces there, stdin piped.
+fn console_in(dir: &Path, claude: &Path) -> Command {
+    let mut command = planbot();
+    command
+        .arg("console")
+        .current_dir(dir)
+        .env("PLANBOT_CLAUDE_BIN", claude)
+        .env("PLANBOT_STATE_DIR", dir.join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
+        .stdin(Stdio::piped());
+    command
+}
+
 /// Runs `planbot console` in `dir` with `input` piped in.
 pub fn console(dir: &Path, claude: &Path, input: &str, extra_env: &[(&str, &str)]) -> Output {
     let mut child = planbot()
@@ -296,19 +309,15 @@ fn the_health_check_passes_while_planbot_runs_and_fails_when_it_does_not() {
             .output()
             .unwrap()
     };
-    let mut running = planbot()
-        .arg("console")
-        .current_dir(dir.path())
-        .env("PLANBOT_CLAUDE_BIN", fake.bin())
-        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
-        .stdin(Stdio::piped())
+    let mut running = console_in(dir.path(), &fake.bin())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The lock file appears a moment before it is locked: ask until it is held (bounded).
+    // planbot takes a moment to start and lock its state dir: ask until it holds it (bounded,
+    // generously: the machine may be busy with other tests).
     let mut healthy = check();
-    for _ in 0..100 {
+    for _ in 0..500 {
         if healthy.status.success() {
             break;
         }
@@ -401,13 +410,7 @@ fn a_killed_planbot_leaves_no_claude_behind_after_its_restart() {
     ]));
     let dir = tempfile::tempdir().unwrap();
     let start = || {
-        planbot()
-            .arg("console")
-            .current_dir(dir.path())
-            .env("PLANBOT_CLAUDE_BIN", fake.bin())
-            .env("PLANBOT_STATE_DIR", dir.path().join("state"))
-            .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
-            .stdin(Stdio::piped())
+        console_in(dir.path(), &fake.bin())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

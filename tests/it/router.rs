@@ -142,6 +142,13 @@ impl Harness {
         ChatKey::new("console", "local")
     }
 
+    /// Sends a line without waiting for what it starts.
+    pub async fn send(&self, text: &str) {
+        self.router
+            .handle(Inbound::from_text(Self::chat(), "local", true, text))
+            .await;
+    }
+
     /// Sends a line and waits for the chat to be idle.
     pub async fn say(&self, text: &str) {
         self.router
@@ -360,19 +367,9 @@ async fn a_panicking_job_is_answered_and_the_chat_goes_on() {
 async fn a_cancel_at_any_instant_around_a_turns_start_stops_it() {
     for delay_ms in [0, 1, 2, 3, 5, 8, 13, 21, 34, 55] {
         let h = Harness::new(json!([{"kind": "slow", "delay_ms": 3000}]));
-        let chat = Harness::chat();
-        h.router
-            .handle(Inbound::from_text(
-                chat.clone(),
-                "local",
-                true,
-                "/plan todo-app x",
-            ))
-            .await;
+        h.send("/plan todo-app x").await;
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        h.router
-            .handle(Inbound::from_text(chat.clone(), "local", true, "/cancel"))
-            .await;
+        h.send("/cancel").await;
         h.idle().await;
         assert!(
             h.fake.spans().is_empty(),
@@ -398,9 +395,7 @@ async fn status_and_help_answer_at_once_while_a_turn_runs() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for command in ["/status", "/help"] {
-        h.router
-            .handle(Inbound::from_text(chat.clone(), "local", true, command))
-            .await;
+        h.send(command).await;
     }
     for _ in 0..200 {
         if h.out.replies().len() >= 3 {
