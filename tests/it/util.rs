@@ -151,7 +151,8 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 
 /// Waits (boundedly) until `done` holds: a killed process takes a moment to disappear.
 pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..100 {
+    // Up to 10 s: generous, since the machine may be busy with the other tests.
+    for _ in 0..500 {
         if done() {
             return;
         }
