@@ -196,9 +196,18 @@ fn sessions_and_check_report_the_state() {
         "{table}"
     );
 
+    // The skills are looked up in the home planbot runs with: this test's own, never the real
+    // one of whoever runs the tests (gstack may be installed there).
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".claude/skills/plan-ceo-review")).unwrap();
+    std::fs::write(
+        home.join(".claude/skills/plan-ceo-review/SKILL.md"),
+        "---\n---\n",
+    )
+    .unwrap();
     let mut check = planbot();
     env(&mut check);
-    let out = check.arg("check").output().unwrap();
+    let out = check.arg("check").env("HOME", &home).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     assert!(
@@ -206,7 +215,8 @@ fn sessions_and_check_report_the_state() {
         "{report}"
     );
     assert!(
-        report.contains("phase /office-hours: skill not installed, uses planbot's built-in prompt"),
+        report.contains("phase /office-hours: skill not installed, uses planbot's built-in prompt")
+            && report.contains("phase /plan-ceo-review: skill installed"),
         "{report}"
     );
 

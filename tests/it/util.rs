@@ -188,11 +188,24 @@ pub fn run_planbot(dir: &Path, claude: &FakeClaude, env: &[(&str, &str)]) -> Run
 pub struct Running(pub Child);
 
 impl Running {
-    /// Waits for planbot to exit on its own.
+    /// Waits (at most 60 s) for planbot to exit on its own; a planbot that does not is killed
+    /// when the test fails, so a regression fails CI rather than hanging it.
     pub async fn exit(mut self) -> std::process::ExitStatus {
-        tokio::task::spawn_blocking(move || self.0.wait().expect("wait"))
-            .await
-            .expect("join")
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        tokio::task::spawn_blocking(move || {
+            loop {
+                if let Some(status) = self.0.try_wait().expect("wait") {
+                    return status;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "planbot did not exit within 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .expect("planbot exited within 60 s")
     }
 }
 
