@@ -468,3 +468,23 @@ fn a_killed_planbot_leaves_no_claude_behind_after_its_restart() {
         "no record is left"
     );
 }
+
+#[test]
+fn a_sandbox_that_was_asked_for_but_cannot_stand_refuses_to_start() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    // No bwrap on this PATH.
+    let out = console_in(dir.path(), &fake.bin())
+        .env("PATH", dir.path())
+        .env("PLANBOT_SANDBOX", "bwrap")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("PLANBOT_SANDBOX=bwrap, but bubblewrap (bwrap) is not installed"),
+        "{stderr}"
+    );
+}

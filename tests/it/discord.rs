@@ -294,6 +294,21 @@ async fn a_plan_from_start_to_finish_in_a_discord_channel() {
         choices["data"]["choices"],
         json!([{"name": "todo-app", "value": "todo-app"}])
     );
+    // Another channel is offered none of this channel's slugs.
+    let complete = discord.autocomplete(OTHER_CHANNEL, USER, "to");
+    discord
+        .wait_for("the other channel's completions", 10, |d| {
+            d.acknowledged(&complete).is_some()
+        })
+        .await;
+    let choices = discord
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|(_, path, body)| path.ends_with("/callback") && body["type"] == 8)
+        .unwrap()
+        .2;
+    assert_eq!(choices["data"]["choices"], json!([]));
 
     assert!(
         claude
