@@ -187,16 +187,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let chat = chat();
-    let mut lines = input.lines();
+    // Split on bytes, not as UTF-8: a stray invalid byte is replaced, and the session goes on.
+    let mut lines = input.split(b'\n');
     loop {
         let line = tokio::select! {
-            line = lines.next_line() => line,
+            line = lines.next_segment() => line,
             _ = shutdown.cancelled() => break,
             // Ctrl-C with no turn running leaves.
             Some(()) = interrupts.recv() => break,
         };
         let line = match line {
-            Ok(Some(line)) => line,
+            Ok(Some(bytes)) => String::from_utf8_lossy(&bytes)
+                .trim_end_matches('\r')
+                .to_string(),
             Ok(None) => break,
             Err(e) => {
                 tracing::error!(error = %e, "reading the console input failed");

@@ -488,3 +488,32 @@ fn a_sandbox_that_was_asked_for_but_cannot_stand_refuses_to_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_invalid_byte_is_replaced_and_the_session_goes_on() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = console_in(dir.path(), &fake.bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let input: &[u8] = b"/plan cafe an idea\ncaf\xe9 au lait\r\nand then more\n";
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 3, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        calls[1]["stdin"]
+            .as_str()
+            .unwrap()
+            .contains("caf\u{FFFD} au lait\n</user_message>")
+    );
+    assert!(
+        calls[2]["stdin"]
+            .as_str()
+            .unwrap()
+            .contains("and then more")
+    );
+}
