@@ -348,7 +348,8 @@ fn append(path: &Path, value: &Value) {
         .append(true)
         .open(path)
         .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
-    let _ = writeln!(file, "{value}");
+    // One write, so that a reader never sees half a line.
+    let _ = file.write_all(format!("{value}\n").as_bytes());
 }
 
 fn now_ms() -> u64 {

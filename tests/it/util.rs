@@ -94,9 +94,15 @@ impl FakeClaude {
     }
 }
 
+/// The complete lines of a JSON-lines file: a line the fake is still writing (no newline yet)
+/// is not read, so a test that polls while a call starts never sees half a line.
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
