@@ -67,6 +67,8 @@ pub enum TurnStatus {
     UnknownSkill { name: String },
     /// `--max-budget-usd` was reached.
     BudgetExceeded,
+    /// `claude` could not be started at all (permissions, a missing working directory).
+    StartFailed { reason: String },
     /// The CLI failed in a way not listed above.
     Crashed {
         exit: Option<i32>,
@@ -110,13 +112,14 @@ impl TurnStatus {
             TurnStatus::ResumeNotFound => "Claude's session was not found".into(),
             TurnStatus::UnknownSkill { name } => format!("skill /{name} is not installed"),
             TurnStatus::BudgetExceeded => "the per-turn budget was reached".into(),
+            TurnStatus::StartFailed { reason } => {
+                format!("Claude Code could not be started ({reason})")
+            }
             TurnStatus::Crashed { exit, stderr_tail } => {
-                let tail = stderr_tail.trim();
                 let code = exit.map_or("a signal".to_string(), |c| format!("exit code {c}"));
-                if tail.is_empty() {
-                    format!("Claude Code stopped with {code}")
-                } else {
-                    format!("Claude Code stopped with {code}: {}", last_line(tail))
+                match meaningful_line(stderr_tail) {
+                    Some(line) => format!("Claude Code stopped with {code}: {line}"),
+                    None => format!("Claude Code stopped with {code}"),
                 }
             }
             TurnStatus::TimedOut { idle: true } => "Claude went quiet for too long".into(),
@@ -135,11 +138,67 @@ with `claude`, then try again.";
 const RESUME_MISSING: &str = "No conversation found with session ID";
 const UNKNOWN_COMMAND: &str = "Unknown command: /";
 
-fn last_line(text: &str) -> &str {
-    text.lines()
+/// The line of stderr that says what went wrong: the last error message, not a stack frame
+/// (`at Object.<anonymous> (cli.js:1:1)`) nor a source excerpt.
+pub fn meaningful_line(stderr: &str) -> Option<&str> {
+    let is_frame = |l: &str| {
+        let l = l.trim();
+        l.starts_with("at ")
+            || l.starts_with('^')
+            || l.starts_with("node:")
+            || l.starts_with("Node.js v")
+            || (l.ends_with(')') && l.contains(".js:"))
+    };
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_frame(l))
+        .collect();
+    let errorish = |l: &&&str| {
+        let lower = l.to_ascii_lowercase();
+        lower.contains("error") || lower.contains("invalid") || lower.contains("please run")
+    };
+    lines
+        .iter()
         .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(text)
+        .find(errorish)
+        .or_else(|| lines.last())
+        .copied()
+}
+
+/// What to do about the failures users meet most, recognised in what the CLI said.
+pub fn advice(said: &str) -> Option<&'static str> {
+    let lower = said.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if any(&[
+        "invalid api key",
+        "/login",
+        "not logged in",
+        "authentication",
+        "oauth token",
+    ]) {
+        Some(
+            "Claude Code is not logged in where planbot runs: log in once with `claude` there (or set ANTHROPIC_API_KEY).",
+        )
+    } else if any(&["credit balance", "billing", "insufficient credit"]) {
+        Some("The Anthropic account is out of credit: add credit, then send your message again.")
+    } else if any(&["overloaded", "529"]) {
+        Some("Claude's API is overloaded right now: send your message again in a minute.")
+    } else if any(&[
+        "enotfound",
+        "econnrefused",
+        "etimedout",
+        "unable to connect",
+        "network",
+    ]) {
+        Some("Claude's API could not be reached from the server (network): check its connection.")
+    } else if any(&["unknown option", "unknown argument", "unexpected argument"]) {
+        Some(
+            "The installed Claude Code is too old for planbot: update it with `npm install -g @anthropic-ai/claude-code`.",
+        )
+    } else {
+        None
+    }
 }
 
 /// Classifies a finished turn.
@@ -178,9 +237,8 @@ fn classify_status(raw: &RawTurn) -> TurnStatus {
     match raw.exit {
         Exit::NotFound => return TurnStatus::NotInstalled,
         Exit::SpawnFailed => {
-            return TurnStatus::Crashed {
-                exit: None,
-                stderr_tail: raw.stderr_tail.clone(),
+            return TurnStatus::StartFailed {
+                reason: raw.stderr_tail.trim().to_string(),
             };
         }
         _ => {}
@@ -300,6 +358,34 @@ impl TurnStatus {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_crash_shows_its_error_message_not_a_stack_frame() {
+        let stderr = "file:///cli.js:12\n    throw e;\n    ^\n\nError: Invalid API key · Please run /login\n    at Object.<anonymous> (cli.js:1:1)\n    at Module._compile (node:internal/modules/cjs/loader:1554:14)\n\nNode.js v22.1.0\n";
+        let status = TurnStatus::Crashed {
+            exit: Some(1),
+            stderr_tail: stderr.into(),
+        };
+        assert_eq!(
+            status.describe(),
+            "Claude Code stopped with exit code 1: Error: Invalid API key · Please run /login"
+        );
+        assert!(
+            advice(&status.describe())
+                .unwrap()
+                .contains("log in once with `claude`")
+        );
+        for (said, fix) in [
+            ("Your credit balance is too low", "out of credit"),
+            ("API Error: 529 Overloaded", "overloaded"),
+            ("Error: connect ECONNREFUSED 1.2.3.4:443", "network"),
+            ("error: unknown option '--tools'", "too old"),
+        ] {
+            assert!(advice(said).unwrap().contains(fix), "{said}");
+        }
+        assert_eq!(advice("something else"), None);
+        assert_eq!(meaningful_line("  \n"), None);
+    }
+
     fn raw(exit: Exit, result: Option<ResultEvent>) -> RawTurn {
         RawTurn {
             exit,
@@ -353,7 +439,12 @@ mod tests {
             TurnStatus::NotInstalled
         );
         let out = classify(&raw(Exit::SpawnFailed, None));
-        assert!(matches!(out.status, TurnStatus::Crashed { exit: None, .. }));
+        assert!(matches!(out.status, TurnStatus::StartFailed { .. }));
+        assert!(
+            out.status
+                .describe()
+                .starts_with("Claude Code could not be started")
+        );
         assert!(!out.has_result);
         assert_eq!(out.session_id.as_deref(), Some("init"));
     }

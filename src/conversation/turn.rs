@@ -201,11 +201,11 @@ impl ChatWorker {
             tracing::error!(error = %e, "could not close the plan in the store");
         }
         let mut text = format!(
-            "✅ Plan `{}` finalized after {} turns (${:.2}). Saved to {}.",
+            "✅ Plan `{}` finalized after {} turns (${:.2}). Saved to `{}` in the workspace.",
             entry.slug,
             entry.turns,
             entry.total_cost_usd,
-            path.display()
+            crate::planning::workspace::shown(&entry.cwd, &path)
         );
         if reply.text.chars().count() <= INLINE_PLAN_CHARS {
             text.push_str("\n\n");

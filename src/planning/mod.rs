@@ -559,9 +559,8 @@ impl PlanningSession {
                     }
                     Err(e) => {
                         return TurnOutcome {
-                            status: TurnStatus::Crashed {
-                                exit: None,
-                                stderr_tail: format!("could not write the system prompt: {e}"),
+                            status: TurnStatus::StartFailed {
+                                reason: format!("could not write the system prompt: {e}"),
                             },
                             session_id: None,
                             has_result: false,
@@ -660,10 +659,12 @@ pub fn failure_message(status: &TurnStatus) -> String {
             Your plan is intact."
                 .into()
         }
-        other => format!(
-            "That turn did not finish: {}. Your plan is intact; send your message again.",
-            other.describe()
-        ),
+        other => {
+            let what = other.describe();
+            let next = crate::claude::outcome::advice(&what)
+                .unwrap_or("Your plan is intact; send your message again.");
+            format!("That turn did not finish: {what}. {next}")
+        }
     }
 }
 

@@ -102,7 +102,7 @@ fn a_piped_session_plans_and_finalizes() {
         "CEO: what is the wedge?",
         "[1] Continue to /plan-eng-review  [2] Finalize  [3] Cancel",
         "You said: 'Keep it small'",
-        "✅ Plan `todo-app` finalized after 6 turns",
+        "✅ Plan `todo-app` finalized after 6 turns ($0.01). Saved to `todo-app/final-plan.md` in the workspace.",
         "# Todo app plan",
         "[attached final-plan.md",
     ];
@@ -114,6 +114,11 @@ fn a_piped_session_plans_and_finalizes() {
         at += found + piece.len();
     }
     assert!(!transcript.contains("PHASE_STATUS"), "{transcript}");
+    // No path of the server is shown (#15, 10).
+    assert!(
+        !transcript.contains(dir.path().to_str().unwrap()),
+        "{transcript}"
+    );
     let ws = dir.path().join("workspace/todo-app");
     let plan = std::fs::read_to_string(ws.join("final-plan.md")).unwrap();
     assert!(plan.starts_with("# Todo app plan") && !plan.contains("PHASE_STATUS"));
