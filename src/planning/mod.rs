@@ -273,7 +273,16 @@ impl PlanningSession {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Reply {
         let wrapped = prompts::wrap_user_text(text);
-        let attempt = self.continuation(&wrapped);
+        let never_answered = self.state.session_id.is_none() && self.state.recap.is_empty();
+        let attempt = if never_answered && !self.state.missing_skills.contains(&self.state.phase) {
+            // The phase's first turn failed: the retry opens it as the first try did (with its
+            // skill), followed by the message.
+            Attempt::Fresh {
+                prompt: format!("{}\n\n{wrapped}", self.opening_prompt()),
+            }
+        } else {
+            self.continuation(&wrapped)
+        };
         self.run_step(Step::Respond, attempt, Some(wrapped), cancel, progress)
             .await
     }

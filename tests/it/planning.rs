@@ -273,3 +273,22 @@ async fn advance_writes_the_phase_notes_and_starts_the_next_in_a_fresh_session()
         )
     );
 }
+
+#[tokio::test]
+async fn a_retry_of_a_failed_first_turn_uses_the_phases_skill_again() {
+    let fake = FakeClaude::new(json!([
+        {"kind": "crash", "exit": 1, "stderr": "boom"},
+        {"kind": "echo"},
+    ]));
+    let mut plan = session(&fake);
+    let cancel = CancellationToken::new();
+    let reply = plan.start_phase(&cancel, &mut |_| {}).await;
+    assert!(!reply.is_answered());
+    let reply = plan.respond("Families first", &cancel, &mut |_| {}).await;
+    assert!(reply.is_answered(), "{reply:?}");
+    let calls = fake.calls();
+    let retry = stdin(&calls[1]);
+    assert!(retry.starts_with("/office-hours "), "{retry}");
+    assert!(retry.contains("Families first"), "{retry}");
+    assert!(plan.state.missing_skills.is_empty());
+}
