@@ -12,7 +12,8 @@ pub const NOT_PAUSED: &str = "This plan is not paused.";
 pub const PLAN_USAGE: &str =
     "Usage: /plan <slug> <idea>, for example /plan todo-app a shared todo list for families";
 
-pub const INTERRUPTED_BY_RESTART: &str = "planbot is restarting, so this turn was stopped. Your \
+/// Said when planbot stops (a restart, or the console quitting) during a turn.
+pub const INTERRUPTED_BY_RESTART: &str = "planbot is stopping, so this turn was stopped. Your \
 plan is saved: send a message when planbot is back to continue this phase.";
 
 pub fn paused_now() -> String {

@@ -128,7 +128,7 @@ impl ChatWorker {
             return;
         }
         let reply = result.unwrap_or_else(|e| Reply {
-            text: plan_error_text(&e),
+            text: e.to_string(),
             outcome: ReplyOutcome::Failed(TurnStatus::Cancelled),
             notices: Vec::new(),
         });
@@ -358,13 +358,6 @@ fn phase_offers(entry: &SessionEntry, reply: &Reply) -> Vec<Offer> {
         revision,
     });
     offers
-}
-
-pub(crate) fn plan_error_text(e: &PlanError) -> String {
-    match e {
-        PlanError::Workspace { .. } => format!("planbot could not prepare the workspace: {e}"),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::turn::plan_error_text;
 use super::{Decision, Limits, Op, decide};
 use crate::chat::{Action, Inbound, Offer, Outgoing};
 use crate::planning::PlanError;
@@ -135,7 +134,7 @@ impl ChatWorker {
             Ok(entry) => entry,
             Err(e) => {
                 tracing::error!(error = %e, "could not create a plan");
-                self.say(plan_error_text(&e)).await;
+                self.say(e.to_string()).await;
                 return;
             }
         };

@@ -83,8 +83,9 @@ pub enum PlanError {
     BadSlug(String),
     #[error("this is the last phase; finalize the plan instead")]
     LastPhase,
-    #[error("could not prepare the workspace {path}: {source}")]
-    Workspace { path: PathBuf, source: io::Error },
+    /// `slug` is the workspace's name: users never see the server's paths.
+    #[error("planbot could not prepare the workspace `{slug}`: {source}")]
+    Workspace { slug: String, source: io::Error },
     #[error("`{0}` belongs to another chat; pick another name")]
     Taken(String),
     #[error(transparent)]
@@ -167,7 +168,7 @@ impl Planner {
         let cwd = self.workspace_of(slug)?;
         let root = &self.settings.workspace_root;
         let failed = |source| PlanError::Workspace {
-            path: cwd.clone(),
+            slug: slug.to_string(),
             source,
         };
         std::fs::create_dir_all(root).map_err(failed)?;

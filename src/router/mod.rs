@@ -199,7 +199,7 @@ impl Router {
     fn turn_away(&self, inbound: &Inbound) -> Option<Option<Outgoing>> {
         let chat = &inbound.chat;
         if self.inner.closing.load(Ordering::SeqCst) {
-            let note = "planbot is restarting; send that again in a minute.";
+            let note = "planbot is stopping; send that again once it is back.";
             return Some(Some(Outgoing::reply(note)));
         }
         if !self.authorize(inbound) {

@@ -424,7 +424,7 @@ async fn sigterm_interrupts_a_long_turn_after_the_grace_period() {
     assert!(
         texts(&telegram, 100)
             .iter()
-            .any(|t| t.contains("planbot is restarting, so this turn was stopped"))
+            .any(|t| t.contains("planbot is stopping, so this turn was stopped"))
     );
     let state = std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap();
     assert!(state.contains("\"status\":\"interrupted\""), "{state}");
