@@ -14,7 +14,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::{
-    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, SendError,
+    Action, ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing,
+    SendError,
 };
 use crate::router::Router;
 
@@ -107,7 +108,7 @@ impl ConsoleOutbound {
                         .actions
                         .iter()
                         .enumerate()
-                        .map(|(i, offer)| format!("[{}] {}", i + 1, offer.label))
+                        .map(|(i, offer)| format!("/{} {}", i + 1, offer.label))
                         .collect();
                     text.push_str(&choices.join("  "));
                     text.push('\n');
@@ -189,6 +190,8 @@ pub async fn run(
     let chat = chat();
     // Split on bytes, not as UTF-8: a stray invalid byte is replaced, and the session goes on.
     let mut lines = input.split(b'\n');
+    // The choice typed once that would cancel the plan, waiting for its confirmation.
+    let mut pending_cancel: Option<usize> = None;
     loop {
         let line = tokio::select! {
             line = lines.next_segment() => line,
@@ -210,20 +213,41 @@ pub async fn run(
         if trimmed.is_empty() {
             continue;
         }
-        let inbound = match trimmed.parse::<usize>().ok().map(|n| outbound.pick(n)) {
-            Some(Some(offer)) => Inbound {
-                chat: chat.clone(),
-                user: USER.into(),
-                private: true,
-                kind: InboundKind::Button {
-                    action: offer.action,
-                    revision: offer.revision,
-                },
-                interaction: None,
-                membership: None,
-            },
-            _ => Inbound::from_text(chat.clone(), USER, true, &line),
+        // A choice is typed as `/1`, `/2`…: a bare number is a message (Claude may have asked
+        // "1, 2 or 3?"). Cancelling asks once more.
+        let choice = trimmed
+            .strip_prefix('/')
+            .and_then(|n| n.parse::<usize>().ok());
+        let inbound = match choice {
+            Some(n) => {
+                let Some(offer) = outbound.pick(n) else {
+                    outbound.print(&format!("There is no choice /{n} now.\n\n"));
+                    pending_cancel = None;
+                    continue;
+                };
+                if offer.action == Action::Cancel && pending_cancel != Some(n) {
+                    outbound.print(&format!(
+                        "Type /{n} again to drop this plan (its workspace stays), or anything \
+                         else to keep it.\n\n"
+                    ));
+                    pending_cancel = Some(n);
+                    continue;
+                }
+                Inbound {
+                    chat: chat.clone(),
+                    user: USER.into(),
+                    private: true,
+                    kind: InboundKind::Button {
+                        action: offer.action,
+                        revision: offer.revision,
+                    },
+                    interaction: None,
+                    membership: None,
+                }
+            }
+            None => Inbound::from_text(chat.clone(), USER, true, &line),
         };
+        pending_cancel = None;
         router.handle(inbound).await;
         if wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await == Wait::Leave {
             return;

@@ -71,7 +71,7 @@ pub fn console(dir: &Path, claude: &Path, input: &str, extra_env: &[(&str, &str)
 pub const SESSION: &str = "/plan todo-app a shared todo list for families\n\
 Parents and kids\n\
 Chores, with reminders\n\
-1\n\
+/1\n\
 Keep it small\n\
 /finalize\n";
 
@@ -96,11 +96,11 @@ fn a_piped_session_plans_and_finalizes() {
     let expected_order = [
         "Planning `todo-app`: 4 phases, starting with /office-hours.",
         "Who uses it?",
-        "[1] Continue to /plan-ceo-review  [2] Finalize  [3] Cancel",
+        "/1 Continue to /plan-ceo-review  /2 Finalize  /3 Cancel",
         "You said: 'Parents and kids'",
         "You said: 'Chores, with reminders'",
         "CEO: what is the wedge?",
-        "[1] Continue to /plan-eng-review  [2] Finalize  [3] Cancel",
+        "/1 Continue to /plan-eng-review  /2 Finalize  /3 Cancel",
         "You said: 'Keep it small'",
         "✅ Plan `todo-app` finalized after 6 turns ($0.01). Saved to `todo-app/final-plan.md` in the workspace.",
         "# Todo app plan",
@@ -521,4 +521,37 @@ fn an_invalid_byte_is_replaced_and_the_session_goes_on() {
             .unwrap()
             .contains("and then more")
     );
+}
+
+#[test]
+fn a_bare_number_is_an_answer_and_cancelling_asks_once_more() {
+    let fake = FakeClaude::new(json!([
+        {"kind": "answer", "text": "How many users: 1, 2 or 3?\n\nPHASE_STATUS: needs_input"},
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let input = "/plan numbers an idea\n3\n/3\nno, keep it\n/9\n/3\n/3\n";
+    let out = console(dir.path(), &fake.bin(), input, &[]);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    let calls = fake.calls();
+    // "3" answered Claude's question; "no, keep it" too, after the first /3 was not confirmed.
+    assert_eq!(calls.len(), 3, "{transcript}");
+    assert!(
+        calls[1]["stdin"]
+            .as_str()
+            .unwrap()
+            .contains("<user_message>\n3\n")
+    );
+    assert!(
+        transcript.contains("Type /3 again to drop this plan"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("There is no choice /9 now."),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("Cancelled planning `numbers`"),
+        "{transcript}"
+    );
+    assert_eq!(transcript.matches("Cancelled planning").count(), 1);
 }

@@ -318,7 +318,7 @@ async fn a_piped_console_session_with_the_real_cli() {
             "reply 1 in this session",
             "You said: '<user_message>\nParents and kids",
             "reply 3 in this session",
-            "[1] Continue to /plan-ceo-review  [2] Finalize  [3] Cancel",
+            "/1 Continue to /plan-ceo-review  /2 Finalize  /3 Cancel",
             "plan-ceo-review skill is not installed",
             "✅ Plan `todo-app` finalized",
         ] {
