@@ -41,6 +41,9 @@ pub enum AppError {
 pub struct Core {
     pub store: Store,
     pub planner: Planner,
+    /// When the state came from `planning.json.bak` because the file was damaged: the
+    /// backup's time, which every chat is told.
+    pub restored_from_backup: Option<String>,
 }
 
 impl Core {
@@ -76,7 +79,21 @@ impl Core {
         common.permission_prompts_none = walls.permission_prompts_none();
         let runner = Runner::new(runner_config);
         let planner = Planner::new(runner, prompts, config.plan_settings(common));
-        Ok(Core { store, planner })
+        let restored_from_backup = report.from_backup.then(|| {
+            std::fs::metadata(config.state_dir.join("planning.json.bak"))
+                .and_then(|m| m.modified())
+                .map(|t| {
+                    chrono::DateTime::<chrono::Utc>::from(t)
+                        .format("%H:%M UTC")
+                        .to_string()
+                })
+                .unwrap_or_else(|_| "an earlier moment".into())
+        });
+        Ok(Core {
+            store,
+            planner,
+            restored_from_backup,
+        })
     }
 
     /// The one router, over every front end that runs.
@@ -92,7 +109,10 @@ impl Core {
         Router::new(
             Arc::new(self.store.clone()),
             self.planner.clone(),
-            router_settings(config),
+            RouterSettings {
+                restored_from_backup: self.restored_from_backup.clone(),
+                ..router_settings(config)
+            },
             outbounds,
         )
     }
@@ -110,6 +130,7 @@ fn router_settings(config: &Config) -> RouterSettings {
         plan_budget_usd: config.plan_budget_usd,
         user_daily_budget_usd: config.user_daily_budget_usd,
         audit: Some(Audit::new(&config.state_dir)),
+        restored_from_backup: None,
     }
 }
 

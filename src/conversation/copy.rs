@@ -23,6 +23,20 @@ pub fn paused_now() -> String {
     )
 }
 
+pub fn interrupted_by_crash(slug: &str, phase: &str) -> String {
+    format!(
+        "planbot restarted while a turn of `{slug}` ({phase}) was running. Your plan is saved: \
+         send a message to continue this phase."
+    )
+}
+
+pub fn restored_from_backup(slug: &str, taken: &str) -> String {
+    format!(
+        "planbot's state file was damaged, so `{slug}` was restored from the backup taken at \
+         {taken}. Your last message may need sending again."
+    )
+}
+
 pub fn already_planning(slug: &str, phase: &str) -> String {
     format!(
         "This chat is already planning `{slug}` (phase {phase}). Finish it with /finalize or drop \
@@ -107,6 +121,8 @@ mod tests {
             PLAN_USAGE.to_string(),
             INTERRUPTED_BY_RESTART.to_string(),
             paused_now(),
+            interrupted_by_crash("todo-app", "office-hours"),
+            restored_from_backup("todo-app", "09:41 UTC"),
             already_planning("todo-app", "office-hours"),
             unknown_command("frob"),
             paused(),

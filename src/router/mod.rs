@@ -51,6 +51,8 @@ pub struct RouterSettings {
     pub user_daily_budget_usd: Option<f64>,
     /// Where every action is recorded.
     pub audit: Option<Audit>,
+    /// When the state was restored from `planning.json.bak` (the backup's time), at start-up.
+    pub restored_from_backup: Option<String>,
 }
 
 /// Routes every front end's events. A cheap handle.
@@ -80,6 +82,8 @@ pub(crate) struct Inner {
     pub(crate) refused: Mutex<HashSet<(String, String)>>,
     /// Answers being sent outside the chats' queues (`/help`, `/status`, refusals, notes).
     pub(crate) answering: AtomicUsize,
+    /// See [`RouterSettings::restored_from_backup`].
+    pub(crate) restored_from_backup: Option<String>,
     /// Woken whenever a job ends or an answer is sent: [`Router::until_idle`] waits on it.
     pub(crate) idle: tokio::sync::Notify,
 }
@@ -108,6 +112,7 @@ impl Router {
                 plan_budget_usd: settings.plan_budget_usd,
                 user_daily_budget_usd: settings.user_daily_budget_usd,
                 audit: settings.audit,
+                restored_from_backup: settings.restored_from_backup,
                 spend: Mutex::new((today, spent)),
                 closing: AtomicBool::new(false),
                 outbounds,
@@ -341,22 +346,25 @@ impl Router {
     }
 
     /// Tells chats whose turn a restart cut off that their next message resumes the phase.
+    /// When the state file was damaged and its backup loaded, every chat of `adapter` is told
+    /// that instead: its last step may be missing.
     pub async fn announce_interrupted(&self, adapter: &str) {
         let Some(outbound) = self.inner.outbounds.get(adapter).cloned() else {
             return;
         };
         let entries = self.inner.store.all().await.unwrap_or_default();
-        let interrupted = entries
+        let restored = self.inner.restored_from_backup.as_deref();
+        let told = entries
             .into_iter()
             .map(|(_, entry)| entry)
-            .filter(|e| e.status == EntryStatus::Interrupted && e.adapter == adapter);
-        for entry in interrupted {
+            .filter(|e| e.adapter == adapter)
+            .filter(|e| restored.is_some() || e.status == EntryStatus::Interrupted);
+        for entry in told {
             let chat = ChatKey::new(entry.adapter.clone(), entry.channel_id.clone());
-            let text = format!(
-                "planbot restarted while a turn of `{}` ({}) was running. Your plan is saved: send \
-                 a message to continue this phase.",
-                entry.slug, entry.phase
-            );
+            let text = match restored {
+                Some(taken) => copy::restored_from_backup(&entry.slug, taken),
+                None => copy::interrupted_by_crash(&entry.slug, &entry.phase),
+            };
             let _ = outbound.send(&chat, Outgoing::reply(text)).await;
         }
     }

@@ -555,3 +555,37 @@ fn a_bare_number_is_an_answer_and_cancelling_asks_once_more() {
     );
     assert_eq!(transcript.matches("Cancelled planning").count(), 1);
 }
+
+#[test]
+fn a_damaged_state_file_is_restored_from_its_backup_and_said_so() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    console(
+        dir.path(),
+        &fake.bin(),
+        "/plan keep an idea\nsecond thought\n",
+        &[],
+    );
+    let state = dir.path().join("state");
+    assert!(state.join("planning.json.bak").is_file());
+    std::fs::write(state.join("planning.json"), b"{\"sessions\": {not json").unwrap();
+    let out = console(dir.path(), &fake.bin(), "", &[]);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        transcript.contains(
+            "planbot's state file was damaged, so `keep` was restored from the backup taken at"
+        ) && transcript.contains("Your last message may need sending again."),
+        "{transcript}"
+    );
+    assert!(
+        !transcript.contains("planbot restarted while a turn"),
+        "{transcript}"
+    );
+    // The damaged file is kept for the operator.
+    let kept = std::fs::read_dir(&state).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("planning.json.corrupt-")
+    });
+    assert!(kept);
+}

@@ -114,6 +114,7 @@ impl Harness {
         outbounds.insert("console".into(), out.clone());
         outbounds.insert("telegram".into(), out.clone());
         let mut settings = RouterSettings {
+            restored_from_backup: None,
             allowed_users: vec!["telegram:42".into()],
             allowed_guilds: Vec::new(),
             allowed_roles: Vec::new(),
