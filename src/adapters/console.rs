@@ -37,8 +37,8 @@ pub struct ConsoleOutbound {
     offers: Mutex<Vec<Offer>>,
     /// Streamed text not yet printed (held back until its line is complete).
     pending_line: Mutex<String>,
-    /// Whether this turn's text was shown as it streamed.
-    streamed: Mutex<bool>,
+    /// This turn's text as it was shown while it streamed (empty: none was).
+    streamed: Mutex<String>,
 }
 
 impl ConsoleOutbound {
@@ -48,7 +48,7 @@ impl ConsoleOutbound {
             live,
             offers: Mutex::new(Vec::new()),
             pending_line: Mutex::new(String::new()),
-            streamed: Mutex::new(false),
+            streamed: Mutex::new(String::new()),
         })
     }
 
@@ -68,7 +68,7 @@ impl ConsoleOutbound {
     fn show(&self, message: &Outgoing) {
         match message.kind {
             MessageKind::Progress => {
-                let streamed = self.streamed.lock().map(|s| *s).unwrap_or(false);
+                let streamed = self.streamed.lock().is_ok_and(|s| !s.is_empty());
                 if self.live && !streamed {
                     // Rewrite the working line in place until text starts to stream.
                     let first = message.text.lines().next().unwrap_or("");
@@ -78,11 +78,11 @@ impl ConsoleOutbound {
             // The acknowledgement of a number typed for a button: nothing to show.
             MessageKind::Ephemeral if message.text.is_empty() => {}
             MessageKind::Reply | MessageKind::Ephemeral => {
-                let streamed = self
+                let shown = self
                     .streamed
                     .lock()
                     .map(|mut s| std::mem::take(&mut *s))
-                    .unwrap_or(false);
+                    .unwrap_or_default();
                 if let Ok(mut pending) = self.pending_line.lock() {
                     pending.clear();
                 }
@@ -90,10 +90,12 @@ impl ConsoleOutbound {
                 if self.live {
                     text.push_str("\r\x1b[2K");
                 }
-                if streamed {
+                let rest = unshown(message.text.trim_end(), &shown);
+                if !shown.is_empty() {
                     text.push('\n');
-                } else {
-                    text.push_str(message.text.trim_end());
+                }
+                if !rest.is_empty() {
+                    text.push_str(&rest);
                     text.push('\n');
                 }
                 if let Some(file) = &message.attachment {
@@ -165,15 +167,37 @@ impl Outbound for ConsoleOutbound {
         if complete.is_empty() {
             return;
         }
-        let first = self
-            .streamed
-            .lock()
-            .map(|mut s| !std::mem::replace(&mut *s, true))
-            .unwrap_or(false);
+        let first = self.streamed.lock().is_ok_and(|mut shown| {
+            let first = shown.is_empty();
+            shown.push_str(&complete);
+            first
+        });
         if first {
             self.print("\n");
         }
         self.print(&complete);
+    }
+}
+
+/// What of a reply is not on the screen yet, once `shown` streamed: everything but the streamed
+/// part (notices, an unfinished last line, a note after it), or the whole reply when it is not
+/// the streamed text at all (a failure, a finished plan's summary).
+fn unshown(reply: &str, shown: &str) -> String {
+    let shown = shown.trim();
+    if shown.is_empty() {
+        return reply.to_string();
+    }
+    match reply.find(shown) {
+        Some(at) => {
+            let before = reply[..at].trim_end();
+            let after = reply[at + shown.len()..].trim();
+            match (before.is_empty(), after.is_empty()) {
+                (true, _) => after.to_string(),
+                (false, true) => before.to_string(),
+                (false, false) => format!("{before}\n{after}"),
+            }
+        }
+        None => reply.to_string(),
     }
 }
 

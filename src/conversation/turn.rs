@@ -69,6 +69,13 @@ impl ChatWorker {
             result = step.instrument(span) => result,
             _ = self.show_progress(&mut events_rx, progress_ref.as_ref(), &working) => unreachable!(),
         };
+        // Text the turn wrote that the progress loop had not passed on yet is streamed before
+        // the reply, so no front end loses the end of it.
+        while let Ok(event) = events_rx.try_recv() {
+            if let Progress::Text(delta) = event {
+                self.outbound.stream_text(&self.chat, &delta).await;
+            }
+        }
         let entry = session.into_state();
         self.conclude(entry, &op, result, cost_before, progress_ref)
             .await;

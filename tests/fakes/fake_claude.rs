@@ -7,7 +7,7 @@
 //! - `FAKE_CLAUDE_SCENARIO` (optional): a JSON file `{"steps": [...]}`; each call takes the next
 //!   step, and when none are left it answers by echoing. Step kinds: `answer` (`text`, `delay_ms`,
 //!   `status`), `max_turns`, `api_error` (`status`), `unknown_skill`, `crash` (`exit`, `stderr`),
-//!   `hang` (`grandchild`, `ignore_sigint`), `result_then_hang`, `no_result` (`exit`), `garbage`,
+//!   `hang` (`grandchild`, `ignore_sigint`), `result_then_hang`, `no_result` (`exit`, `text`), `garbage`,
 //!   `replay` (`file`, `exit`: print a recorded stream verbatim), `slow` (`delay_ms`, then echo).
 //!
 //! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else. With
@@ -165,7 +165,12 @@ fn run_step(dir: &Path, args: &[String], stdin: &str, cwd: &Path, step: &Value) 
             std::process::exit(code);
         }
         "no_result" => {
-            assistant(&session, "partial work");
+            assistant(
+                &session,
+                step.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("partial work"),
+            );
             let code = step.get("exit").and_then(Value::as_i64).unwrap_or(0) as i32;
             std::process::exit(code);
         }

@@ -589,3 +589,63 @@ fn a_damaged_state_file_is_restored_from_its_backup_and_said_so() {
     });
     assert!(kept);
 }
+
+/// Runs `planbot console` on a pseudo-terminal (util-linux `script`), so that it streams as it
+/// does for a person; returns what the terminal showed.
+fn console_on_a_terminal(dir: &Path, claude: &Path, input: &str) -> String {
+    let command = format!("{} console", env!("CARGO_BIN_EXE_planbot"));
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(dir)
+        .env("PLANBOT_SANDBOX", "off")
+        .env("PLANBOT_CLAUDE_BIN", claude)
+        .env("PLANBOT_STATE_DIR", dir.join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux script runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+#[test]
+fn on_a_terminal_nothing_after_streamed_text_is_hidden() {
+    let fake = FakeClaude::new(json!([
+        {"kind": "no_result", "exit": 1, "text": "I looked at the idea.\nThen I"},
+        {"kind": "answer", "text": "Line one\nlast line without newline"},
+        {"kind": "answer", "text": "# Plan\n\nAll of it.\nPHASE_STATUS: ready_to_advance"},
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let screen = console_on_a_terminal(
+        dir.path(),
+        &fake.bin(),
+        "/plan pty an idea\nagain\n/finalize\n",
+    );
+    let expected_order = [
+        "I looked at the idea.",
+        "That turn did not finish",
+        "Line one",
+        "last line without newline",
+        "/1 Continue to /plan-ceo-review",
+        "All of it.",
+        "Plan `pty` finalized after 2 turns",
+        "Saved to `pty/final-plan.md` in the workspace.",
+    ];
+    let mut at = 0;
+    for piece in expected_order {
+        let found = screen[at..]
+            .find(piece)
+            .unwrap_or_else(|| panic!("missing {piece:?} after byte {at} on:\n{screen}"));
+        at += found + piece.len();
+    }
+    assert_eq!(screen.matches("Line one").count(), 1, "{screen}");
+}
