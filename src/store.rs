@@ -683,7 +683,12 @@ impl Store {
         let apply = Box::new(move |slot: &mut Option<SessionEntry>| -> Completion {
             let value = f(slot);
             Box::new(move |written: Result<(), &StoreError>| {
-                let _ = tx.send(written.map(|()| value).map_err(|e| e.to_string()));
+                // The write's own error, without its "could not save to …" (added once below).
+                let cause = |e: &StoreError| match e {
+                    StoreError::Write { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                let _ = tx.send(written.map(|()| value).map_err(cause));
             })
         });
         self.requests

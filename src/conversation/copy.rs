@@ -102,36 +102,103 @@ pub fn status(entry: &SessionEntry) -> String {
 mod tests {
     use super::*;
 
-    /// Every text here, rendered with sample values, is well-formed: no runs of spaces (a lost
-    /// line continuation), no placeholder left, no doubled word at the start.
+    /// Every text here (and the failure texts of planning), rendered with sample values.
+    fn samples(entry: &SessionEntry) -> Vec<(&'static str, String)> {
+        use crate::claude::TurnStatus;
+        let failure = |status: TurnStatus| crate::planning::failure_message(&status);
+        vec![
+            ("NOTHING_PLANNED", NOTHING_PLANNED.to_string()),
+            ("NOTHING_PLANNED_HINT", NOTHING_PLANNED_HINT.to_string()),
+            ("NOT_PAUSED", NOT_PAUSED.to_string()),
+            ("PLAN_USAGE", PLAN_USAGE.to_string()),
+            ("INTERRUPTED_BY_RESTART", INTERRUPTED_BY_RESTART.to_string()),
+            ("paused_now", paused_now()),
+            (
+                "interrupted_by_crash",
+                interrupted_by_crash("todo-app", "office-hours"),
+            ),
+            (
+                "restored_from_backup",
+                restored_from_backup("todo-app", "09:41 UTC"),
+            ),
+            (
+                "already_planning",
+                already_planning("todo-app", "office-hours"),
+            ),
+            ("unknown_command", unknown_command("frob")),
+            ("paused", paused()),
+            ("over_plan_budget", over_plan_budget("todo-app", 5.0, 4.0)),
+            ("over_daily_budget", over_daily_budget(2.5, 2.0)),
+            // Its age changes with the clock: numbers are masked.
+            (
+                "status",
+                regex::Regex::new(r"\d+")
+                    .unwrap()
+                    .replace_all(&status(entry), "N")
+                    .into_owned(),
+            ),
+            ("help", crate::commands::help_text()),
+            ("failure: max turns", failure(TurnStatus::MaxTurns)),
+            ("failure: not installed", failure(TurnStatus::NotInstalled)),
+            ("failure: budget", failure(TurnStatus::BudgetExceeded)),
+            (
+                "failure: crash",
+                failure(TurnStatus::Crashed {
+                    exit: Some(1),
+                    stderr_tail:
+                        "Error: Invalid API key · Please run /login\n    at x (cli.js:1:1)".into(),
+                }),
+            ),
+            (
+                "failure: start",
+                failure(TurnStatus::StartFailed {
+                    reason: "Permission denied (os error 13)".into(),
+                }),
+            ),
+        ]
+    }
+
+    /// The copy as reviewers read it: `copy.snapshot` beside this file holds every sample, and a
+    /// wording change shows in review as a change to it (`UPDATE_SNAPSHOTS=1` rewrites it).
     #[test]
-    fn every_message_is_well_formed() {
-        let entry: SessionEntry = serde_json::from_value(serde_json::json!({
+    fn the_copy_matches_its_reviewed_snapshot() {
+        let entry = sample_entry();
+        let rendered: String = samples(&entry)
+            .iter()
+            .map(|(name, text)| format!("## {name}\n{text}\n\n"))
+            .collect();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/conversation/copy.snapshot"
+        );
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &rendered).unwrap();
+        }
+        let reviewed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            reviewed == rendered,
+            "the copy changed: rerun with UPDATE_SNAPSHOTS=1 and review the diff of {path}"
+        );
+    }
+
+    fn sample_entry() -> SessionEntry {
+        serde_json::from_value(serde_json::json!({
             "slug": "todo-app", "description": "a list", "phase": "office-hours",
             "phases": ["office-hours", "plan-ceo-review"],
             "planning_session_id": "7f1c1a5e-3d9a-4a57-9a49-0b8e6c7d1e2f", "adapter": "console",
             "channel_id": "local", "cwd": "/tmp/ws/todo-app", "status": "planning",
             "started_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z",
         }))
-        .unwrap();
-        let all = [
-            NOTHING_PLANNED.to_string(),
-            NOTHING_PLANNED_HINT.to_string(),
-            NOT_PAUSED.to_string(),
-            PLAN_USAGE.to_string(),
-            INTERRUPTED_BY_RESTART.to_string(),
-            paused_now(),
-            interrupted_by_crash("todo-app", "office-hours"),
-            restored_from_backup("todo-app", "09:41 UTC"),
-            already_planning("todo-app", "office-hours"),
-            unknown_command("frob"),
-            paused(),
-            over_plan_budget("todo-app", 5.0, 4.0),
-            over_daily_budget(2.5, 2.0),
-            status(&entry),
-            crate::commands::help_text(),
-        ];
-        for text in all {
+        .unwrap()
+    }
+
+    /// Every text here, rendered with sample values, is well-formed: no runs of spaces (a lost
+    /// line continuation), no placeholder left, no doubled word at the start.
+    #[test]
+    fn every_message_is_well_formed() {
+        let entry = sample_entry();
+        let all = samples(&entry);
+        for (_, text) in &all {
             assert!(!text.contains("  "), "a run of spaces: {text:?}");
             assert!(
                 !text.contains('{') && !text.contains('}'),

@@ -424,6 +424,23 @@ async fn status_and_help_answer_at_once_while_a_turn_runs() {
 }
 
 #[tokio::test]
+async fn a_command_that_changes_nothing_keeps_the_buttons_current() {
+    let h = Harness::new(json!([]));
+    h.say("/plan todo-app a list").await;
+    let revision = h.revision().await;
+    h.say("/resume").await;
+    assert_eq!(h.out.last_reply().text, "This plan is not paused.");
+    h.say("/status").await;
+    assert_eq!(
+        h.revision().await,
+        revision,
+        "the buttons on screen stay current"
+    );
+    h.press(Action::Advance, revision).await;
+    assert_eq!(h.fake.calls().len(), 2, "the earlier button still works");
+}
+
+#[tokio::test]
 async fn a_slug_belongs_to_the_chat_that_created_it() {
     let h = Harness::new(json!([]));
     h.say("/plan todo-app a shared list").await;

@@ -350,6 +350,11 @@ async fn full_disk_child() {
         .expect_err("the disk is full");
     assert!(err.to_string().contains("could not save"), "{err}");
     assert_eq!(
+        err.to_string().matches("could not save").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
         std::fs::read(dir.join("planning.json")).unwrap(),
         before,
         "old file intact"
