@@ -9,6 +9,71 @@ pub const NOTHING_PLANNED: &str = "Nothing is being planned here. Start with /pl
 pub const NOTHING_PLANNED_HINT: &str =
     "Nothing is being planned here. Start with /plan <slug> <idea>, or /help.";
 pub const NOT_PAUSED: &str = "This plan is not paused.";
+pub const RESUMED: &str = "Resumed. Send your message again to continue this phase.";
+pub const CANCELLED: &str = "Cancelled.";
+pub const EMPTY_REPLY: &str = "(Claude sent an empty reply.)";
+/// The answer to a press on a button whose moment has passed.
+pub const STALE: &str = "This is no longer current.";
+pub const STOPPING: &str = "planbot is stopping; send that again once it is back.";
+pub const STRANGER: &str = "Sorry, you are not allowed to use this planbot. Ask its operator to \
+add your user id to PLANBOT_ALLOWED_USERS.";
+/// The answer to a job that failed inside planbot.
+pub const JOB_PANICKED: &str = "Something went wrong inside planbot while handling that, so it \
+was dropped. Your plan is as it was: send it again, or /status.";
+pub const SAVE_FAILED: &str =
+    "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";
+
+pub fn too_long(chars: usize, limit: usize) -> String {
+    format!(
+        "That message is {chars} characters; the limit is {limit}. Send it in shorter parts, or \
+         put the long text in a file in the plan's workspace."
+    )
+}
+
+pub fn queue_full(limit: usize) -> String {
+    format!(
+        "{limit} messages are already waiting for the current turn; this one was not taken. Send \
+         it again once the reply arrives."
+    )
+}
+
+pub fn queued(waiting: usize) -> String {
+    format!("Queued: I'll answer after the current turn ({waiting} waiting).")
+}
+
+pub fn planning(slug: &str, phases: usize, first: &str) -> String {
+    format!("Planning `{slug}`: {phases} phases, starting with /{first}.")
+}
+
+pub fn last_phase(phase: &str) -> String {
+    format!("`{phase}` is the last phase. Finalize the plan?")
+}
+
+pub fn cancelled_plan(slug: &str) -> String {
+    format!("Cancelled planning `{slug}`. Its workspace and notes stay in place.")
+}
+
+pub fn working_on(phase: &str) -> String {
+    format!("⏳ Working on /{phase}…")
+}
+
+pub fn writing_final_plan(slug: &str) -> String {
+    format!("⏳ Writing the final plan for `{slug}`…")
+}
+
+pub fn finalized(slug: &str, turns: u32, cost: f64, path: &str) -> String {
+    format!(
+        "✅ Plan `{slug}` finalized after {turns} turns (${cost:.2}). Saved to `{path}` in the \
+         workspace."
+    )
+}
+
+pub fn final_plan_not_saved(error: &str) -> String {
+    format!(
+        "The plan was written, but saving final-plan.md failed ({error}). Your plan is still \
+         open: try /finalize again."
+    )
+}
 pub const PLAN_USAGE: &str =
     "Usage: /plan <slug> <idea>, for example /plan todo-app a shared todo list for families";
 
@@ -113,6 +178,32 @@ mod tests {
             ("PLAN_USAGE", PLAN_USAGE.to_string()),
             ("INTERRUPTED_BY_RESTART", INTERRUPTED_BY_RESTART.to_string()),
             ("paused_now", paused_now()),
+            ("RESUMED", RESUMED.to_string()),
+            ("CANCELLED", CANCELLED.to_string()),
+            ("EMPTY_REPLY", EMPTY_REPLY.to_string()),
+            ("STALE", STALE.to_string()),
+            ("STOPPING", STOPPING.to_string()),
+            ("STRANGER", STRANGER.to_string()),
+            ("JOB_PANICKED", JOB_PANICKED.to_string()),
+            ("SAVE_FAILED", SAVE_FAILED.to_string()),
+            ("too_long", too_long(16_001, 16_000)),
+            ("queue_full", queue_full(5)),
+            ("queued", queued(2)),
+            ("planning", planning("todo-app", 4, "office-hours")),
+            ("last_phase", last_phase("plan-eng-review")),
+            ("cancelled_plan", cancelled_plan("todo-app")),
+            ("working_on", working_on("office-hours")),
+            ("writing_final_plan", writing_final_plan("todo-app")),
+            (
+                "finalized",
+                finalized("todo-app", 6, 0.42, "todo-app/final-plan.md"),
+            ),
+            (
+                "final_plan_not_saved",
+                final_plan_not_saved(
+                    "`final-plan.md` in the plan's workspace is a symbolic link; planbot does not write through links. Remove it and try again",
+                ),
+            ),
             (
                 "interrupted_by_crash",
                 interrupted_by_crash("todo-app", "office-hours"),

@@ -42,8 +42,8 @@ impl ChatWorker {
             _ => entry.phase.clone(),
         };
         let working = match op {
-            Op::Finalize => format!("⏳ Writing the final plan for `{}`…", entry.slug),
-            _ => format!("⏳ Working on /{label}…"),
+            Op::Finalize => copy::writing_final_plan(&entry.slug),
+            _ => copy::working_on(&label),
         };
         let progress = Outgoing {
             kind: MessageKind::Progress,
@@ -129,7 +129,7 @@ impl ChatWorker {
             if let Some(id) = &progress_ref {
                 let _ = self
                     .outbound
-                    .edit(&self.chat, id, Outgoing::reply("Cancelled."))
+                    .edit(&self.chat, id, Outgoing::reply(copy::CANCELLED))
                     .await;
             }
             return;
@@ -195,10 +195,7 @@ impl ChatWorker {
                 let _ = self.store().put(&key, entry).await;
                 self.deliver(
                     progress,
-                    Outgoing::reply(format!(
-                        "The plan was written, but saving final-plan.md failed ({e}). Your plan \
-                         is still open: try /finalize again."
-                    )),
+                    Outgoing::reply(copy::final_plan_not_saved(&e.to_string())),
                 )
                 .await;
                 return;
@@ -207,12 +204,11 @@ impl ChatWorker {
         if let Err(e) = self.store().remove(&key).await {
             tracing::error!(error = %e, "could not close the plan in the store");
         }
-        let mut text = format!(
-            "✅ Plan `{}` finalized after {} turns (${:.2}). Saved to `{}` in the workspace.",
-            entry.slug,
+        let mut text = copy::finalized(
+            &entry.slug,
             entry.turns,
             entry.total_cost_usd,
-            crate::planning::workspace::shown(&entry.cwd, &path)
+            &crate::planning::workspace::shown(&entry.cwd, &path),
         );
         if reply.text.chars().count() <= INLINE_PLAN_CHARS {
             text.push_str("\n\n");
@@ -291,7 +287,7 @@ fn reply_message(entry: &SessionEntry, reply: &Reply) -> Outgoing {
         text.push_str(&format!("_{notice}_\n\n"));
     }
     text.push_str(if reply.text.trim().is_empty() {
-        "(Claude sent an empty reply.)"
+        copy::EMPTY_REPLY
     } else {
         &reply.text
     });

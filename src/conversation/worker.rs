@@ -3,7 +3,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Decision, Limits, Op, decide};
+use super::{Decision, Limits, Op, copy, decide};
 use crate::chat::{Action, Inbound, Offer, Outgoing};
 use crate::planning::PlanError;
 use crate::router::worker::ChatWorker;
@@ -70,17 +70,13 @@ impl ChatWorker {
                         revision: entry.revision,
                     },
                 ];
-                let text = format!("`{}` is the last phase. Finalize the plan?", entry.phase);
+                let text = copy::last_phase(&entry.phase);
                 self.offer(Outgoing::reply(text).with_actions(offers)).await;
             }
             Decision::Cancel => match self.store().remove(&self.chat).await {
                 Ok(_) => {
                     self.withdraw_offer().await;
-                    self.say(format!(
-                        "Cancelled planning `{}`. Its workspace and notes stay in place.",
-                        entry.slug
-                    ))
-                    .await
+                    self.say(copy::cancelled_plan(&entry.slug)).await
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cancel could not be saved");
@@ -93,10 +89,7 @@ impl ChatWorker {
                 entry.failures = 0;
                 entry.revision += 1;
                 match self.store().put(&self.chat, entry).await {
-                    Ok(()) => {
-                        self.say("Resumed. Send your message again to continue this phase.")
-                            .await
-                    }
+                    Ok(()) => self.say(copy::RESUMED).await,
                     Err(_) => self.say(SAVE_FAILED).await,
                 }
             }
@@ -138,12 +131,8 @@ impl ChatWorker {
                 return;
             }
         };
-        let first = entry.phase.clone();
-        self.say(format!(
-            "Planning `{slug}`: {} phases, starting with /{first}.",
-            entry.phases.len()
-        ))
-        .await;
+        self.say(copy::planning(&slug, entry.phases.len(), &entry.phase))
+            .await;
         self.run_turn(entry, Op::Start, cancel).await;
     }
 

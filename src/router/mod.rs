@@ -204,8 +204,7 @@ impl Router {
     fn turn_away(&self, inbound: &Inbound) -> Option<Option<Outgoing>> {
         let chat = &inbound.chat;
         if self.inner.closing.load(Ordering::SeqCst) {
-            let note = "planbot is stopping; send that again once it is back.";
-            return Some(Some(Outgoing::reply(note)));
+            return Some(Some(Outgoing::reply(copy::STOPPING)));
         }
         if !self.authorize(inbound) {
             // Chatter of strangers in a group is not addressed to planbot: ignored quietly.
@@ -226,22 +225,14 @@ impl Router {
             };
             tracing::warn!(chat = %chat, user = %inbound.user, "refused a stranger");
             // An interaction (a button, a slash command) always needs its answer.
-            let answer = (first || inbound.interaction.is_some()).then(|| {
-                Outgoing::answer(
-                    inbound,
-                    "Sorry, you are not allowed to use this planbot. Ask its operator to add \
-                     your user id to PLANBOT_ALLOWED_USERS.",
-                )
-            });
+            let answer = (first || inbound.interaction.is_some())
+                .then(|| Outgoing::answer(inbound, copy::STRANGER));
             return Some(answer);
         }
         if let InboundKind::Text(text) | InboundKind::Command { args: text, .. } = &inbound.kind {
             let chars = text.chars().count();
             if chars > MAX_MESSAGE_CHARS {
-                let msg = format!(
-                    "That message is {chars} characters; the limit is {MAX_MESSAGE_CHARS}. Send it \
-                     in shorter parts, or put the long text in a file in the plan's workspace."
-                );
+                let msg = copy::too_long(chars, MAX_MESSAGE_CHARS);
                 return Some(Some(Outgoing::reply(msg)));
             }
         }
@@ -274,19 +265,11 @@ impl Router {
             let waiting = shared.waiting.load(Ordering::SeqCst);
             let busy = shared.busy.load(Ordering::SeqCst) || waiting > 0;
             if !is_cancel && busy && waiting >= MAX_QUEUED {
-                Some(format!(
-                    "{MAX_QUEUED} messages are already waiting for the current turn; this one \
-                     was not taken. Send it again once the reply arrives."
-                ))
+                Some(copy::queue_full(MAX_QUEUED))
             } else {
                 shared.waiting.fetch_add(1, Ordering::SeqCst);
                 let _ = worker.jobs.send(shared.job(inbound, is_cancel));
-                (busy && !is_cancel).then(|| {
-                    format!(
-                        "Queued: I'll answer after the current turn ({} waiting).",
-                        waiting + 1
-                    )
-                })
+                (busy && !is_cancel).then(|| copy::queued(waiting + 1))
             }
         };
         if let Some(note) = note {
@@ -488,15 +471,8 @@ impl Router {
     }
 }
 
-/// The answer to a press on a button whose moment has passed.
-pub const STALE: &str = "This is no longer current.";
-
-/// The answer to a job that failed inside planbot.
-pub(crate) const JOB_PANICKED: &str = "Something went wrong inside planbot while handling that, so it was \
-dropped. Your plan is as it was: send it again, or /status.";
-
-pub(crate) const SAVE_FAILED: &str =
-    "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";
+pub use crate::conversation::copy::STALE;
+pub(crate) use crate::conversation::copy::{JOB_PANICKED, SAVE_FAILED};
 
 #[cfg(test)]
 mod tests {

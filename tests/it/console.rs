@@ -649,3 +649,14 @@ fn on_a_terminal_nothing_after_streamed_text_is_hidden() {
     }
     assert_eq!(screen.matches("Line one").count(), 1, "{screen}");
 }
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    // The sandbox is off in these tests, which planbot warns about: a log line to look at.
+    let out = console(dir.path(), &fake.bin(), "/help\n", &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("wall 3, sandbox: off"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}
