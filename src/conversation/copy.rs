@@ -170,6 +170,7 @@ mod tests {
     /// Every text here (and the failure texts of planning), rendered with sample values.
     fn samples(entry: &SessionEntry) -> Vec<(&'static str, String)> {
         use crate::claude::TurnStatus;
+        use crate::planning::notice;
         let failure = |status: TurnStatus| crate::planning::failure_message(&status);
         vec![
             ("NOTHING_PLANNED", NOTHING_PLANNED.to_string()),
@@ -229,6 +230,19 @@ mod tests {
                     .into_owned(),
             ),
             ("help", crate::commands::help_text()),
+            ("notice: session lost", notice::SESSION_LOST.to_string()),
+            (
+                "notice: skill missing",
+                notice::skill_missing("office-hours"),
+            ),
+            (
+                "notice: moved aside",
+                notice::moved_aside(&["todo-app/CLAUDE.md".into()]),
+            ),
+            (
+                "notice: denied",
+                notice::denied(&["Bash".into(), "WebFetch".into()]),
+            ),
             ("failure: max turns", failure(TurnStatus::MaxTurns)),
             ("failure: not installed", failure(TurnStatus::NotInstalled)),
             ("failure: budget", failure(TurnStatus::BudgetExceeded)),

@@ -401,11 +401,7 @@ impl PlanningSession {
                 ?moved,
                 "instruction files found in a workspace were moved aside"
             );
-            notices.push(format!(
-                "planbot found {} in the plan's workspace, which Claude Code would follow as \
-                 instructions, and moved it aside.",
-                moved.join(", ")
-            ));
+            notices.push(notice::moved_aside(&moved));
         }
         let mut denied: Vec<String> = Vec::new();
         let (mut skill_fallback, mut max_turns_retry, mut api_retry, mut recap_restart) =
@@ -432,7 +428,7 @@ impl PlanningSession {
                     }
                     self.state.turns += 1;
                     if !denied.is_empty() {
-                        notices.push(denial_note(&denied));
+                        notices.push(notice::denied(&denied));
                     }
                     return Reply {
                         text: visible,
@@ -448,10 +444,7 @@ impl PlanningSession {
                         self.state.missing_skills.push(self.state.phase.clone());
                     }
                     tracing::info!(skill = %name, "skill not installed; using the built-in prompt");
-                    notices.push(format!(
-                        "The /{name} skill is not installed here, so this phase uses planbot's \
-                         built-in prompt."
-                    ));
+                    notices.push(notice::skill_missing(&name));
                     attempt = Attempt::Fresh {
                         prompt: self.planner.prompts.phase_prompt(&self.vars()),
                     };
@@ -481,11 +474,7 @@ impl PlanningSession {
                 TurnStatus::ResumeNotFound if !recap_restart => {
                     recap_restart = true;
                     self.state.session_id = None;
-                    notices.push(
-                        "Claude's earlier session for this phase was lost, so I restarted the \
-                         phase from my notes of the conversation."
-                            .into(),
-                    );
+                    notices.push(notice::SESSION_LOST.into());
                     let latest = match step {
                         Step::Finalize => self.planner.prompts.finalize_prompt(&self.vars()),
                         _ => user_text.clone().unwrap_or_default(),
@@ -637,14 +626,34 @@ fn write_temp(text: &str) -> io::Result<tempfile::NamedTempFile> {
     Ok(file)
 }
 
-/// The note under a reply when Claude was refused tools, so a plan never silently misses work.
-fn denial_note(tools: &[String]) -> String {
-    let names: Vec<String> = tools.iter().map(|t| format!("`{t}`")).collect();
-    format!(
-        "Claude wanted to use {} here; planbot does not allow that, so this reply was written \
-         without it.",
-        names.join(", ")
-    )
+/// The notes a reply carries about what happened on the way (shown in italics above it).
+pub mod notice {
+    pub const SESSION_LOST: &str = "Claude's earlier session for this phase was lost, so I \
+restarted the phase from my notes of the conversation.";
+
+    pub fn skill_missing(name: &str) -> String {
+        format!(
+            "The /{name} skill is not installed here, so this phase uses planbot's built-in prompt."
+        )
+    }
+
+    pub fn moved_aside(files: &[String]) -> String {
+        format!(
+            "planbot found {} in the plan's workspace, which Claude Code would follow as \
+             instructions, and moved it aside.",
+            files.join(", ")
+        )
+    }
+
+    /// Claude was refused tools: said, so that a plan never silently misses work.
+    pub fn denied(tools: &[String]) -> String {
+        let names: Vec<String> = tools.iter().map(|t| format!("`{t}`")).collect();
+        format!(
+            "Claude wanted to use {} here; planbot does not allow that, so this reply was \
+             written without it.",
+            names.join(", ")
+        )
+    }
 }
 
 /// What the user is told when a step fails; the plan stays as it was.
