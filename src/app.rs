@@ -146,9 +146,7 @@ pub async fn run_console(
     let outbound = ConsoleOutbound::new(Box::new(std::io::stdout()), live);
     let router = core.router(&config, vec![(console::ADAPTER, outbound.clone())]);
     if live {
-        println!(
-            "planbot console: plan a product with Claude Code. Type /help, or start with\n  /plan <slug> <idea>\n"
-        );
+        println!("{}", crate::conversation::copy::CONSOLE_WELCOME);
     }
     router.announce_interrupted(console::ADAPTER).await;
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());

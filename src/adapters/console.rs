@@ -17,6 +17,7 @@ use crate::chat::{
     Action, ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing,
     SendError,
 };
+use crate::conversation::copy;
 use crate::router::Router;
 
 /// The console's adapter name and its one chat.
@@ -245,15 +246,12 @@ pub async fn run(
         let inbound = match choice {
             Some(n) => {
                 let Some(offer) = outbound.pick(n) else {
-                    outbound.print(&format!("There is no choice /{n} now.\n\n"));
+                    outbound.print(&format!("{}\n\n", copy::no_such_choice(n)));
                     pending_cancel = None;
                     continue;
                 };
                 if offer.action == Action::Cancel && pending_cancel != Some(n) {
-                    outbound.print(&format!(
-                        "Type /{n} again to drop this plan (its workspace stays), or anything \
-                         else to keep it.\n\n"
-                    ));
+                    outbound.print(&format!("{}\n\n", copy::confirm_cancel(n)));
                     pending_cancel = Some(n);
                     continue;
                 }

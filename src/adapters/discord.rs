@@ -667,7 +667,7 @@ impl Handler {
         let Some((action, revision)) = Offer::parse_payload(&press.data.custom_id) else {
             let _ = self
                 .outbound
-                .answer(&interaction, "This button is not one of planbot's.")
+                .answer(&interaction, crate::conversation::copy::FOREIGN_BUTTON)
                 .await;
             return;
         };

@@ -207,8 +207,8 @@ fn long_reply_summary(markdown: &str) -> String {
         start.push_str("\n```");
     }
     format!(
-        "{start}\n\n_The full reply ({} characters) is attached as reply.md._",
-        markdown.chars().count()
+        "{start}\n\n_{}_",
+        crate::conversation::copy::full_reply_attached(markdown.chars().count())
     )
 }
 

@@ -676,7 +676,11 @@ impl Poller {
         let Some((action, revision)) = parsed else {
             let _ = self
                 .outbound
-                .answer(&chat, &query.id.0, "This button is not one of planbot's.")
+                .answer(
+                    &chat,
+                    &query.id.0,
+                    crate::conversation::copy::FOREIGN_BUTTON,
+                )
                 .await;
             return;
         };

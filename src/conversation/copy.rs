@@ -23,6 +23,23 @@ was dropped. Your plan is as it was: send it again, or /status.";
 pub const SAVE_FAILED: &str =
     "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";
 
+pub const CONSOLE_WELCOME: &str = "planbot console: plan a product with Claude Code. Type /help, \
+or start with /plan <slug> <idea>.\n";
+/// A button press whose payload planbot did not make.
+pub const FOREIGN_BUTTON: &str = "This button is not one of planbot's.";
+
+pub fn no_such_choice(n: usize) -> String {
+    format!("There is no choice /{n} now.")
+}
+
+pub fn confirm_cancel(n: usize) -> String {
+    format!("Type /{n} again to drop this plan (its workspace stays), or anything else to keep it.")
+}
+
+pub fn full_reply_attached(chars: usize) -> String {
+    format!("The full reply ({chars} characters) is attached as reply.md.")
+}
+
 pub fn too_long(chars: usize, limit: usize) -> String {
     format!(
         "That message is {chars} characters; the limit is {limit}. Send it in shorter parts, or \
@@ -170,7 +187,7 @@ mod tests {
     /// Every text here (and the failure texts of planning), rendered with sample values.
     fn samples(entry: &SessionEntry) -> Vec<(&'static str, String)> {
         use crate::claude::TurnStatus;
-        use crate::planning::notice;
+        use crate::planning::{PlanError, notice};
         let failure = |status: TurnStatus| crate::planning::failure_message(&status);
         vec![
             ("NOTHING_PLANNED", NOTHING_PLANNED.to_string()),
@@ -188,6 +205,37 @@ mod tests {
             ("JOB_PANICKED", JOB_PANICKED.to_string()),
             ("SAVE_FAILED", SAVE_FAILED.to_string()),
             ("too_long", too_long(16_001, 16_000)),
+            ("CONSOLE_WELCOME", CONSOLE_WELCOME.to_string()),
+            ("FOREIGN_BUTTON", FOREIGN_BUTTON.to_string()),
+            ("no_such_choice", no_such_choice(9)),
+            ("confirm_cancel", confirm_cancel(3)),
+            ("full_reply_attached", full_reply_attached(24_000)),
+            (
+                "plan error: slug",
+                crate::planning::validate_slug("Bad_Slug")
+                    .unwrap_err()
+                    .to_string(),
+            ),
+            (
+                "plan error: taken",
+                PlanError::Taken("todo-app".into()).to_string(),
+            ),
+            ("plan error: last phase", PlanError::LastPhase.to_string()),
+            (
+                "plan error: workspace",
+                PlanError::Workspace {
+                    slug: "todo-app".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+                }
+                .to_string(),
+            ),
+            (
+                "plan error: link",
+                PlanError::Unsafe(crate::planning::workspace::WorkspaceError::Symlink(
+                    "todo-app/phases".into(),
+                ))
+                .to_string(),
+            ),
             ("queue_full", queue_full(5)),
             ("queued", queued(2)),
             ("planning", planning("todo-app", 4, "office-hours")),
