@@ -334,16 +334,7 @@ mod tests {
         );
     }
 
-    fn sample_entry() -> SessionEntry {
-        serde_json::from_value(serde_json::json!({
-            "slug": "todo-app", "description": "a list", "phase": "office-hours",
-            "phases": ["office-hours", "plan-ceo-review"],
-            "planning_session_id": "7f1c1a5e-3d9a-4a57-9a49-0b8e6c7d1e2f", "adapter": "console",
-            "channel_id": "local", "cwd": "/tmp/ws/todo-app", "status": "planning",
-            "started_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z",
-        }))
-        .unwrap()
-    }
+    use crate::conversation::sample_entry;
 
     /// Every text here, rendered with sample values, is well-formed: no runs of spaces (a lost
     /// line continuation), no placeholder left, no doubled word at the start.

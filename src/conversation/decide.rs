@@ -168,17 +168,11 @@ mod tests {
     use super::*;
     use crate::chat::parse_text;
 
-    /// A plan in its first phase of two, at revision 4.
+    /// A plan in its first phase of two, at revision 4, having spent $1.
     fn plan() -> SessionEntry {
-        serde_json::from_value(serde_json::json!({
-            "slug": "todo-app", "description": "a list", "phase": "office-hours",
-            "phases": ["office-hours", "plan-ceo-review"],
-            "planning_session_id": "7f1c1a5e-3d9a-4a57-9a49-0b8e6c7d1e2f", "adapter": "console",
-            "channel_id": "local", "cwd": "/tmp/ws/todo-app", "status": "planning",
-            "started_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z",
-            "turns": 3, "revision": 4, "total_cost_usd": 1.0,
-        }))
-        .unwrap()
+        let mut entry = crate::conversation::sample_entry();
+        (entry.turns, entry.revision, entry.total_cost_usd) = (3, 4, 1.0);
+        entry
     }
 
     /// The states a chat can be in when a job comes.

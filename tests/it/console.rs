@@ -36,9 +36,26 @@ fn console_in(dir: &Path, claude: &Path) -> Command {
     command
 }
 
+/// Checks that `pieces` appear in `text` in this order.
+fn assert_in_order(text: &str, pieces: &[&str]) {
+    let mut at = 0;
+    for piece in pieces {
+        let found = text[at..]
+            .find(piece)
+            .unwrap_or_else(|| panic!("missing {piece:?} after byte {at} in:\n{text}"));
+        at += found + piece.len();
+    }
+}
+
+/// Writes `input` to a child's stdin, closes it, and waits for the child's output.
+fn feed(mut child: std::process::Child, input: &[u8]) -> Output {
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Runs `planbot console` in `dir` with `input` piped in.
 pub fn console(dir: &Path, claude: &Path, input: &str, extra_env: &[(&str, &str)]) -> Output {
-    let mut child = planbot()
+    let child = planbot()
         .arg("console")
         .current_dir(dir)
         .env("PLANBOT_CLAUDE_BIN", claude)
@@ -50,13 +67,7 @@ pub fn console(dir: &Path, claude: &Path, input: &str, extra_env: &[(&str, &str)
         .stderr(Stdio::piped())
         .spawn()
         .expect("planbot runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = feed(child, input.as_bytes());
     if !output.status.success() {
         panic!(
             "planbot console failed: {}\n--- stdout\n{}\n--- stderr\n{}",
@@ -106,13 +117,7 @@ fn a_piped_session_plans_and_finalizes() {
         "# Todo app plan",
         "[attached final-plan.md",
     ];
-    let mut at = 0;
-    for piece in expected_order {
-        let found = transcript[at..]
-            .find(piece)
-            .unwrap_or_else(|| panic!("missing {piece:?} after byte {at} in:\n{transcript}"));
-        at += found + piece.len();
-    }
+    assert_in_order(&transcript, &expected_order);
     assert!(!transcript.contains("PHASE_STATUS"), "{transcript}");
     // No path of the server is shown (#15, 10).
     assert!(
@@ -594,7 +599,7 @@ fn a_damaged_state_file_is_restored_from_its_backup_and_said_so() {
 /// does for a person; returns what the terminal showed.
 fn console_on_a_terminal(dir: &Path, claude: &Path, input: &str) -> String {
     let command = format!("{} console", env!("CARGO_BIN_EXE_planbot"));
-    let mut child = Command::new("script")
+    let child = Command::new("script")
         .args(["-qfec", &command, "/dev/null"])
         .current_dir(dir)
         .env("PLANBOT_SANDBOX", "off")
@@ -607,13 +612,7 @@ fn console_on_a_terminal(dir: &Path, claude: &Path, input: &str) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("util-linux script runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = feed(child, input.as_bytes());
     String::from_utf8_lossy(&out.stdout).replace('\r', "")
 }
 
@@ -640,13 +639,7 @@ fn on_a_terminal_nothing_after_streamed_text_is_hidden() {
         "Plan `pty` finalized after 2 turns",
         "Saved to `pty/final-plan.md` in the workspace.",
     ];
-    let mut at = 0;
-    for piece in expected_order {
-        let found = screen[at..]
-            .find(piece)
-            .unwrap_or_else(|| panic!("missing {piece:?} after byte {at} on:\n{screen}"));
-        at += found + piece.len();
-    }
+    assert_in_order(&screen, &expected_order);
     assert_eq!(screen.matches("Line one").count(), 1, "{screen}");
 }
 

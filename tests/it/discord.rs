@@ -9,6 +9,24 @@ use crate::fake_discord::{FakeDiscord, GUILD, Stored, TOKEN};
 use crate::util::{FakeClaude, Running, arg_after, button, run_planbot};
 
 const CHANNEL: u64 = 555;
+
+/// The choices planbot answers an autocompletion of `/plan`'s slug with, in `channel`.
+async fn completions(discord: &FakeDiscord, channel: u64, typed: &str) -> serde_json::Value {
+    let complete = discord.autocomplete(channel, USER, typed);
+    discord
+        .wait_for("the completions", 10, |d| {
+            d.acknowledged(&complete).is_some()
+        })
+        .await;
+    discord
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|(_, path, body)| path.ends_with("/callback") && body["type"] == 8)
+        .expect("an autocomplete answer")
+        .2["data"]["choices"]
+        .clone()
+}
 const OTHER_CHANNEL: u64 = 556;
 const USER: u64 = 101;
 const STRANGER: u64 = 666;
@@ -276,39 +294,13 @@ async fn a_plan_from_start_to_finish_in_a_discord_channel() {
             .is_file()
     );
 
-    // /plan's slug is completed from the workspaces.
-    let complete = discord.autocomplete(CHANNEL, USER, "to");
-    discord
-        .wait_for("the completions", 10, |d| {
-            d.acknowledged(&complete).is_some()
-        })
-        .await;
-    let choices = discord
-        .calls()
-        .into_iter()
-        .rev()
-        .find(|(_, path, body)| path.ends_with("/callback") && body["type"] == 8)
-        .unwrap()
-        .2;
+    // /plan's slug is completed from the channel's own workspaces; another channel is offered
+    // none of them.
     assert_eq!(
-        choices["data"]["choices"],
+        completions(&discord, CHANNEL, "to").await,
         json!([{"name": "todo-app", "value": "todo-app"}])
     );
-    // Another channel is offered none of this channel's slugs.
-    let complete = discord.autocomplete(OTHER_CHANNEL, USER, "to");
-    discord
-        .wait_for("the other channel's completions", 10, |d| {
-            d.acknowledged(&complete).is_some()
-        })
-        .await;
-    let choices = discord
-        .calls()
-        .into_iter()
-        .rev()
-        .find(|(_, path, body)| path.ends_with("/callback") && body["type"] == 8)
-        .unwrap()
-        .2;
-    assert_eq!(choices["data"]["choices"], json!([]));
+    assert_eq!(completions(&discord, OTHER_CHANNEL, "to").await, json!([]));
 
     assert!(
         claude
