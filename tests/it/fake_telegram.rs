@@ -68,6 +68,8 @@ struct Inner {
     blocked_until: HashMap<i64, Instant>,
     /// Callback query id -> answered.
     callbacks: HashMap<String, bool>,
+    /// The text each callback query was answered with.
+    callback_texts: HashMap<String, String>,
     commands: Option<Value>,
     next_callback: u64,
     /// Chats whose next call gets a 429 (as Telegram does under load), not counted as a fault.
@@ -242,6 +244,11 @@ impl FakeTelegram {
             .get(id)
             .copied()
             .unwrap_or(false)
+    }
+
+    /// The text a callback query was answered with (empty for a silent acknowledgement).
+    pub fn callback_text(&self, id: &str) -> Option<String> {
+        self.inner.lock().unwrap().callback_texts.get(id).cloned()
     }
 
     /// Waits (boundedly) until `done` holds over the fake's state.
@@ -430,6 +437,8 @@ async fn handle(
                 ),
                 Some(true) => fault(&mut inner, 400, "Bad Request: query is already answered"),
                 Some(false) => {
+                    let text = params["text"].as_str().unwrap_or("").to_string();
+                    inner.callback_texts.insert(id.clone(), text);
                     inner.callbacks.insert(id, true);
                     ok(json!(true))
                 }

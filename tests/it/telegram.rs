@@ -207,7 +207,10 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
             t.callback_answered(&stale)
         })
         .await;
-    assert_eq!(claude.calls().len(), 4);
+    assert_eq!(
+        telegram.callback_text(&stale).as_deref(),
+        Some("This is no longer current.")
+    );
 
     let current = with_buttons(&telegram, 100).pop().unwrap();
     telegram.press(100, &current, &button(current.buttons(), "Finalize"));
@@ -216,6 +219,9 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
             t.messages(100).iter().any(|m| m.document.is_some())
         })
         .await;
+    // Counted after a later turn of the same chat: a wrongly honoured stale press would have
+    // started a turn before it.
+    assert_eq!(claude.calls().len(), 5, "the stale press started nothing");
     let doc = telegram
         .messages(100)
         .into_iter()
