@@ -510,6 +510,19 @@ async fn a_429_is_waited_out_and_a_very_long_reply_arrives_as_a_file() {
     );
     // The 429 was obeyed: nothing was sent to the chat inside its window.
     assert_eq!(telegram.faults(), Vec::<String>::new());
+    // The refused call (the chat's first) was sent again, once.
+    let to_chat: Vec<(String, serde_json::Value)> = telegram
+        .calls()
+        .into_iter()
+        .filter(|(_, params)| params["chat_id"] == 100)
+        .collect();
+    let refused = &to_chat[0];
+    assert_eq!(&to_chat[1], refused, "the next call repeats it");
+    assert_eq!(
+        to_chat.iter().filter(|call| *call == refused).count(),
+        2,
+        "sent again exactly once: {to_chat:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
