@@ -50,7 +50,10 @@ impl Core {
     /// Raises the agent's walls, opens the store and builds the planner, as `planbot run` does.
     pub async fn build(config: &Config) -> Result<Core, AppError> {
         let prompts = Prompts::load(config.prompts_dir.as_deref()).map_err(AppError::Prompts)?;
-        let walls = Walls::raise(config).await.map_err(AppError::Unsupported)?;
+        let cli = crate::walls::cli_version(config).await;
+        let walls = Walls::raise(config, &cli)
+            .await
+            .map_err(AppError::Unsupported)?;
         walls.log(config);
         let (store, report) = Store::open(&config.state_dir)?;
         // Only the lock holder gets here: groups left by a killed planbot are its own to end,
@@ -233,7 +236,8 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     let mut say = |ok: bool, what: String| lines.push(CheckLine { ok, what });
     say(true, "configuration is valid".into());
-    match crate::walls::cli_version(config).await {
+    let cli = crate::walls::cli_version(config).await;
+    match &cli {
         Ok(version) => say(
             true,
             format!("claude found ({}): {version}", config.claude_bin.display()),
@@ -284,7 +288,7 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
         }
         Err(e) => say(false, e.to_string()),
     }
-    match Walls::raise(config).await {
+    match Walls::raise(config, &cli).await {
         Ok(walls) => {
             // A wall that is down was allowed by the configuration (validated at load, and
             // `PLANBOT_SANDBOX=bwrap` fails above): a warning, not a failure.

@@ -548,10 +548,7 @@ impl Config {
 
     /// Environment variables `claude` must never see.
     pub fn env_to_remove(&self) -> Vec<String> {
-        let mut names = vec![
-            "TELEGRAM_BOT_TOKEN".to_string(),
-            "DISCORD_TOKEN".to_string(),
-        ];
+        let mut names: Vec<String> = SECRET_VARS.iter().map(|v| v.to_string()).collect();
         names.extend(self.secret_env.iter().cloned());
         names
     }

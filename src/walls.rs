@@ -26,9 +26,10 @@ pub struct Walls {
 }
 
 impl Walls {
-    /// Detects what this machine and CLI allow. Fails only where the operator asked for a wall
-    /// that cannot stand (`PLANBOT_SANDBOX=bwrap` without a working bubblewrap).
-    pub async fn raise(config: &Config) -> Result<Walls, String> {
+    /// Detects what this machine and the CLI (`claude --version` as it answered, asked once by
+    /// the caller) allow. Fails only where the operator asked for a wall that cannot stand
+    /// (`PLANBOT_SANDBOX=bwrap` without a working bubblewrap).
+    pub async fn raise(config: &Config, cli: &Result<String, String>) -> Result<Walls, String> {
         let (sandbox, sandbox_missing) = match config.sandbox {
             SandboxMode::Off => (None, Some("PLANBOT_SANDBOX=off".to_string())),
             mode => {
@@ -66,10 +67,7 @@ impl Walls {
         } else {
             None
         };
-        let cli_version = cli_version(config)
-            .await
-            .ok()
-            .and_then(|v| parse_version(&v));
+        let cli_version = cli.as_deref().ok().and_then(parse_version);
         Ok(Walls {
             sandbox,
             sandbox_missing,

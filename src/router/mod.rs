@@ -166,13 +166,10 @@ impl Router {
             && let Some(command @ (Command::Help | Command::Status)) = Command::parse(name)
         {
             // Read-only: answered at once, even while a turn runs.
-            self.inner.answering.fetch_add(1, Ordering::SeqCst);
             let router = self.clone();
-            tokio::spawn(async move {
-                router.answer_read_only(command, inbound, outbound).await;
-                router.inner.answering.fetch_sub(1, Ordering::SeqCst);
-                router.inner.idle.notify_waiters();
-            });
+            self.answer_later(
+                async move { router.answer_read_only(command, inbound, outbound).await },
+            );
             return;
         }
         if let InboundKind::Button { revision, .. } = inbound.kind {
@@ -281,12 +278,20 @@ impl Router {
     /// window must not hold up the others). Counted until sent, so that idleness includes it.
     fn send_later(&self, outbound: &Arc<dyn Outbound>, chat: &ChatKey, message: Outgoing) {
         let (outbound, chat) = (outbound.clone(), chat.clone());
-        let router = self.clone();
-        router.inner.answering.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
+        self.answer_later(async move {
             if let Err(e) = outbound.send(&chat, message).await {
                 tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
             }
+        });
+    }
+
+    /// Runs an answer outside the chats' queues, counted until done so that idleness
+    /// ([`Router::until_idle`]) includes it.
+    fn answer_later(&self, answer: impl std::future::Future<Output = ()> + Send + 'static) {
+        let router = self.clone();
+        router.inner.answering.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            answer.await;
             router.inner.answering.fetch_sub(1, Ordering::SeqCst);
             router.inner.idle.notify_waiters();
         });
