@@ -4,14 +4,13 @@
 //! Every interaction is deferred before anything else happens, so Discord never shows "This
 //! interaction failed"; what a turn says afterwards goes to the channel as ordinary messages,
 //! because a turn can outlive the 15-minute interaction token. Channel messages go through one
-//! lane per channel that reads Discord's rate-limit headers and waits out a 429's `retry_after`
+//! lane per channel ([`super::lane`]) that reads Discord's rate-limit headers and waits out a 429's `retry_after`
 //! (serenity's own rate limiter is off when `DISCORD_API_URL` points elsewhere, and its errors do
 //! not carry the retry window).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,9 +21,9 @@ use serenity::all::{
     CreateInteractionResponse, EventHandler, GatewayIntents, GuildId, Interaction, Member, Ready,
 };
 use serenity::http::HttpBuilder;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::lane::{Call, Lanes, Pace, Pacing, Recent, Retry, Verdict};
 use super::render::{reply_parts, split_markdown, utf16_len};
 use crate::chat::{
     Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer, Outbound,
@@ -43,8 +42,25 @@ const CUSTOM_ID_LIMIT: usize = 100;
 const LABEL_LIMIT: usize = 80;
 /// A reply longer than this many messages goes as a `.md` attachment with a summary.
 const MAX_PARTS: usize = 5;
-/// At least this long between two calls to one channel, whatever the headers allow.
-const CALL_INTERVAL: Duration = Duration::from_millis(250);
+/// Discord's limits, kept with a margin; its rate-limit headers and 429s are obeyed on top:
+/// 5 messages per 5 s in a channel, 50 requests a second in all.
+const PACING: Pacing = Pacing {
+    calls: Pace {
+        burst: 5,
+        every: Duration::from_millis(100),
+    },
+    sends: Pace {
+        burst: 4,
+        every: Duration::from_millis(1_100),
+    },
+    group_sends: None,
+    all_sends: Some(Pace {
+        burst: 20,
+        every: Duration::from_millis(25),
+    }),
+};
+/// What is remembered about messages sent (button holders, progress texts).
+const REMEMBERED: usize = 4096;
 /// "typing" lasts about 10 s in Discord clients.
 const TYPING_EVERY: Duration = Duration::from_secs(8);
 /// Where Discord's REST API lives when `DISCORD_API_URL` is not set.
@@ -98,13 +114,6 @@ impl Deferred {
     }
 }
 
-/// One channel's queue of calls.
-struct Lane {
-    /// No call before this instant (spacing, an empty bucket, or a 429's window).
-    next_call: Instant,
-    last_typing: Option<Instant>,
-}
-
 /// Discord's side of [`Outbound`].
 pub struct DiscordOutbound {
     client: reqwest::Client,
@@ -113,11 +122,21 @@ pub struct DiscordOutbound {
     token: Secret,
     /// serenity's client, for interaction responses (set up with the same base and token).
     http: Arc<serenity::http::Http>,
-    lanes: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Lane>>>>,
+    lanes: Lanes<u64>,
     /// For a message the router knows, the message of the same reply that carries the buttons.
-    buttons: Mutex<HashMap<(u64, u64), u64>>,
+    buttons: Recent<(u64, u64), u64>,
     /// What each progress message shows, so that an edit never repeats it.
-    shown: Mutex<HashMap<(u64, u64), String>>,
+    shown: Recent<(u64, u64), String>,
+}
+
+/// A REST response, read.
+struct Answer {
+    status: reqwest::StatusCode,
+    body: Value,
+    /// A 429's window, from its body or its `Retry-After`.
+    retry_after: Option<Duration>,
+    /// How long the route's bucket stays empty.
+    bucket_empty: Option<Duration>,
 }
 
 /// `discord:<channel_id>`.
@@ -196,84 +215,70 @@ impl DiscordOutbound {
             api: format!("{base}/api/v10"),
             token: settings.token.clone(),
             http: Arc::new(serenity_http(&settings.token, &base)),
-            lanes: Mutex::new(HashMap::new()),
-            buttons: Mutex::new(HashMap::new()),
-            shown: Mutex::new(HashMap::new()),
+            lanes: Lanes::new(ADAPTER, PACING),
+            buttons: Recent::new(REMEMBERED),
+            shown: Recent::new(REMEMBERED),
         }))
     }
 
-    fn lane(&self, channel: u64) -> Arc<tokio::sync::Mutex<Lane>> {
-        let fresh = || {
-            Arc::new(tokio::sync::Mutex::new(Lane {
-                next_call: Instant::now(),
-                last_typing: None,
-            }))
-        };
-        match self.lanes.lock() {
-            Ok(mut lanes) => lanes.entry(channel).or_insert_with(fresh).clone(),
-            Err(_) => fresh(),
-        }
-    }
-
-    /// Makes one call in the channel's lane: waits for the lane, retries after a 429 once its
-    /// window has passed and after network failures, and keeps the lane shut while the
-    /// route's bucket is empty. Returns the response's JSON.
+    /// Makes one call in the channel's lane ([`super::lane`]): the buckets, a 429's window and
+    /// an emptied route bucket hold it, network failures are retried. Returns the response's JSON.
     async fn call(
         &self,
         channel: u64,
+        kind: Call,
         what: &str,
         make: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, SendError> {
-        let lane = self.lane(channel);
-        let mut lane = lane.lock().await;
-        let mut attempt = 0u32;
-        loop {
-            tokio::time::sleep_until(lane.next_call).await;
-            let result = make()
-                .header("Authorization", format!("Bot {}", self.token.expose()))
-                .send()
-                .await;
-            lane.next_call = Instant::now() + CALL_INTERVAL;
-            let response = match result {
-                Ok(response) => response,
-                Err(e) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(channel, what, error = %e.without_url(), "Discord call failed; retrying");
-                    lane.next_call =
-                        Instant::now() + Duration::from_millis(500 * 2u64.pow(attempt));
-                    continue;
-                }
-                Err(e) => return Err(SendError(format!("Discord {what}: {}", e.without_url()))),
-            };
-            if let Some(wait) = bucket_empty_for(response.headers()) {
-                lane.next_call = lane.next_call.max(Instant::now() + wait);
-            }
-            let status = response.status();
-            let retry_header = header_secs(response.headers(), "retry-after");
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            if status.as_u16() == 429 {
-                let wait = body["retry_after"]
-                    .as_f64()
-                    .or(retry_header)
-                    .unwrap_or(1.0)
-                    .clamp(0.0, 600.0);
-                tracing::warn!(channel, what, retry_after = wait, "Discord asked to wait");
-                lane.next_call = Instant::now() + Duration::from_secs_f64(wait + 0.05);
-                if attempt < 5 {
-                    attempt += 1;
-                    continue;
-                }
-            }
-            if status.is_success() {
-                return Ok(body);
-            }
-            let message = body["message"].as_str().unwrap_or("no message");
-            let code = body["code"].as_i64().unwrap_or(0);
-            tracing::warn!(channel, what, %status, code, message, "Discord refused a call");
-            return Err(SendError(format!(
-                "Discord {what}: {status} {message} ({code})"
-            )));
+        let auth = format!("Bot {}", self.token.expose());
+        let result = self
+            .lanes
+            .call(
+                &channel,
+                false,
+                kind,
+                what,
+                || {
+                    let request = make().header("Authorization", &auth);
+                    async move {
+                        let response = request.send().await?;
+                        let headers = response.headers();
+                        let (status, bucket_empty) = (response.status(), bucket_empty_for(headers));
+                        let retry_header = header_secs(headers, "retry-after");
+                        let body: Value = response.json().await.unwrap_or(Value::Null);
+                        let retry_after = (status.as_u16() == 429).then(|| {
+                            let secs = body["retry_after"].as_f64().or(retry_header);
+                            Duration::from_secs_f64(secs.unwrap_or(1.0).clamp(0.0, 600.0))
+                        });
+                        Ok::<_, reqwest::Error>(Answer {
+                            status,
+                            body,
+                            retry_after,
+                            bucket_empty,
+                        })
+                    }
+                },
+                |result| match result {
+                    Err(_) => Verdict::retry(Retry::Backoff),
+                    Ok(answer) => Verdict {
+                        retry: answer.retry_after.map_or(Retry::Done, Retry::After),
+                        hold: answer.bucket_empty,
+                    },
+                },
+            )
+            .await;
+        let answer =
+            result.map_err(|e| SendError(format!("Discord {what}: {}", e.without_url())))?;
+        if answer.status.is_success() {
+            return Ok(answer.body);
         }
+        let (status, body) = (answer.status, answer.body);
+        let message = body["message"].as_str().unwrap_or("no message");
+        let code = body["code"].as_i64().unwrap_or(0);
+        tracing::warn!(channel, what, %status, code, message, "Discord refused a call");
+        Err(SendError(format!(
+            "Discord {what}: {status} {message} ({code})"
+        )))
     }
 
     fn url(&self, path: &str) -> String {
@@ -284,7 +289,7 @@ impl DiscordOutbound {
         let body = quiet(body);
         let url = self.url(&format!("/channels/{channel}/messages"));
         let reply = self
-            .call(channel, "create message", || {
+            .call(channel, Call::Send, "create message", || {
                 self.client.post(&url).json(&body)
             })
             .await?;
@@ -294,7 +299,7 @@ impl DiscordOutbound {
     async fn patch_message(&self, channel: u64, id: u64, body: Value) -> Result<(), SendError> {
         let body = quiet(body);
         let url = self.url(&format!("/channels/{channel}/messages/{id}"));
-        self.call(channel, "edit message", || {
+        self.call(channel, Call::Other, "edit message", || {
             self.client.patch(&url).json(&body)
         })
         .await
@@ -314,7 +319,7 @@ impl DiscordOutbound {
             "attachments": [{"id": 0, "filename": name}],
         }));
         let reply = self
-            .call(channel, "upload file", || {
+            .call(channel, Call::Send, "upload file", || {
                 let file = reqwest::multipart::Part::bytes(bytes.to_vec())
                     .file_name(name.to_string())
                     .mime_str("text/markdown")
@@ -366,10 +371,10 @@ impl DiscordOutbound {
             first.get_or_insert(id);
         }
         let first = first.ok_or_else(|| SendError("empty message".into()))?;
-        if let (Some(last), Ok(mut buttons)) = (last, self.buttons.lock())
+        if let Some(last) = last
             && !message.actions.is_empty()
         {
-            buttons.insert((channel, first), last);
+            self.buttons.insert((channel, first), last);
         }
         Ok(first)
     }
@@ -455,9 +460,7 @@ impl Outbound for DiscordOutbound {
                 let text = message.text.clone();
                 let body = json!({"content": text});
                 let id = self.post_message(channel, body).await?;
-                if let Ok(mut shown) = self.shown.lock() {
-                    shown.insert((channel, id), text);
-                }
+                self.shown.insert((channel, id), text);
                 Ok(MessageRef(id.to_string()))
             }
             _ => Ok(MessageRef(
@@ -476,35 +479,23 @@ impl Outbound for DiscordOutbound {
         let id = message_id(id)?;
         if message.kind == MessageKind::Progress {
             let text = message.text.clone();
-            let unchanged = self
-                .shown
-                .lock()
-                .map(|shown| shown.get(&(channel, id)) == Some(&text))
-                .unwrap_or(false);
+            let unchanged = self.shown.get(&(channel, id)) == Some(text.clone());
             if unchanged {
                 return Ok(());
             }
             self.patch_message(channel, id, json!({"content": text}))
                 .await?;
-            if let Ok(mut shown) = self.shown.lock() {
-                shown.insert((channel, id), text);
-            }
+            self.shown.insert((channel, id), text);
             return Ok(());
         }
-        if let Ok(mut shown) = self.shown.lock() {
-            shown.remove(&(channel, id));
-        }
+        self.shown.remove(&(channel, id));
         self.deliver(chat, &message, Some(id)).await.map(|_| ())
     }
 
     async fn withdraw_actions(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
         let channel = channel(chat)?;
         let id = message_id(id)?;
-        let holder = self
-            .buttons
-            .lock()
-            .ok()
-            .and_then(|mut b| b.remove(&(channel, id)));
+        let holder = self.buttons.remove(&(channel, id));
         match holder {
             Some(holder) => {
                 self.patch_message(channel, holder, json!({"components": []}))
@@ -518,17 +509,22 @@ impl Outbound for DiscordOutbound {
         let Ok(channel) = channel(chat) else {
             return;
         };
-        {
-            let lane = self.lane(channel);
-            let mut lane = lane.lock().await;
-            if lane.last_typing.is_some_and(|t| t.elapsed() < TYPING_EVERY) {
-                return;
-            }
-            lane.last_typing = Some(Instant::now());
-        }
         let url = self.url(&format!("/channels/{channel}/typing"));
-        let _ = self
-            .call(channel, "typing", || self.client.post(&url))
+        let auth = format!("Bot {}", self.token.expose());
+        self.lanes
+            .typing(
+                &channel,
+                false,
+                TYPING_EVERY,
+                || self.client.post(&url).header("Authorization", auth).send(),
+                |result| match result {
+                    Ok(response) => Verdict {
+                        retry: Retry::Done,
+                        hold: bucket_empty_for(response.headers()),
+                    },
+                    Err(_) => Verdict::done(),
+                },
+            )
             .await;
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod console;
 pub mod discord;
+pub mod lane;
 pub mod render;
 pub mod telegram;

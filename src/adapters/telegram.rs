@@ -1,16 +1,15 @@
 //! The Telegram front end (teloxide, long polling). Translation only: updates become
 //! [`Inbound`] events, [`Outgoing`] messages become Bot API calls.
 //!
-//! Every call to a chat goes through that chat's lane: one call at a time, spaced so a chat never
-//! trips Telegram's flood limits, and a `429 retry_after` keeps the lane shut for its window.
+//! Every call to a chat goes through that chat's lane ([`super::lane`]): one call at a time,
+//! paced under Telegram's flood limits, and a `429 retry_after` keeps the lane shut for its window.
 //! Replies are rendered from markdown to Telegram HTML, split under the message limit, and resent
 //! as plain text if Telegram still rejects the entities. Update ids already handled are recorded
 //! durably before they are handled, so a restart never answers a message twice.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +24,6 @@ use teloxide::types::{
     ParseMode, ThreadId, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Every text goes out with link previews off: Telegram would otherwise fetch any URL the agent
@@ -38,6 +36,7 @@ const NO_PREVIEW: LinkPreviewOptions = LinkPreviewOptions {
     show_above_text: false,
 };
 
+use super::lane::{Call, Lanes, Pace, Pacing, Recent, Retry, Verdict};
 use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};
 use crate::chat::{
     ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, SendError,
@@ -52,21 +51,32 @@ pub const ADAPTER: &str = "telegram";
 const MESSAGE_LIMIT: usize = 4000;
 /// A reply longer than this many messages goes as a `.md` document with a summary.
 const MAX_PARTS: usize = 3;
-/// At most one call per chat this often: well under Telegram's per-chat flood limits.
-const CALL_INTERVAL: Duration = Duration::from_millis(350);
+/// Telegram's limits, kept with a margin: about one message a second in a chat (short bursts
+/// allowed), 20 a minute in a group, about 30 a second in all.
+const PACING: Pacing = Pacing {
+    calls: Pace {
+        burst: 4,
+        every: Duration::from_millis(300),
+    },
+    sends: Pace {
+        burst: 3,
+        every: Duration::from_secs(1),
+    },
+    group_sends: Some(Pace {
+        burst: 3,
+        every: Duration::from_millis(3_600),
+    }),
+    all_sends: Some(Pace {
+        burst: 20,
+        every: Duration::from_micros(35_715),
+    }),
+};
+/// What is remembered about messages sent (button holders, progress texts, answered presses).
+const REMEMBERED: usize = 4096;
 /// "typing" lasts about 5 s in Telegram clients.
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 /// The long-polling timeout; teloxide's HTTP client waits 17 s.
 const POLL_SECS: u32 = 10;
-/// How many answered callback ids to remember.
-const ANSWERED_KEPT: usize = 1024;
-
-/// One chat's queue of calls.
-struct Lane {
-    /// No call before this instant (spacing, or a 429's window).
-    next_call: Instant,
-    last_typing: Option<Instant>,
-}
 
 /// A message part: the HTML to send and the plain text to fall back to.
 struct Part {
@@ -78,13 +88,27 @@ struct Part {
 pub struct TelegramOutbound {
     bot: Bot,
     token: Secret,
-    lanes: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Lane>>>>,
+    lanes: Lanes<i64>,
     /// Callback queries already answered (each may be answered once).
-    answered: Mutex<(HashSet<String>, VecDeque<String>)>,
+    answered: Recent<String, ()>,
     /// For a message the router knows, the message of the same reply that carries the buttons.
-    keyboards: Mutex<HashMap<(i64, i32), i32>>,
+    keyboards: Recent<(i64, i32), i32>,
     /// What each progress message shows, so that an edit never repeats it.
-    shown: Mutex<HashMap<(i64, i32), String>>,
+    shown: Recent<(i64, i32), String>,
+}
+
+/// Groups and channels have negative ids.
+fn is_group(chat: ChatId) -> bool {
+    chat.0 < 0
+}
+
+/// What a Bot API result asks of the lane.
+fn verdict<T>(result: &Result<T, RequestError>) -> Verdict {
+    match result {
+        Err(RequestError::RetryAfter(wait)) => Verdict::retry(Retry::After(wait.duration())),
+        Err(RequestError::Network(_) | RequestError::Io(_)) => Verdict::retry(Retry::Backoff),
+        _ => Verdict::done(),
+    }
 }
 
 /// `telegram:<chat_id>` or `telegram:<chat_id>:<thread_id>`.
@@ -135,10 +159,10 @@ impl TelegramOutbound {
         Ok(Arc::new(TelegramOutbound {
             bot,
             token,
-            lanes: Mutex::new(HashMap::new()),
-            answered: Mutex::new((HashSet::new(), VecDeque::new())),
-            keyboards: Mutex::new(HashMap::new()),
-            shown: Mutex::new(HashMap::new()),
+            lanes: Lanes::new(ADAPTER, PACING),
+            answered: Recent::new(REMEMBERED),
+            keyboards: Recent::new(REMEMBERED),
+            shown: Recent::new(REMEMBERED),
         }))
     }
 
@@ -147,66 +171,26 @@ impl TelegramOutbound {
         error.to_string().replace(self.token.expose(), "***")
     }
 
-    fn lane(&self, chat: i64) -> Arc<tokio::sync::Mutex<Lane>> {
-        let Ok(mut lanes) = self.lanes.lock() else {
-            return Arc::new(tokio::sync::Mutex::new(Lane {
-                next_call: Instant::now(),
-                last_typing: None,
-            }));
-        };
-        lanes
-            .entry(chat)
-            .or_insert_with(|| {
-                Arc::new(tokio::sync::Mutex::new(Lane {
-                    next_call: Instant::now(),
-                    last_typing: None,
-                }))
-            })
-            .clone()
-    }
-
     /// Makes one call in the chat's lane, obeying 429 windows and retrying network failures.
     async fn call<T, F, Fut>(
         &self,
         chat: ChatId,
+        kind: Call,
         what: &str,
-        mut make: F,
+        make: F,
     ) -> Result<T, RequestError>
     where
         F: FnMut() -> Fut,
         Fut: IntoFuture<Output = Result<T, RequestError>>,
     {
-        let lane = self.lane(chat.0);
-        let mut lane = lane.lock().await;
-        let mut attempt = 0u32;
-        loop {
-            tokio::time::sleep_until(lane.next_call).await;
-            let result = make().await;
-            lane.next_call = Instant::now() + CALL_INTERVAL;
-            match result {
-                Err(RequestError::RetryAfter(wait)) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(
-                        chat = chat.0,
-                        what,
-                        retry_after = wait.seconds(),
-                        "Telegram asked to wait"
-                    );
-                    lane.next_call = Instant::now() + wait.duration() + Duration::from_millis(50);
-                }
-                Err(ref e @ (RequestError::Network(_) | RequestError::Io(_))) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(chat = chat.0, what, error = %self.redact(e), "Telegram call failed; retrying");
-                    lane.next_call =
-                        Instant::now() + Duration::from_millis(500 * 2u64.pow(attempt));
-                }
-                Err(e) => {
-                    tracing::warn!(chat = chat.0, what, error = %self.redact(&e), "Telegram call failed");
-                    return Err(e);
-                }
-                ok => return ok,
-            }
+        let result = self
+            .lanes
+            .call(&chat.0, is_group(chat), kind, what, make, verdict)
+            .await;
+        if let Err(e) = &result {
+            tracing::warn!(chat = chat.0, what, error = %self.redact(e), "Telegram call failed");
         }
+        result
     }
 
     fn send_error(&self, e: &RequestError) -> SendError {
@@ -277,14 +261,14 @@ impl TelegramOutbound {
         markup: Option<InlineKeyboardMarkup>,
     ) -> Result<MessageId, SendError> {
         let mut result = self
-            .call(chat, "sendMessage", || {
+            .call(chat, Call::Send, "sendMessage", || {
                 self.send_request(chat, thread, &part.html, true, &markup)
             })
             .await;
         if let Err(RequestError::Api(ApiError::CantParseEntities(_))) = result {
             // The HTML was refused after all: the same text, plain.
             result = self
-                .call(chat, "sendMessage", || {
+                .call(chat, Call::Send, "sendMessage", || {
                     self.send_request(chat, thread, &part.plain, false, &markup)
                 })
                 .await;
@@ -313,11 +297,15 @@ impl TelegramOutbound {
             request
         };
         let mut result = self
-            .call(chat, "editMessageText", || request(&part.html, true))
+            .call(chat, Call::Other, "editMessageText", || {
+                request(&part.html, true)
+            })
             .await;
         if let Err(RequestError::Api(ApiError::CantParseEntities(_))) = result {
             result = self
-                .call(chat, "editMessageText", || request(&part.plain, false))
+                .call(chat, Call::Other, "editMessageText", || {
+                    request(&part.plain, false)
+                })
                 .await;
         }
         match result {
@@ -334,7 +322,7 @@ impl TelegramOutbound {
         bytes: &[u8],
         caption: Option<&str>,
     ) -> Result<MessageId, SendError> {
-        self.call(chat, "sendDocument", || {
+        self.call(chat, Call::Send, "sendDocument", || {
             let file = InputFile::memory(bytes.to_vec()).file_name(name.to_string());
             let mut request = self.bot.send_document(chat, file);
             if let Some(thread) = thread {
@@ -377,37 +365,21 @@ impl TelegramOutbound {
             first.get_or_insert(id);
         }
         let first = first.ok_or_else(|| SendError("empty message".into()))?;
-        if let (Some((_, last)), Ok(mut keyboards)) = (result, self.keyboards.lock())
+        if let Some((_, last)) = result
             && !message.actions.is_empty()
         {
-            keyboards.insert((chat_id.0, first.0), last.0);
+            self.keyboards.insert((chat_id.0, first.0), last.0);
         }
         Ok(first)
     }
 
     /// Answers a button press (once); a note for an already answered press goes to the chat.
     async fn answer(&self, chat: &ChatKey, id: &str, text: &str) -> Result<(), SendError> {
-        let first = self
-            .answered
-            .lock()
-            .map(|mut answered| {
-                let (set, order) = &mut *answered;
-                let fresh = set.insert(id.to_string());
-                if fresh {
-                    order.push_back(id.to_string());
-                    if order.len() > ANSWERED_KEPT
-                        && let Some(old) = order.pop_front()
-                    {
-                        set.remove(&old);
-                    }
-                }
-                fresh
-            })
-            .unwrap_or(true);
+        let first = self.answered.insert(id.to_string(), ());
         let (chat_id, _) = target(chat)?;
         if first {
             let query = CallbackQueryId(id.to_string());
-            self.call(chat_id, "answerCallbackQuery", || {
+            self.call(chat_id, Call::Other, "answerCallbackQuery", || {
                 let request = self.bot.answer_callback_query(query.clone());
                 if text.is_empty() {
                     request
@@ -444,15 +416,13 @@ impl Outbound for TelegramOutbound {
                 let (chat_id, thread) = target(chat)?;
                 // Progress is plain text: it carries raw model output, markdown half-written.
                 let id = self
-                    .call(chat_id, "sendMessage", || {
+                    .call(chat_id, Call::Send, "sendMessage", || {
                         self.send_request(chat_id, thread, &message.text, false, &None)
                     })
                     .await
                     .map_err(|e| self.send_error(&e))?
                     .id;
-                if let Ok(mut shown) = self.shown.lock() {
-                    shown.insert((chat_id.0, id.0), message.text.clone());
-                }
+                self.shown.insert((chat_id.0, id.0), message.text.clone());
                 Ok(MessageRef(id.0.to_string()))
             }
             _ => {
@@ -471,17 +441,13 @@ impl Outbound for TelegramOutbound {
         let (chat_id, _) = target(chat)?;
         let msg_id = message_id(id)?;
         if message.kind == MessageKind::Progress {
-            let unchanged = self
-                .shown
-                .lock()
-                .map(|shown| shown.get(&(chat_id.0, msg_id.0)) == Some(&message.text))
-                .unwrap_or(false);
+            let unchanged = self.shown.get(&(chat_id.0, msg_id.0)) == Some(message.text.clone());
             if unchanged {
                 return Ok(());
             }
             let text = message.text.clone();
             let result = self
-                .call(chat_id, "editMessageText", || {
+                .call(chat_id, Call::Other, "editMessageText", || {
                     self.bot
                         .edit_message_text(chat_id, msg_id, text.clone())
                         .link_preview_options(NO_PREVIEW)
@@ -489,31 +455,23 @@ impl Outbound for TelegramOutbound {
                 .await;
             return match result {
                 Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => {
-                    if let Ok(mut shown) = self.shown.lock() {
-                        shown.insert((chat_id.0, msg_id.0), message.text);
-                    }
+                    self.shown.insert((chat_id.0, msg_id.0), message.text);
                     Ok(())
                 }
                 Err(e) => Err(self.send_error(&e)),
             };
         }
-        if let Ok(mut shown) = self.shown.lock() {
-            shown.remove(&(chat_id.0, msg_id.0));
-        }
+        self.shown.remove(&(chat_id.0, msg_id.0));
         self.deliver(chat, &message, Some(msg_id)).await.map(|_| ())
     }
 
     async fn withdraw_actions(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
         let (chat_id, _) = target(chat)?;
         let msg_id = message_id(id)?;
-        let holder = self
-            .keyboards
-            .lock()
-            .ok()
-            .and_then(|mut k| k.remove(&(chat_id.0, msg_id.0)));
+        let holder = self.keyboards.remove(&(chat_id.0, msg_id.0));
         let Some(holder) = holder else { return Ok(()) };
         let result = self
-            .call(chat_id, "editMessageReplyMarkup", || {
+            .call(chat_id, Call::Other, "editMessageReplyMarkup", || {
                 self.bot
                     .edit_message_reply_markup(chat_id, MessageId(holder))
                     .reply_markup(InlineKeyboardMarkup::default())
@@ -529,18 +487,15 @@ impl Outbound for TelegramOutbound {
         let Ok((chat_id, _)) = target(chat) else {
             return;
         };
-        {
-            let lane = self.lane(chat_id.0);
-            let mut lane = lane.lock().await;
-            if lane.last_typing.is_some_and(|t| t.elapsed() < TYPING_EVERY) {
-                return;
-            }
-            lane.last_typing = Some(Instant::now());
-        }
-        let _ = self
-            .call(chat_id, "sendChatAction", || {
-                self.bot.send_chat_action(chat_id, ChatAction::Typing)
-            })
+        let chat = chat_id.0;
+        self.lanes
+            .typing(
+                &chat,
+                is_group(chat_id),
+                TYPING_EVERY,
+                || self.bot.send_chat_action(chat_id, ChatAction::Typing),
+                verdict,
+            )
             .await;
     }
 }

@@ -1,8 +1,8 @@
 //! A fake Telegram Bot API on 127.0.0.1, strict where the real one is: it rejects text over 4096
 //! characters, HTML that does not parse, `callback_data` over 64 bytes, edits that change
-//! nothing, and calls inside a `retry_after` window; it answers 429 when a chat gets more than a
-//! few calls a second; it records callback queries never answered. Every rejection is a fault;
-//! a test passes only with none.
+//! nothing, and calls inside a `retry_after` window; it answers 429 past Telegram's flood limits
+//! (see [`flood_check`]); it records callback queries never answered. Every rejection is a
+//! fault; a test passes only with none.
 //!
 //! Errors are 4xx (teloxide waits 10 s after a 5xx). Method names are matched case-insensitively
 //! (teloxide sends `SendMessage`, the docs say `sendMessage`).
@@ -24,7 +24,16 @@ use tokio::sync::Notify;
 pub const TOKEN: &str = "123456:TEST-secret-token";
 const BOT_ID: i64 = 999;
 /// More calls than this to one chat within a second get a 429.
-const CALLS_PER_SECOND: usize = 4;
+const CALLS_PER_SECOND: usize = 8;
+/// Messages to one chat: a bucket of this many, refilled one a second ("avoid more than one
+/// message per second in a chat; short bursts are allowed").
+const CHAT_BURST: f64 = 5.0;
+/// Messages to one group: at most this many in any minute.
+const GROUP_PER_MINUTE: usize = 20;
+/// Messages to all chats: a bucket of this many, refilled at this many a second.
+const ALL_PER_SECOND: f64 = 30.0;
+/// The methods that send a message (and count against the message limits).
+const SENDS: [&str; 3] = ["sendmessage", "senddocument", "sendphoto"];
 
 /// A message the fake holds.
 #[derive(Debug, Clone)]
@@ -65,6 +74,10 @@ struct Inner {
     calls: Vec<(String, Value)>,
     faults: Vec<String>,
     recent: HashMap<i64, VecDeque<Instant>>,
+    /// Per chat: tokens left and when they were counted.
+    chat_sends: HashMap<i64, (f64, Instant)>,
+    group_sends: HashMap<i64, VecDeque<Instant>>,
+    all_sends: Option<(f64, Instant)>,
     blocked_until: HashMap<i64, Instant>,
     /// Callback query id -> answered.
     callbacks: HashMap<String, bool>,
@@ -320,7 +333,7 @@ async fn handle(
     inner.calls.push((method.clone(), params.clone()));
     let chat = params["chat_id"].as_i64();
     if let Some(chat) = chat
-        && let Some(limited) = flood_check(&mut inner, chat)
+        && let Some(limited) = flood_check(&mut inner, chat, SENDS.contains(&method.as_str()))
     {
         return limited;
     }
@@ -482,9 +495,10 @@ fn fault(inner: &mut Inner, status: u16, description: &str) -> Response {
     bad(status, description)
 }
 
-/// Telegram's flood control, per chat: a 429 past a few calls a second; a call inside the
-/// window it set is a fault.
-fn flood_check(inner: &mut Inner, chat: i64) -> Option<Response> {
+/// Telegram's flood control: a 429 past a few calls a second to a chat, past about a message a
+/// second to a chat (bursts allowed), 20 a minute to a group, about 30 a second in all; a call
+/// inside a window it set is a fault too.
+fn flood_check(inner: &mut Inner, chat: i64, send: bool) -> Option<Response> {
     let now = Instant::now();
     if let Some(i) = inner.flood_next.iter().position(|c| *c == chat) {
         inner.flood_next.remove(i);
@@ -493,33 +507,81 @@ fn flood_check(inner: &mut Inner, chat: i64) -> Option<Response> {
             .insert(chat, now + Duration::from_secs(2));
         return Some(too_many(Duration::from_secs(2)));
     }
+    let (method, _) = inner.calls.last().cloned().unwrap_or_default();
     if let Some(until) = inner.blocked_until.get(&chat).copied()
         && now < until
     {
-        let (method, _) = inner.calls.last().cloned().unwrap_or_default();
-        inner.faults.push(format!(
-            "{method} to chat {chat} inside a retry_after window"
+        return Some(limit(
+            inner,
+            chat,
+            until - now,
+            "inside a retry_after window",
         ));
-        return Some(too_many(until - now));
     }
-    let recent = inner.recent.entry(chat).or_default();
-    while recent
-        .front()
-        .is_some_and(|t| now - *t > Duration::from_secs(1))
+    if window(
+        inner.recent.entry(chat).or_default(),
+        now,
+        Duration::from_secs(1),
+    ) > CALLS_PER_SECOND
     {
-        recent.pop_front();
+        let why = format!("more than {CALLS_PER_SECOND} calls in a second ({method})");
+        return Some(limit(inner, chat, Duration::from_secs(1), &why));
     }
-    recent.push_back(now);
-    if recent.len() > CALLS_PER_SECOND {
-        inner
-            .blocked_until
-            .insert(chat, now + Duration::from_secs(1));
-        inner.faults.push(format!(
-            "chat {chat} got more than {CALLS_PER_SECOND} calls in a second (429)"
+    if !send {
+        return None;
+    }
+    let (tokens, at) = inner.chat_sends.entry(chat).or_insert((CHAT_BURST, now));
+    *tokens = (*tokens + (now - *at).as_secs_f64()).min(CHAT_BURST);
+    *at = now;
+    if *tokens < 1.0 {
+        let wait = Duration::from_secs_f64(1.0 - *tokens);
+        return Some(limit(inner, chat, wait, "more than a message a second"));
+    }
+    *tokens -= 1.0;
+    if chat < 0
+        && window(
+            inner.group_sends.entry(chat).or_default(),
+            now,
+            Duration::from_secs(60),
+        ) > GROUP_PER_MINUTE
+    {
+        let why = format!("more than {GROUP_PER_MINUTE} messages a minute to a group");
+        return Some(limit(inner, chat, Duration::from_secs(3), &why));
+    }
+    let (tokens, at) = inner.all_sends.get_or_insert((ALL_PER_SECOND, now));
+    *tokens = (*tokens + (now - *at).as_secs_f64() * ALL_PER_SECOND).min(ALL_PER_SECOND);
+    *at = now;
+    if *tokens < 1.0 {
+        return Some(limit(
+            inner,
+            chat,
+            Duration::from_secs(1),
+            "more than 30 messages a second in all",
         ));
-        return Some(too_many(Duration::from_secs(1)));
     }
+    *tokens -= 1.0;
     None
+}
+
+/// Counts a call at `now` among those within `span` before it.
+fn window(times: &mut VecDeque<Instant>, now: Instant, span: Duration) -> usize {
+    while times.front().is_some_and(|t| now - *t > span) {
+        times.pop_front();
+    }
+    times.push_back(now);
+    times.len()
+}
+
+/// A 429 for `chat`, recorded as a fault; the chat is blocked for `wait`.
+fn limit(inner: &mut Inner, chat: i64, wait: Duration, why: &str) -> Response {
+    let (method, _) = inner.calls.last().cloned().unwrap_or_default();
+    inner
+        .faults
+        .push(format!("{method} to chat {chat}: {why} (429)"));
+    let until = Instant::now() + wait;
+    let blocked = inner.blocked_until.entry(chat).or_insert(until);
+    *blocked = (*blocked).max(until);
+    too_many(wait)
 }
 
 fn too_many(wait: Duration) -> Response {

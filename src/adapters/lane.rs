@@ -1,0 +1,546 @@
+//! The delivery lane every front end shares: one lane per chat, through which every call to that
+//! chat goes, one at a time and in order.
+//!
+//! Calls are paced by token buckets ([`governor`]'s GCRA), not by a fixed gap: a chat may get a
+//! short burst at once (a reply right after its "typing"), while the sustained rate stays under
+//! the platform's limits per chat, per group and for the whole bot. A platform's own answer wins
+//! over the buckets: a 429's window (or an emptied route bucket) holds the lane shut, capped at
+//! [`MAX_HOLD`]. Network failures are retried with backoff. Lanes idle for a while are retired,
+//! so the map does not grow with every chat ever seen.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::IntoFuture;
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
+
+/// The buckets keep tokio's time (which tests may pause), as the lane's sleeps do.
+#[derive(Debug, Clone, Copy)]
+struct TokioClock(Instant);
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Instant::now().duration_since(self.0)
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+/// No platform's "wait" holds a lane longer than this (a bad header must not shut it for good).
+pub const MAX_HOLD: Duration = Duration::from_secs(600);
+/// Retries after a rate limit, and after a network failure, before a call fails.
+const RATE_LIMIT_RETRIES: u32 = 5;
+const NETWORK_RETRIES: u32 = 3;
+/// A lane unused this long may be retired (its buckets are full again by then).
+const RETIRE_AFTER: Duration = Duration::from_secs(600);
+/// Retired lanes are looked for only once the map holds this many.
+const RETIRE_ABOVE: usize = 256;
+
+/// A token bucket: `burst` calls at once, then one every `every`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub burst: u32,
+    pub every: Duration,
+}
+
+impl Pace {
+    fn limiter(self) -> Limiter {
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(self.every.max(Duration::from_micros(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        RateLimiter::direct_with_clock(quota, TokioClock(Instant::now()))
+    }
+}
+
+/// How a platform's limits are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Every call to one chat.
+    pub calls: Pace,
+    /// Messages sent to one chat.
+    pub sends: Pace,
+    /// Messages sent to one group chat, on top of `sends`.
+    pub group_sends: Option<Pace>,
+    /// Messages sent to all chats together.
+    pub all_sends: Option<Pace>,
+}
+
+/// What a call does, for the buckets: a new message counts against the send limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Send,
+    Other,
+}
+
+/// What a call's result asks of the lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Done (succeeded, or failed for good).
+    Done,
+    /// Rate limited: try again once this window has passed.
+    After(Duration),
+    /// A network failure: try again after a backoff.
+    Backoff,
+}
+
+/// A platform's reading of one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub retry: Retry,
+    /// Keep the lane shut this long even so (a route's bucket is empty).
+    pub hold: Option<Duration>,
+}
+
+impl Verdict {
+    pub fn done() -> Verdict {
+        Verdict {
+            retry: Retry::Done,
+            hold: None,
+        }
+    }
+
+    pub fn retry(retry: Retry) -> Verdict {
+        Verdict { retry, hold: None }
+    }
+}
+
+struct Lane {
+    /// One call at a time, in the order they came.
+    order: tokio::sync::Mutex<()>,
+    calls: Limiter,
+    sends: Limiter,
+    group_sends: Option<Limiter>,
+    state: Mutex<LaneState>,
+}
+
+struct LaneState {
+    /// No call before this (a 429's window, an empty route bucket, a backoff).
+    open_at: Instant,
+    last_typing: Option<Instant>,
+    last_sent: Option<Instant>,
+    last_used: Instant,
+}
+
+impl Lane {
+    fn state(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, wait: Duration) {
+        let until = Instant::now() + wait.min(MAX_HOLD);
+        let mut state = self.state();
+        state.open_at = state.open_at.max(until);
+    }
+}
+
+/// The lanes of one front end, keyed by chat.
+pub struct Lanes<K> {
+    platform: &'static str,
+    pacing: Pacing,
+    all_sends: Option<Limiter>,
+    lanes: Mutex<HashMap<K, Arc<Lane>>>,
+}
+
+impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
+    pub fn new(platform: &'static str, pacing: Pacing) -> Lanes<K> {
+        Lanes {
+            platform,
+            pacing,
+            all_sends: pacing.all_sends.map(Pace::limiter),
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lane(&self, chat: &K, group: bool) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if lanes.len() >= RETIRE_ABOVE && !lanes.contains_key(chat) {
+            let now = Instant::now();
+            lanes.retain(|_, lane| {
+                let state = lane.state();
+                Arc::strong_count(lane) > 1
+                    || state.open_at > now
+                    || now.duration_since(state.last_used) < RETIRE_AFTER
+            });
+        }
+        let pacing = self.pacing;
+        let lane = lanes.entry(chat.clone()).or_insert_with(|| {
+            Arc::new(Lane {
+                order: tokio::sync::Mutex::new(()),
+                calls: pacing.calls.limiter(),
+                sends: pacing.sends.limiter(),
+                group_sends: pacing.group_sends.filter(|_| group).map(Pace::limiter),
+                state: Mutex::new(LaneState {
+                    open_at: Instant::now(),
+                    last_typing: None,
+                    last_sent: None,
+                    last_used: Instant::now(),
+                }),
+            })
+        });
+        lane.state().last_used = Instant::now();
+        lane.clone()
+    }
+
+    /// How many lanes are kept.
+    pub fn len(&self) -> usize {
+        self.lanes.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until the lane is open and the buckets allow a call of this kind.
+    async fn ready(&self, lane: &Lane, call: Call) {
+        loop {
+            let open_at = lane.state().open_at;
+            if open_at <= Instant::now() {
+                break;
+            }
+            tokio::time::sleep_until(open_at).await;
+        }
+        take(&lane.calls).await;
+        if call == Call::Send {
+            take(&lane.sends).await;
+            if let Some(group) = &lane.group_sends {
+                take(group).await;
+            }
+            if let Some(all) = &self.all_sends {
+                take(all).await;
+            }
+        }
+    }
+
+    /// Makes one call in `chat`'s lane: waits its turn and the buckets, then retries as
+    /// `verdict` reads each result (a 429's window, a network failure's backoff).
+    pub async fn call<T, E, F, Fut>(
+        &self,
+        chat: &K,
+        group: bool,
+        call: Call,
+        what: &str,
+        mut make: F,
+        verdict: impl Fn(&Result<T, E>) -> Verdict,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: IntoFuture<Output = Result<T, E>>,
+    {
+        let lane = self.lane(chat, group);
+        let _turn = lane.order.lock().await;
+        let (mut limited, mut failed) = (0u32, 0u32);
+        loop {
+            self.ready(&lane, call).await;
+            let result = make().await;
+            let reading = verdict(&result);
+            if let Some(hold) = reading.hold {
+                lane.hold(hold);
+            }
+            match reading.retry {
+                Retry::After(wait) => {
+                    tracing::warn!(platform = self.platform, %chat, what, wait_ms = wait.as_millis() as u64, "asked to wait");
+                    lane.hold(wait.saturating_add(Duration::from_millis(50)));
+                    if limited < RATE_LIMIT_RETRIES {
+                        limited += 1;
+                        continue;
+                    }
+                }
+                Retry::Backoff if failed < NETWORK_RETRIES => {
+                    failed += 1;
+                    tracing::warn!(platform = self.platform, %chat, what, "call failed; retrying");
+                    lane.hold(Duration::from_millis(250 * 2u64.pow(failed)));
+                    continue;
+                }
+                Retry::Backoff | Retry::Done => {}
+            }
+            if call == Call::Send {
+                lane.state().last_sent = Some(Instant::now());
+            }
+            return result;
+        }
+    }
+
+    /// Shows "typing" in `chat` if nothing says not to: at most once per `every`, never inside a
+    /// rate-limit window or past an empty bucket (it is skipped, never waited for), and never
+    /// after a message sent since it was asked for (a client would show "typing" under the
+    /// answer). It takes its place in the lane, so it never overtakes a reply.
+    pub async fn typing<T, E, Fut>(
+        &self,
+        chat: &K,
+        group: bool,
+        every: Duration,
+        make: impl FnOnce() -> Fut,
+        verdict: impl Fn(&Result<T, E>) -> Verdict,
+    ) where
+        Fut: IntoFuture<Output = Result<T, E>>,
+    {
+        let asked = Instant::now();
+        let lane = self.lane(chat, group);
+        let recent = |state: &LaneState| state.last_typing.is_some_and(|t| t.elapsed() < every);
+        if recent(&lane.state()) {
+            return;
+        }
+        let _turn = lane.order.lock().await;
+        {
+            let mut state = lane.state();
+            let now = Instant::now();
+            if recent(&state)
+                || state.open_at > now
+                || state.last_sent.is_some_and(|sent| sent >= asked)
+                || lane.calls.check().is_err()
+            {
+                return;
+            }
+            state.last_typing = Some(now);
+        }
+        let result = make().await;
+        let reading = verdict(&result);
+        if let Some(hold) = reading.hold {
+            lane.hold(hold);
+        }
+        if let Retry::After(wait) = reading.retry {
+            lane.hold(wait.saturating_add(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// Takes a cell from `limiter`, waiting as long as it says.
+async fn take(limiter: &Limiter) {
+    while let Err(not_until) = limiter.check() {
+        tokio::time::sleep(not_until.wait_time_from(limiter.clock().now())).await;
+    }
+}
+
+/// A map that keeps only its newest entries: what a front end remembers about messages it sent
+/// (which message holds a reply's buttons, what a progress message shows, which button presses
+/// were answered) must not grow for ever.
+pub struct Recent<K, V> {
+    cap: usize,
+    inner: Mutex<(HashMap<K, V>, VecDeque<K>)>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Recent<K, V> {
+    pub fn new(cap: usize) -> Recent<K, V> {
+        Recent {
+            cap: cap.max(1),
+            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<K, V>, &mut VecDeque<K>) -> R) -> R {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *inner;
+        f(map, order)
+    }
+
+    /// Remembers `value` for `key`; returns whether `key` is new.
+    pub fn insert(&self, key: K, value: V) -> bool {
+        let cap = self.cap;
+        self.with(|map, order| {
+            let fresh = map.insert(key.clone(), value).is_none();
+            if fresh {
+                order.push_back(key);
+            }
+            while map.len() > cap {
+                match order.pop_front() {
+                    Some(old) => {
+                        map.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            fresh
+        })
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.with(|map, _| map.get(key).cloned())
+    }
+
+    pub fn remove(&self, key: &K) -> Option<V> {
+        self.with(|map, order| {
+            let value = map.remove(key)?;
+            order.retain(|k| k != key);
+            Some(value)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.with(|map, _| map.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacing(burst: u32, every_ms: u64) -> Pacing {
+        let pace = Pace {
+            burst,
+            every: Duration::from_millis(every_ms),
+        };
+        Pacing {
+            calls: Pace {
+                burst: 100,
+                every: Duration::from_millis(1),
+            },
+            sends: pace,
+            group_sends: None,
+            all_sends: None,
+        }
+    }
+
+    async fn send(lanes: &Lanes<u64>, chat: u64) -> Instant {
+        lanes
+            .call(
+                &chat,
+                false,
+                Call::Send,
+                "send",
+                || async { Ok::<_, ()>(Instant::now()) },
+                |_| Verdict::done(),
+            )
+            .await
+            .unwrap_or_else(|()| Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_goes_at_once_then_the_sustained_rate() {
+        let lanes = Lanes::new("test", pacing(3, 1_000));
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            times.push(send(&lanes, 1).await.duration_since(start));
+        }
+        assert_eq!(&times[..3], &[Duration::ZERO; 3]);
+        assert_eq!(times[3], Duration::from_secs(1));
+        assert_eq!(times[4], Duration::from_secs(2));
+        // Another chat has its own bucket.
+        assert_eq!(send(&lanes, 2).await.duration_since(start), times[4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_holds_the_lane_for_its_window_then_retries() {
+        let lanes: Lanes<u64> = Lanes::new("test", pacing(10, 10));
+        let start = Instant::now();
+        let attempts = Mutex::new(Vec::new());
+        let result = lanes
+            .call(
+                &7,
+                false,
+                Call::Send,
+                "send",
+                || {
+                    let mut attempts = attempts.lock().unwrap();
+                    attempts.push(Instant::now().duration_since(start));
+                    let n = attempts.len();
+                    async move { if n == 1 { Err(3u64) } else { Ok(n) } }
+                },
+                |r| match r {
+                    Err(secs) => Verdict::retry(Retry::After(Duration::from_secs(*secs))),
+                    Ok(_) => Verdict::done(),
+                },
+            )
+            .await;
+        assert_eq!(result, Ok(2));
+        let attempts = attempts.into_inner().unwrap();
+        assert!(attempts[1] >= Duration::from_secs(3), "{attempts:?}");
+        // The next call in that chat also waited for the window, not only the retry.
+        assert!(send(&lanes, 7).await.duration_since(start) >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_wait_is_capped() {
+        let lanes: Lanes<u64> = Lanes::new("test", pacing(10, 10));
+        let start = Instant::now();
+        let _ = lanes
+            .call(
+                &1,
+                false,
+                Call::Other,
+                "x",
+                || async { Err::<(), _>(()) },
+                |_| Verdict::retry(Retry::After(Duration::from_secs(u64::MAX / 4))),
+            )
+            .await;
+        let waited = Instant::now().duration_since(start);
+        assert!(waited <= MAX_HOLD * (RATE_LIMIT_RETRIES + 1), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn typing_never_follows_a_sent_answer_nor_waits() {
+        let lanes: Lanes<u64> = Lanes::new("test", pacing(1, 1_000));
+        let typed = Mutex::new(0);
+        let type_once = || async {
+            lanes
+                .typing(
+                    &1,
+                    false,
+                    Duration::from_secs(4),
+                    || async {
+                        *typed.lock().unwrap() += 1;
+                        Ok::<_, ()>(())
+                    },
+                    |_| Verdict::done(),
+                )
+                .await
+        };
+        type_once().await;
+        type_once().await;
+        assert_eq!(
+            *typed.lock().unwrap(),
+            1,
+            "typing is sent at most every 4 s"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // A typing asked for before an answer that went out first is dropped.
+        let lane = lanes.lane(&1, false);
+        lane.state().last_sent = Some(Instant::now() + Duration::from_millis(1));
+        type_once().await;
+        assert_eq!(*typed.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn recent_keeps_only_the_newest() {
+        let recent = Recent::new(2);
+        assert!(recent.insert(1, "a"));
+        assert!(recent.insert(2, "b"));
+        assert!(!recent.insert(2, "c"));
+        assert!(recent.insert(3, "d"));
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent.get(&1), None);
+        assert_eq!(recent.get(&2), Some("c"));
+        assert_eq!(recent.remove(&3), Some("d"));
+        assert_eq!(recent.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_lanes_are_retired() {
+        let lanes: Lanes<u64> = Lanes::new("test", pacing(10, 1));
+        for chat in 0..RETIRE_ABOVE as u64 {
+            send(&lanes, chat).await;
+        }
+        {
+            let map = lanes.lanes.lock().unwrap();
+            for lane in map.values() {
+                lane.state().last_used = Instant::now() - RETIRE_AFTER;
+            }
+        }
+        send(&lanes, 10_000).await;
+        assert_eq!(lanes.len(), 1);
+    }
+}
