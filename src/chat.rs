@@ -235,6 +235,10 @@ pub trait Outbound: Send + Sync {
         Ok(())
     }
     /// Model text as it is written, for front ends that show it live.
+    /// Takes a message away (a progress message once the answer is there).
+    async fn delete(&self, _chat: &ChatKey, _id: &MessageRef) -> Result<(), SendError> {
+        Ok(())
+    }
     async fn stream_text(&self, _chat: &ChatKey, _delta: &str) {}
     /// A "typing" indicator while a turn runs.
     async fn typing(&self, _chat: &ChatKey) {}

@@ -118,6 +118,10 @@ impl Outbound for ScrubbedOutbound {
         self.inner.withdraw_actions(chat, id).await
     }
 
+    async fn delete(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        self.inner.delete(chat, id).await
+    }
+
     async fn stream_text(&self, chat: &ChatKey, delta: &str) {
         let ready = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

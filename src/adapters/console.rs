@@ -35,7 +35,9 @@ pub struct ConsoleOutbound {
     /// Show progress and streamed text (a terminal).
     live: bool,
     /// The actions offered last, picked by number.
-    offers: Mutex<Vec<Offer>>,
+    /// The choices shown last, and the id of the message that showed them.
+    offers: Mutex<(u64, Vec<Offer>)>,
+    next_id: std::sync::atomic::AtomicU64,
     /// Streamed text not yet printed (held back until its line is complete).
     pending_line: Mutex<String>,
     /// This turn's text as it was shown while it streamed (empty: none was).
@@ -47,7 +49,8 @@ impl ConsoleOutbound {
         Arc::new(ConsoleOutbound {
             out: Mutex::new(out),
             live,
-            offers: Mutex::new(Vec::new()),
+            offers: Mutex::new((0, Vec::new())),
+            next_id: std::sync::atomic::AtomicU64::new(1),
             pending_line: Mutex::new(String::new()),
             streamed: Mutex::new(String::new()),
         })
@@ -63,10 +66,11 @@ impl ConsoleOutbound {
     /// The offer numbered `n` (1-based) among the last ones shown.
     pub fn pick(&self, n: usize) -> Option<Offer> {
         let offers = self.offers.lock().ok()?;
-        n.checked_sub(1).and_then(|i| offers.get(i)).cloned()
+        n.checked_sub(1).and_then(|i| offers.1.get(i)).cloned()
     }
 
-    fn show(&self, message: &Outgoing) {
+    /// Shows `message` as the message `id`.
+    fn show(&self, id: u64, message: &Outgoing) {
         match message.kind {
             MessageKind::Progress => {
                 let streamed = self.streamed.lock().is_ok_and(|s| !s.is_empty());
@@ -116,7 +120,7 @@ impl ConsoleOutbound {
                     text.push_str(&choices.join("  "));
                     text.push('\n');
                     if let Ok(mut offers) = self.offers.lock() {
-                        *offers = message.actions.clone();
+                        *offers = (id, message.actions.clone());
                     }
                 }
                 text.push('\n');
@@ -129,23 +133,28 @@ impl ConsoleOutbound {
 #[async_trait]
 impl Outbound for ConsoleOutbound {
     async fn send(&self, _chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
-        self.show(&message);
-        Ok(MessageRef("console".into()))
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.show(id, &message);
+        Ok(MessageRef(id.to_string()))
     }
 
     async fn edit(
         &self,
         _chat: &ChatKey,
-        _id: &MessageRef,
+        id: &MessageRef,
         message: Outgoing,
     ) -> Result<(), SendError> {
-        self.show(&message);
+        self.show(id.0.parse().unwrap_or(0), &message);
         Ok(())
     }
 
-    async fn withdraw_actions(&self, _chat: &ChatKey, _id: &MessageRef) -> Result<(), SendError> {
-        if let Ok(mut offers) = self.offers.lock() {
-            offers.clear();
+    async fn withdraw_actions(&self, _chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        if let Ok(mut offers) = self.offers.lock()
+            && id.0.parse() == Ok(offers.0)
+        {
+            offers.1.clear();
         }
         Ok(())
     }

@@ -505,6 +505,18 @@ impl Outbound for DiscordOutbound {
         }
     }
 
+    async fn delete(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        let channel = channel(chat)?;
+        let id = message_id(id)?;
+        self.shown.remove(&(channel, id));
+        let url = self.url(&format!("/channels/{channel}/messages/{id}"));
+        self.call(channel, Call::Other, "delete message", || {
+            self.client.delete(&url)
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn typing(&self, chat: &ChatKey) {
         let Ok(channel) = channel(chat) else {
             return;

@@ -483,6 +483,18 @@ impl Outbound for TelegramOutbound {
         }
     }
 
+    async fn delete(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        let (chat_id, _) = target(chat)?;
+        let msg_id = message_id(id)?;
+        self.shown.remove(&(chat_id.0, msg_id.0));
+        self.call(chat_id, Call::Other, "deleteMessage", || {
+            self.bot.delete_message(chat_id, msg_id)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| self.send_error(&e))
+    }
+
     async fn typing(&self, chat: &ChatKey) {
         let Ok((chat_id, _)) = target(chat) else {
             return;

@@ -36,7 +36,6 @@ impl ChatWorker {
             self.say(SAVE_FAILED).await;
             return;
         }
-        self.withdraw_offer().await;
         let label = match &op {
             Op::Advance => entry.next_phase().unwrap_or(&entry.phase).to_string(),
             _ => entry.phase.clone(),
@@ -45,30 +44,28 @@ impl ChatWorker {
             Op::Finalize => copy::writing_final_plan(&entry.slug),
             _ => copy::working_on(&label),
         };
-        let progress = Outgoing {
-            kind: MessageKind::Progress,
-            ..Outgoing::reply(working.clone())
-        };
-        let progress_ref = self.outbound.send(&self.chat, progress).await.ok();
-
         let (events, mut events_rx) = mpsc::unbounded_channel();
         let mut on_progress = move |p: Progress| {
             let _ = events.send(p);
         };
         let span = tracing::info_span!("turn", slug = %entry.slug, phase = %label);
         let mut session = PlanningSession::new(self.planner().clone(), entry);
+        // Claude starts at once: what the chat shows runs beside the turn, never before it.
+        let done = CancellationToken::new();
         let step = async {
-            match &op {
+            let result = match &op {
                 Op::Start => Ok(session.start_phase(cancel, &mut on_progress).await),
                 Op::Respond(text) => Ok(session.respond(text, cancel, &mut on_progress).await),
                 Op::Advance => session.advance(cancel, &mut on_progress).await,
                 Op::Finalize => session.finalize(cancel, &mut on_progress).await,
-            }
+            };
+            done.cancel();
+            result
         };
-        let result = tokio::select! {
-            result = step.instrument(span) => result,
-            _ = self.show_progress(&mut events_rx, progress_ref.as_ref(), &working) => unreachable!(),
-        };
+        let (result, progress_ref) = tokio::join!(
+            step.instrument(span),
+            self.show_progress(&mut events_rx, &working, &done)
+        );
         // Text the turn wrote that the progress loop had not passed on yet is streamed before
         // the reply, so no front end loses the end of it.
         while let Ok(event) = events_rx.try_recv() {
@@ -153,22 +150,14 @@ impl ChatWorker {
             .await;
     }
 
-    /// Replaces the progress message with `message`, or sends it if there is none.
+    /// Delivers a turn's last word: the message first, then the bookkeeping (the older buttons
+    /// withdrawn, the progress message taken away).
     async fn deliver(&mut self, progress: Option<MessageRef>, message: Outgoing) {
-        let has_actions = !message.actions.is_empty();
-        match progress {
-            Some(id) => match self.outbound.edit(&self.chat, &id, message.clone()).await {
-                Ok(()) => {
-                    if has_actions {
-                        self.last_offer = Some(id);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not edit the progress message; sending anew");
-                    self.offer(message).await;
-                }
-            },
-            None => self.offer(message).await,
+        self.offer(message).await;
+        if let Some(id) = progress
+            && let Err(e) = self.outbound.delete(&self.chat, &id).await
+        {
+            tracing::warn!(error = %e, "could not remove the progress message");
         }
     }
 
@@ -222,33 +211,35 @@ impl ChatWorker {
         self.deliver(progress, message).await;
     }
 
-    /// Shows a running turn: streams text to front ends that want it and edits the progress
-    /// message at most once per interval, only when what it shows changed. Never returns.
+    /// Shows a running turn until `done`: "typing" at once, then, if the turn is still running
+    /// one interval later, a progress message, edited at most once per interval and only when
+    /// what it shows changed; text streams to front ends that want it. Returns the progress
+    /// message, if one was sent. A call in flight when the turn ends is finished, not dropped.
     async fn show_progress(
         &self,
         events: &mut mpsc::UnboundedReceiver<Progress>,
-        progress: Option<&MessageRef>,
         working: &str,
-    ) {
+        done: &CancellationToken,
+    ) -> Option<MessageRef> {
         let started = Instant::now();
         let every = self.router.inner.progress_interval;
-        // The progress message was just sent: the first update may come one interval later, at
-        // the next tick or as soon as text arrives after that, whichever is first.
         let mut tick = tokio::time::interval_at(started + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_update = started;
         self.outbound.typing(&self.chat).await;
-        let mut text = String::new();
-        let mut shown = working.to_string();
-        let mut queued = false;
-        let mut open = true;
+        let mut progress: Option<MessageRef> = None;
+        let (mut text, mut shown) = (String::new(), String::new());
+        let (mut queued, mut open) = (false, true);
+        let mut last_update = started;
         loop {
             let due = tokio::select! {
+                biased;
+                _ = done.cancelled() => return progress,
                 event = events.recv(), if open => match event {
                     Some(Progress::Text(delta)) => {
                         self.outbound.stream_text(&self.chat, &delta).await;
                         let first = text.is_empty();
                         text.push_str(&delta);
+                        // The first text is shown at once if the last update is old enough.
                         first && last_update.elapsed() >= every
                     }
                     Some(Progress::Queued) => { queued = true; false }
@@ -261,21 +252,29 @@ impl ChatWorker {
                     true
                 }
             };
-            let Some(id) = progress.filter(|_| due) else {
-                continue;
-            };
             let view = progress_view(working, started.elapsed(), &text, queued);
-            if view != shown {
-                let message = Outgoing {
-                    kind: MessageKind::Progress,
-                    ..Outgoing::reply(view.clone())
-                };
-                if self.outbound.edit(&self.chat, id, message).await.is_ok() {
-                    shown = view;
-                }
-                last_update = Instant::now();
-                tick.reset();
+            if !due || view == shown {
+                continue;
             }
+            let message = Outgoing {
+                kind: MessageKind::Progress,
+                ..Outgoing::reply(view.clone())
+            };
+            let shown_now = match &progress {
+                Some(id) => self.outbound.edit(&self.chat, id, message).await.is_ok(),
+                None => match self.outbound.send(&self.chat, message).await {
+                    Ok(id) => {
+                        progress = Some(id);
+                        true
+                    }
+                    Err(_) => false,
+                },
+            };
+            if shown_now {
+                shown = view;
+            }
+            last_update = Instant::now();
+            tick.reset();
         }
     }
 }

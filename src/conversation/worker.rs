@@ -136,10 +136,11 @@ impl ChatWorker {
         self.run_turn(entry, Op::Start, cancel).await;
     }
 
-    /// Sends a message with buttons, withdrawing the previous one's.
+    /// Sends a message with buttons, then withdraws the previous one's: the answer first.
     pub(crate) async fn offer(&mut self, message: Outgoing) {
+        let sent = self.outbound.send(&self.chat, message).await;
         self.withdraw_offer().await;
-        match self.outbound.send(&self.chat, message).await {
+        match sent {
             Ok(id) => self.last_offer = Some(id),
             Err(e) => tracing::warn!(chat = %self.chat, error = %e, "could not deliver a reply"),
         }

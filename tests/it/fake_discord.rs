@@ -910,6 +910,24 @@ async fn edit_message(
         format!("channels/{channel}/messages/{message}"),
         body.clone(),
     ));
+    if ok && method == Method::DELETE {
+        let found = inner
+            .messages
+            .iter()
+            .position(|m| m.id == message && m.channel == channel && m.interaction.is_none());
+        return match found {
+            Some(i) => {
+                inner.messages.remove(i);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            None => {
+                inner
+                    .faults
+                    .push(format!("delete of unknown message {message}"));
+                error(404, 10008, "Unknown Message")
+            }
+        };
+    }
     if !ok || method != Method::PATCH {
         return inner.fault(format!("{method} of a message (token ok: {ok})"));
     }

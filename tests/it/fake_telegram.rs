@@ -437,6 +437,26 @@ async fn handle(
             inner.messages[index] = updated;
             ok(json)
         }
+        "deletemessage" => {
+            let (Some(chat), Some(id)) = (chat, params["message_id"].as_i64()) else {
+                return fault(
+                    &mut inner,
+                    400,
+                    "Bad Request: message identifier is not specified",
+                );
+            };
+            match inner
+                .messages
+                .iter()
+                .position(|m| m.chat == chat && m.id == id)
+            {
+                Some(i) => {
+                    inner.messages.remove(i);
+                    ok(json!(true))
+                }
+                None => fault(&mut inner, 400, "Bad Request: message to delete not found"),
+            }
+        }
         "answercallbackquery" => {
             let id = params["callback_query_id"]
                 .as_str()

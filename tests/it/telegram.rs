@@ -120,21 +120,28 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
         .await;
     let first = with_buttons(&telegram, 100).remove(0);
     assert_eq!(first.text, "What problem does it solve?");
-    // The reply replaced the progress message, which was edited while the turn ran.
-    let progress_edits = telegram
-        .calls()
+    // A progress message came once the turn had run a while, was edited as it ran, and was
+    // taken away after the answer had been sent (the answer first).
+    let calls = telegram.calls();
+    let position = |f: &dyn Fn(&(String, serde_json::Value)) -> bool| calls.iter().position(f);
+    let progress = calls
         .iter()
-        .filter(|(m, p)| {
-            m == "editmessagetext"
-                && p["message_id"] == json!(first.id)
-                && p["text"].as_str().is_some_and(|t| t.starts_with("⏳"))
+        .find(|(m, p)| {
+            m == "editmessagetext" && p["text"].as_str().is_some_and(|t| t.starts_with("⏳"))
         })
-        .count();
+        .map(|(_, p)| p["message_id"].clone())
+        .expect("the working message shows elapsed time");
+    assert_ne!(progress, json!(first.id));
+    let answered = position(&|(m, p)| m == "sendmessage" && p["text"] == json!(first.text))
+        .expect("the answer was sent as a message of its own");
+    let deleted = position(&|(m, p)| m == "deletemessage" && p["message_id"] == progress)
+        .expect("the progress message was taken away");
     assert!(
-        progress_edits >= 1,
-        "the working message shows elapsed time"
+        answered < deleted,
+        "the answer comes before the bookkeeping"
     );
-    assert!(telegram.calls().iter().any(|(m, _)| m == "sendchataction"));
+    let typing = position(&|(m, _)| m == "sendchataction").expect("typing was shown");
+    assert!(typing < answered);
 
     telegram.message(100, 100, "Families with kids", None);
     telegram
@@ -163,13 +170,14 @@ async fn a_plan_from_start_to_finish_in_one_chat() {
         "both replies resume one session"
     );
 
-    // Continue: the stale keyboards are gone, the long reply arrives in valid parts.
+    // Continue: the stale keyboards are gone (after the answer), the long reply arrives in
+    // valid parts.
+    telegram
+        .wait_for("only the latest reply keeps buttons", 10, |t| {
+            with_buttons(t, 100).len() == 1
+        })
+        .await;
     let latest = with_buttons(&telegram, 100).pop().unwrap();
-    assert_eq!(
-        with_buttons(&telegram, 100).len(),
-        1,
-        "only the latest reply keeps buttons"
-    );
     let before = telegram.messages(100).len();
     let cb = telegram.press(
         100,
