@@ -15,6 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod chat_path;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_telegram.rs"]
+mod fake_telegram;
+#[path = "../tests/it/wait.rs"]
+mod wait;
+
 use async_trait::async_trait;
 use clap::Parser;
 use planbot::app::Core;
@@ -26,13 +33,15 @@ use planbot::store::{SessionEntry, State, Store, inspect, write_durably};
 use serde_json::json;
 
 /// Each run of a section (a process of its own), with the section `--only` names it by.
-const RUNS: [(&str, &str); 6] = [
+const RUNS: [(&str, &str); 8] = [
     ("overhead", "overhead"),
     ("parallel", "parallel"),
     ("state", "state"),
     ("memory", "memory"),
     ("streaming", "streaming"),
     ("streaming-late", "streaming"),
+    ("telegram", "telegram"),
+    ("telegram-many", "telegram"),
 ];
 
 #[derive(Parser)]
@@ -41,7 +50,7 @@ struct Args {
     /// Small sizes (the test suite's smoke run).
     #[arg(long)]
     smoke: bool,
-    /// Sections to run (default: all): overhead, parallel, state, memory, streaming.
+    /// Sections to run (default: all): overhead, parallel, state, memory, streaming, telegram.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The fake `claude` (default: `planbot-fake-claude` beside this binary).
@@ -65,6 +74,10 @@ struct Sizes {
     store_updates: usize,
     stream_turns: usize,
     stream_interval_ms: u64,
+    /// Follow-ups typed a second apart in one chat, over the fake Bot API.
+    follow_ups: usize,
+    /// New chats starting a plan at once, over the fake Bot API.
+    burst_chats: usize,
 }
 
 impl Sizes {
@@ -79,6 +92,8 @@ impl Sizes {
                 store_updates: 5,
                 stream_turns: 2,
                 stream_interval_ms: 100,
+                follow_ups: 3,
+                burst_chats: 3,
             }
         } else {
             Sizes {
@@ -90,6 +105,8 @@ impl Sizes {
                 store_updates: 30,
                 stream_turns: 10,
                 stream_interval_ms: 1_500,
+                follow_ups: 100,
+                burst_chats: 10,
             }
         }
     }
@@ -117,6 +134,8 @@ fn main() {
                 "memory" => memory(&planbot, &fake),
                 "streaming" => streaming(&sizes, &fake, false).await,
                 "streaming-late" => streaming(&sizes, &fake, true).await,
+                "telegram" => chat_path::follow_ups(&sizes, &planbot, &fake).await,
+                "telegram-many" => chat_path::many_chats(&sizes, &planbot, &fake).await,
                 other => Err(format!("unknown section {other}")),
             }
         });
@@ -380,7 +399,7 @@ fn section_env(command: &mut Command, section: &str, sizes: &Sizes, stamp: &Path
     let interval = sizes.stream_interval_ms;
     // Fixture, pause after the first text (or before the result), pause before the first text.
     let (file, delay, lead) = match section {
-        "parallel" => ("start-success.jsonl", sizes.turn_ms, 0),
+        "parallel" | "telegram-many" => ("start-success.jsonl", sizes.turn_ms, 0),
         "streaming" => ("resume-partial.jsonl", interval * 2, 0),
         "streaming-late" => ("resume-partial.jsonl", interval * 2, interval * 2),
         _ => ("start-success.jsonl", 0, 0),

@@ -270,7 +270,8 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
         }
     }
 
-    /// Shows "typing" in `chat` if nothing says not to: at most once per `every`, never inside a
+    /// Shows "typing" in `chat` if nothing says not to: at most once per `every` (unless a message
+    /// went out since, which ends it in the clients), never inside a
     /// rate-limit window or past an empty bucket (it is skipped, never waited for), and never
     /// after a message sent since it was asked for (a client would show "typing" under the
     /// answer). It takes its place in the lane, so it never overtakes a reply.
@@ -286,7 +287,12 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
     {
         let asked = Instant::now();
         let lane = self.lane(chat, group);
-        let recent = |state: &LaneState| state.last_typing.is_some_and(|t| t.elapsed() < every);
+        // A message from the bot ends "typing" in the clients: after one, it may be shown again.
+        let recent = |state: &LaneState| {
+            state
+                .last_typing
+                .is_some_and(|t| t.elapsed() < every && state.last_sent.is_none_or(|sent| sent < t))
+        };
         if recent(&lane.state()) {
             return;
         }

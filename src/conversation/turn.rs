@@ -31,7 +31,12 @@ impl ChatWorker {
     ) {
         let cost_before = entry.total_cost_usd;
         entry.status = EntryStatus::Running;
-        if let Err(e) = self.store().put(&self.chat, entry.clone()).await {
+        // "typing" is the first sign of life: it goes out while the plan is saved as running.
+        let (saved, ()) = tokio::join!(
+            self.store().put(&self.chat, entry.clone()),
+            self.outbound.typing(&self.chat)
+        );
+        if let Err(e) = saved {
             tracing::error!(error = %e, "could not save before a turn");
             self.say(SAVE_FAILED).await;
             return;

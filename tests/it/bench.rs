@@ -23,10 +23,13 @@ fn the_benchmark_harness_runs_every_section() {
         "## 3. State at scale",
         "## 4. Memory",
         "## 5. Streaming",
+        "## 7. The chat's path over the Telegram Bot API",
+        "## 8. Many chats at once over the Telegram Bot API",
     ] {
         assert!(stdout.contains(heading), "{heading} missing:\n{stdout}");
     }
     assert!(stdout.contains("| overhead / baseline |"), "{stdout}");
+    assert!(stdout.contains("| user's message → the answer's text in the chat |"), "{stdout}");
     assert!(
         stdout.contains("read back from disk after: 0 lost."),
         "{stdout}"

@@ -72,6 +72,8 @@ struct Inner {
     next_message: HashMap<i64, i64>,
     messages: Vec<Stored>,
     calls: Vec<(String, Value)>,
+    /// When each of `calls` arrived.
+    arrived: Vec<Instant>,
     faults: Vec<String>,
     recent: HashMap<i64, VecDeque<Instant>>,
     /// Per chat: tokens left and when they were counted.
@@ -233,6 +235,20 @@ impl FakeTelegram {
         self.inner.lock().unwrap().calls.clone()
     }
 
+    /// Every call with when it arrived (planbot-bench's figures come from it).
+    #[allow(dead_code)]
+    pub fn timed_calls(&self) -> Vec<(Instant, String, Value)> {
+        let inner = self.inner.lock().unwrap();
+        let calls = inner.calls.iter().cloned();
+        inner
+            .arrived
+            .iter()
+            .copied()
+            .zip(calls)
+            .map(|(at, (m, p))| (at, m, p))
+            .collect()
+    }
+
     pub fn commands(&self) -> Option<Value> {
         self.inner.lock().unwrap().commands.clone()
     }
@@ -271,7 +287,7 @@ impl FakeTelegram {
         secs: u64,
         mut done: impl FnMut(&FakeTelegram) -> bool,
     ) {
-        crate::util::wait_until(
+        crate::wait::wait_until(
             what,
             secs,
             || done(self),
@@ -331,6 +347,7 @@ async fn handle(
     }
     let mut inner = fake.inner.lock().unwrap();
     inner.calls.push((method.clone(), params.clone()));
+    inner.arrived.push(Instant::now());
     let chat = params["chat_id"].as_i64();
     if let Some(chat) = chat
         && let Some(limited) = flood_check(&mut inner, chat, SENDS.contains(&method.as_str()))

@@ -17,3 +17,4 @@ mod runner;
 mod store;
 mod telegram;
 mod util;
+mod wait;

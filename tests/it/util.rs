@@ -222,22 +222,7 @@ impl Drop for Running {
     }
 }
 
-/// Waits (at most `secs`) until `done` holds; on timeout fails with `what` and `describe()`.
-pub async fn wait_until(
-    what: &str,
-    secs: u64,
-    mut done: impl FnMut() -> bool,
-    describe: impl Fn() -> String,
-) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}; {}", describe());
-}
+pub use crate::wait::wait_until;
 
 /// The payload of the first of `buttons` (label, payload) whose label starts with `label_start`.
 pub fn button(buttons: Vec<(String, String)>, label_start: &str) -> String {
