@@ -29,7 +29,10 @@ fn the_benchmark_harness_runs_every_section() {
         assert!(stdout.contains(heading), "{heading} missing:\n{stdout}");
     }
     assert!(stdout.contains("| overhead / baseline |"), "{stdout}");
-    assert!(stdout.contains("| user's message → the answer's text in the chat |"), "{stdout}");
+    assert!(
+        stdout.contains("| user's message → the answer's text in the chat |"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("read back from disk after: 0 lost."),
         "{stdout}"
