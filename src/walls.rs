@@ -137,6 +137,9 @@ pub async fn cli_version(config: &Config) -> Result<String, String> {
         Duration::from_secs(30),
         tokio::process::Command::new(&config.claude_bin)
             .arg("--version")
+            // Never the console's input: a child that reads (or sets non-blocking) its stdin
+            // would take the user's first lines.
+            .stdin(std::process::Stdio::null())
             .env_clear()
             .envs(&config.child_environment.0)
             .kill_on_drop(true)

@@ -653,3 +653,34 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(log.contains("wall 3, sandbox: off"), "{log}");
     assert!(!log.contains('\u{1b}'), "{log:?}");
 }
+
+#[test]
+fn claude_asked_its_version_never_takes_the_consoles_input() {
+    let claude = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    // A `claude` that reads its stdin when asked its version (as the benchmarks' stand-in does;
+    // a Node CLI may also set a shared stdin non-blocking): it must get nothing of the console's.
+    let launcher = dir.path().join("claude");
+    std::fs::write(
+        &launcher,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then cat >/dev/null; echo '2.1.197 (Claude Code)'; exit 0; fi\nexec '{}' \"$@\"\n",
+            claude.bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &launcher,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let output = console(
+        dir.path(),
+        &launcher,
+        "/plan todo-app a shared todo list\n",
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Planning `todo-app`"), "{stdout}");
+    assert_eq!(claude.calls().len(), 1, "{stdout}");
+}
