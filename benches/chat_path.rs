@@ -289,3 +289,91 @@ async fn round_trip(fake: &FakeTelegram, n: usize) -> Result<Vec<f64>, String> {
     }
     Ok(sorted(times))
 }
+
+/// Section 9: a turn in the real `planbot console` (piped, as a script would drive it), from the
+/// line written to its answer read back, against a bare spawn of the stand-in reading the same
+/// recorded turn back in full.
+pub async fn console(sizes: &Sizes, planbot: &Path, claude: &Path) -> Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(planbot)
+        .arg("console")
+        .env("PLANBOT_CLAUDE_BIN", claude)
+        .env("PLANBOT_CHILD_ENV", "FAKE_CLAUDE_*")
+        .env("PLANBOT_SANDBOX", "off")
+        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("planbot console: {e}"))?;
+    let mut input = child.stdin.take().ok_or("no stdin")?;
+    let mut output = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut say = async |line: &str| -> Result<Duration, String> {
+        let start = Instant::now();
+        input
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            match output.next_line().await.map_err(|e| e.to_string())? {
+                Some(text) if text.contains(ANSWER) => return Ok(start.elapsed()),
+                Some(_) => {}
+                None => return Err("the console ended".into()),
+            }
+        }
+    };
+    say("/plan bench-console a plan to measure").await?;
+    let (mut turns, mut bare) = (Vec::new(), Vec::new());
+    for i in 0..sizes.console_turns {
+        turns.push(say(&format!("message {i}")).await?.as_nanos() as f64);
+        bare.push(bare_turn(claude).await?.as_nanos() as f64);
+    }
+    drop(say);
+    drop(input);
+    let _ = child.wait().await;
+    let (turns, bare) = (sorted(turns), sorted(bare));
+    println!("## 9. A turn in the console\n");
+    println!(
+        "The real `planbot console`, piped; the stand-in answers at once. {} turns, each from \
+         the line written to the answer read back, interleaved with the baseline: spawning the \
+         stand-in bare and reading its whole recorded turn.\n",
+        sizes.console_turns
+    );
+    println!("| | median | p90 |\n|---|---|---|");
+    println!(
+        "| bare spawn of the stand-in (baseline) | {} | {} |",
+        ms(percentile(&bare, 0.5)),
+        ms(percentile(&bare, 0.9))
+    );
+    println!(
+        "| a turn in `planbot console` | {} | {} |",
+        ms(percentile(&turns, 0.5)),
+        ms(percentile(&turns, 0.9))
+    );
+    println!(
+        "| turn / baseline | **{:.2}x** | {:.2}x |",
+        percentile(&turns, 0.5) / percentile(&bare, 0.5),
+        percentile(&turns, 0.9) / percentile(&bare, 0.9)
+    );
+    println!("\nGoal: under 3x.\n");
+    Ok(())
+}
+
+/// The stand-in spawned bare with the section's recorded turn, its output read to the end.
+async fn bare_turn(claude: &Path) -> Result<Duration, String> {
+    let start = Instant::now();
+    let output = tokio::process::Command::new(claude)
+        .env_remove("FAKE_CLAUDE_STAMP")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() || output.stdout.is_empty() {
+        return Err("the baseline turn failed".into());
+    }
+    Ok(start.elapsed())
+}

@@ -33,7 +33,7 @@ use planbot::store::{SessionEntry, State, Store, inspect, write_durably};
 use serde_json::json;
 
 /// Each run of a section (a process of its own), with the section `--only` names it by.
-const RUNS: [(&str, &str); 8] = [
+const RUNS: [(&str, &str); 9] = [
     ("overhead", "overhead"),
     ("parallel", "parallel"),
     ("state", "state"),
@@ -42,6 +42,7 @@ const RUNS: [(&str, &str); 8] = [
     ("streaming-late", "streaming"),
     ("telegram", "telegram"),
     ("telegram-many", "telegram"),
+    ("console", "console"),
 ];
 
 #[derive(Parser)]
@@ -50,7 +51,8 @@ struct Args {
     /// Small sizes (the test suite's smoke run).
     #[arg(long)]
     smoke: bool,
-    /// Sections to run (default: all): overhead, parallel, state, memory, streaming, telegram.
+    /// Sections to run (default: all): overhead, parallel, state, memory, streaming, telegram,
+    /// console.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The fake `claude` (default: `planbot-fake-claude` beside this binary).
@@ -78,6 +80,8 @@ struct Sizes {
     follow_ups: usize,
     /// New chats starting a plan at once, over the fake Bot API.
     burst_chats: usize,
+    /// Turns in the real console.
+    console_turns: usize,
 }
 
 impl Sizes {
@@ -94,6 +98,7 @@ impl Sizes {
                 stream_interval_ms: 100,
                 follow_ups: 3,
                 burst_chats: 3,
+                console_turns: 5,
             }
         } else {
             Sizes {
@@ -107,6 +112,7 @@ impl Sizes {
                 stream_interval_ms: 1_500,
                 follow_ups: 100,
                 burst_chats: 10,
+                console_turns: 200,
             }
         }
     }
@@ -136,6 +142,7 @@ fn main() {
                 "streaming-late" => streaming(&sizes, &fake, true).await,
                 "telegram" => chat_path::follow_ups(&sizes, &planbot, &fake).await,
                 "telegram-many" => chat_path::many_chats(&sizes, &planbot, &fake).await,
+                "console" => chat_path::console(&sizes, &planbot, &fake).await,
                 other => Err(format!("unknown section {other}")),
             }
         });

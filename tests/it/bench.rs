@@ -25,6 +25,7 @@ fn the_benchmark_harness_runs_every_section() {
         "## 5. Streaming",
         "## 7. The chat's path over the Telegram Bot API",
         "## 8. Many chats at once over the Telegram Bot API",
+        "## 9. A turn in the console",
     ] {
         assert!(stdout.contains(heading), "{heading} missing:\n{stdout}");
     }
