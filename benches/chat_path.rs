@@ -331,7 +331,6 @@ pub async fn console(sizes: &Sizes, planbot: &Path, claude: &Path) -> Result<(),
         turns.push(say(&format!("message {i}")).await?.as_nanos() as f64);
         bare.push(bare_turn(claude).await?.as_nanos() as f64);
     }
-    drop(say);
     drop(input);
     let _ = child.wait().await;
     let (turns, bare) = (sorted(turns), sorted(bare));

@@ -8,11 +8,13 @@
 //! - [`walls`]: the agent's confinement, raised once at start-up and reported by `check`.
 //! - [`planning`]: a plan's phases, prompts and the policies for each way a turn ends.
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
+//! - [`durable`]: replacing a file so that a crash leaves it whole, old or new.
 //! - [`chat`]: the platform-neutral vocabulary front ends speak (`Inbound`, `Outgoing`, `Outbound`).
 //! - [`commands`]: the one command table behind `/help`, Telegram's menu and Discord's commands.
 //! - [`conversation`]: `decide(state, input) -> Decision`, pure, and all the copy users see.
 //! - [`router`]: chat events to actions; one worker per chat; the one authorization check.
-//! - [`adapters`]: front ends (console, Telegram, Discord), translation only.
+//! - [`adapters`]: front ends (console, Telegram, Discord), translation only, over one shared
+//!   delivery lane (pacing, rate limits, retries).
 //! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
 //! - [`scrub`]: every outgoing text cleaned of secrets before a front end sends it.
 //! - [`shutdown`], [`telemetry`]: signals and logging.
@@ -24,6 +26,7 @@ pub mod claude;
 pub mod commands;
 pub mod config;
 pub mod conversation;
+pub mod durable;
 pub mod planning;
 pub mod router;
 pub mod scrub;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::chat::ChatKey;
+use crate::durable::{sync_dir, write_durably};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -400,52 +401,6 @@ fn read_backup(dir: &Path) -> Result<Option<State>, StoreError> {
             }
         },
     }
-}
-
-/// fsyncs a directory, so that renames in it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Replaces `path` with `bytes` so that a crash at any instant leaves either the old or the new
-/// file whole: temp file in the same directory, write, fsync, rename, fsync the directory. With
-/// `backup`, the previous file is first kept as `<name>.bak` (by a hard link, so `path` never
-/// disappears).
-pub fn write_durably(path: &Path, bytes: &[u8], backup: bool) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        if backup && path.exists() {
-            let bak = dir.join(format!("{name}.bak"));
-            let bak_tmp = dir.join(format!(".{name}.bak-{}", std::process::id()));
-            let _ = fs::remove_file(&bak_tmp);
-            if fs::hard_link(path, &bak_tmp).is_err() {
-                fs::copy(path, &bak_tmp)?;
-            }
-            fs::rename(&bak_tmp, &bak)?;
-        }
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Removes the temp files of writers that died mid-write (`.planning.json.tmp-<pid>` and

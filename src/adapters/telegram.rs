@@ -43,8 +43,8 @@ use crate::chat::{
 };
 use crate::commands::COMMANDS;
 use crate::config::Secret;
+use crate::durable::write_durably;
 use crate::router::Router;
-use crate::store::write_durably;
 
 pub const ADAPTER: &str = "telegram";
 /// Under Telegram's 4096 (counted on the HTML, which is longer than the text Telegram counts).
