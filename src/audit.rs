@@ -1,11 +1,11 @@
 //! `audit.jsonl`: one line per action (who, where, what, outcome, cost, duration), appended and
-//! fsynced, rotated by size. It is also where a user's spending today is read back at start-up.
+//! fsynced (group-committed, off the path of any reply), rotated by size. It is also where a user's spending today is read back at start-up.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, mpsc};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,11 +30,24 @@ pub struct AuditLine {
 }
 
 /// The audit log of a state directory; a cheap handle.
+///
+/// Appends are group-committed by a writer thread of their own, started on the first append:
+/// every line waiting is written, then synced once. An append never waits for the disk (a reply
+/// may go out before its audit line is synced, never before the state a restart needs);
+/// [`Audit::flush`] waits until every line appended before it is on disk.
 #[derive(Clone)]
 pub struct Audit {
     path: Arc<PathBuf>,
     /// Serializes appends (and rotation) within this process.
     lock: Arc<std::sync::Mutex<()>>,
+    writer: Arc<OnceLock<mpsc::Sender<Entry>>>,
+}
+
+/// What the writer thread is given.
+enum Entry {
+    Line(Box<AuditLine>),
+    /// Answered once every line before it is synced.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Audit {
@@ -42,19 +55,64 @@ impl Audit {
         Audit {
             path: Arc::new(state_dir.join(AUDIT_FILE)),
             lock: Arc::new(std::sync::Mutex::new(())),
+            writer: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Appends a line durably. A failure is logged, never fatal: the audit must not stop planning.
-    pub async fn append(&self, line: AuditLine) {
-        let this = self.clone();
-        let result = tokio::task::spawn_blocking(move || this.append_blocking(&line)).await;
-        if let Ok(Err(e)) | Err(e) = result.map_err(io::Error::other) {
-            tracing::error!(error = %e, path = %self.path.display(), "could not append to the audit log");
+    /// Appends a line; it is on disk soon after (see [`Audit::flush`]). A failure is logged,
+    /// never fatal: the audit must not stop planning.
+    pub fn append(&self, line: AuditLine) {
+        self.send(Entry::Line(Box::new(line)));
+    }
+
+    /// Returns once every line appended before is synced (or could not be).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(Entry::Flush(done));
+        let _ = wait.await;
+    }
+
+    fn send(&self, entry: Entry) {
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let this = self.clone();
+            let started = std::thread::Builder::new()
+                .name("planbot-audit".into())
+                .spawn(move || this.write_loop(&rx));
+            if let Err(e) = started {
+                tracing::error!(error = %e, "could not start the audit writer");
+            }
+            tx
+        });
+        if writer.send(entry).is_err() {
+            tracing::error!(path = %self.path.display(), "the audit writer is gone; a line is lost");
         }
     }
 
-    fn append_blocking(&self, line: &AuditLine) -> io::Result<()> {
+    /// The writer thread: takes every entry waiting, writes the lines, syncs once, answers the
+    /// flushes among them.
+    fn write_loop(&self, rx: &mpsc::Receiver<Entry>) {
+        while let Ok(first) = rx.recv() {
+            let mut lines = Vec::new();
+            let mut flushes = Vec::new();
+            for entry in std::iter::once(first).chain(rx.try_iter()) {
+                match entry {
+                    Entry::Line(line) => lines.push(*line),
+                    Entry::Flush(done) => flushes.push(done),
+                }
+            }
+            if !lines.is_empty()
+                && let Err(e) = self.append_blocking(&lines)
+            {
+                tracing::error!(error = %e, path = %self.path.display(), "could not append to the audit log");
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn append_blocking(&self, lines: &[AuditLine]) -> io::Result<()> {
         let _guard = self
             .lock
             .lock()
@@ -62,8 +120,11 @@ impl Audit {
         if fs::metadata(&*self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
             fs::rename(&*self.path, self.path.with_extension("jsonl.1"))?;
         }
-        let mut text = serde_json::to_string(line).map_err(io::Error::other)?;
-        text.push('\n');
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(&serde_json::to_string(line).map_err(io::Error::other)?);
+            text.push('\n');
+        }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -149,12 +210,25 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn appends_are_on_disk_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::new(dir.path());
+        for i in 0..200 {
+            audit.append(line(&format!("action {i}"), "ok", 0.0));
+        }
+        audit.flush().await;
+        let lines = Audit::new(dir.path()).lines();
+        assert_eq!(lines.len(), 200);
+        assert_eq!(lines[199].action, "action 199", "in order");
+    }
+
     #[test]
     fn spend_and_totals_survive_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let audit = Audit::new(dir.path());
         audit
-            .append_blocking(&line("finalize", "finalized", 1.5))
+            .append_blocking(&[line("finalize", "finalized", 1.5)])
             .unwrap();
         fs::rename(
             dir.path().join(AUDIT_FILE),
@@ -162,7 +236,7 @@ mod tests {
         )
         .unwrap();
         audit
-            .append_blocking(&line("button:fin", "finalized", 0.25))
+            .append_blocking(&[line("button:fin", "finalized", 0.25)])
             .unwrap();
         let spend = audit.spend_on(Utc::now().date_naive());
         assert_eq!(spend.get("telegram:7"), Some(&1.75));

@@ -316,20 +316,18 @@ impl Router {
             tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
         }
         if let Some(audit) = &self.inner.audit {
-            audit
-                .append(AuditLine {
-                    time: chrono::Utc::now(),
-                    adapter: chat.adapter.clone(),
-                    chat: chat.channel.clone(),
-                    user: inbound.user.clone(),
-                    action: command.spec().name.to_string(),
-                    slug: entry.as_ref().map(|e| e.slug.clone()),
-                    phase: entry.as_ref().map(|e| e.phase.clone()),
-                    outcome: "ok".into(),
-                    cost_usd: 0.0,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                })
-                .await;
+            audit.append(AuditLine {
+                time: chrono::Utc::now(),
+                adapter: chat.adapter.clone(),
+                chat: chat.channel.clone(),
+                user: inbound.user.clone(),
+                action: command.spec().name.to_string(),
+                slug: entry.as_ref().map(|e| e.slug.clone()),
+                phase: entry.as_ref().map(|e| e.phase.clone()),
+                outcome: "ok".into(),
+                cost_usd: 0.0,
+                duration_ms: started.elapsed().as_millis() as u64,
+            });
         }
     }
 
@@ -365,6 +363,7 @@ impl Router {
             .await
             .is_ok()
         {
+            self.flush_audit().await;
             return;
         }
         tracing::warn!("the shutdown grace period is over; interrupting the running turns");
@@ -375,6 +374,14 @@ impl Router {
         }
         // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.until_idle(None)).await;
+        self.flush_audit().await;
+    }
+
+    /// Returns once every audit line of what was done so far is on disk.
+    pub async fn flush_audit(&self) {
+        if let Some(audit) = &self.inner.audit {
+            audit.flush().await;
+        }
     }
 
     /// Returns once `chat` (or, with `None`, every chat) has nothing running, waiting or being

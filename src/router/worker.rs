@@ -208,20 +208,18 @@ impl ChatWorker {
                 entry.as_ref().map(|e| e.phase.clone()),
             ),
         };
-        audit
-            .append(AuditLine {
-                time: chrono::Utc::now(),
-                adapter: self.chat.adapter.clone(),
-                chat: self.chat.channel.clone(),
-                user: inbound.user,
-                action,
-                slug,
-                phase,
-                outcome,
-                cost_usd: cost,
-                duration_ms: started.elapsed().as_millis() as u64,
-            })
-            .await;
+        audit.append(AuditLine {
+            time: chrono::Utc::now(),
+            adapter: self.chat.adapter.clone(),
+            chat: self.chat.channel.clone(),
+            user: inbound.user,
+            action,
+            slug,
+            phase,
+            outcome,
+            cost_usd: cost,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
     }
 
     /// Does what a job asks. Returns the chat's entry as it was when the job started.

@@ -844,6 +844,7 @@ async fn every_action_is_audited() {
     h.say("a reply").await;
     h.say("/status").await;
     h.press(Action::Finalize, h.revision().await).await;
+    h.router.flush_audit().await;
     let lines = planbot::audit::Audit::new(h._state.path()).lines();
     let actions: Vec<(&str, &str)> = lines
         .iter()
