@@ -19,6 +19,10 @@ mod chat_path;
 #[allow(dead_code)]
 #[path = "../tests/it/fake_telegram.rs"]
 mod fake_telegram;
+#[allow(dead_code)]
+#[path = "../tests/it/messages_api.rs"]
+mod messages_api;
+mod real_cli;
 #[path = "../tests/it/wait.rs"]
 mod wait;
 
@@ -34,7 +38,7 @@ use planbot::store::{SessionEntry, State, Store, inspect};
 use serde_json::json;
 
 /// Each run of a section (a process of its own), with the section `--only` names it by.
-const RUNS: [(&str, &str); 9] = [
+const RUNS: [(&str, &str); 10] = [
     ("overhead", "overhead"),
     ("parallel", "parallel"),
     ("state", "state"),
@@ -44,6 +48,7 @@ const RUNS: [(&str, &str); 9] = [
     ("telegram", "telegram"),
     ("telegram-many", "telegram"),
     ("console", "console"),
+    ("real-cli", "real-cli"),
 ];
 
 #[derive(Parser)]
@@ -53,7 +58,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Sections to run (default: all): overhead, parallel, state, memory, streaming, telegram,
-    /// console.
+    /// console, real-cli.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The fake `claude` (default: `planbot-fake-claude` beside this binary).
@@ -83,6 +88,8 @@ struct Sizes {
     burst_chats: usize,
     /// Turns in the real console.
     console_turns: usize,
+    /// Follow-ups with the real Claude Code CLI.
+    real_turns: usize,
 }
 
 impl Sizes {
@@ -100,6 +107,7 @@ impl Sizes {
                 follow_ups: 3,
                 burst_chats: 3,
                 console_turns: 5,
+                real_turns: 1,
             }
         } else {
             Sizes {
@@ -114,6 +122,7 @@ impl Sizes {
                 follow_ups: 100,
                 burst_chats: 10,
                 console_turns: 200,
+                real_turns: 20,
             }
         }
     }
@@ -144,6 +153,7 @@ fn main() {
                 "telegram" => chat_path::follow_ups(&sizes, &planbot, &fake).await,
                 "telegram-many" => chat_path::many_chats(&sizes, &planbot, &fake).await,
                 "console" => chat_path::console(&sizes, &planbot, &fake).await,
+                "real-cli" => real_cli::follow_ups(&sizes, &planbot).await,
                 other => Err(format!("unknown section {other}")),
             }
         });

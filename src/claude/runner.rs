@@ -4,7 +4,7 @@
 //! stdout is read line by line while stderr is drained into a bounded tail at the same time, so the
 //! child never blocks on a full pipe. A global semaphore bounds how many children run at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -106,6 +106,9 @@ pub enum Progress {
 pub struct Runner {
     config: Arc<RunnerConfig>,
     slots: Arc<Semaphore>,
+    /// One turn at a time per working directory, until its process is gone: a turn answered at
+    /// its `result` line leaves its process exiting, and the next `--resume` waits for it.
+    workspaces: Arc<std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Runner {
@@ -114,7 +117,15 @@ impl Runner {
         Runner {
             config: Arc::new(config),
             slots,
+            workspaces: Arc::default(),
         }
+    }
+
+    fn workspace_lock(&self, cwd: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        // Locks nobody holds or waits for are dropped, so the map does not grow with every plan.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(cwd.to_path_buf()).or_default().clone()
     }
 
     /// Runs one turn to its end. Never fails: every way it can end is in the [`RawTurn`].
@@ -124,7 +135,8 @@ impl Runner {
         cancel: &CancellationToken,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> RawTurn {
-        let _slot = match self.slots.clone().try_acquire_owned() {
+        let workspace = self.workspace_lock(&spec.cwd).lock_owned().await;
+        let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 progress(Progress::Queued);
@@ -193,11 +205,36 @@ impl Runner {
         };
         let mut turn = TurnRun::new(&self.config, group);
         turn.command = spec.command;
-        let raw = turn.drive(&mut child, spec.prompt, cancel, progress).await;
-        // The group was killed at the end of `drive`: nothing of it is left to reap.
-        drop(record);
+        let (raw, ending) = turn.drive(&mut child, spec.prompt, cancel, progress).await;
+        if let Ending::Exiting(stderr) = ending {
+            // Answered at its result line: the process ends in the background, holding its
+            // slot, its workspace and its record until it is gone.
+            let config = self.config.clone();
+            tokio::spawn(async move {
+                let _held = (slot, workspace, record);
+                let ended = timeout(config.exit_grace, child.wait()).await;
+                if !matches!(ended, Ok(Ok(_))) {
+                    TurnRun::new(&config, group).stop(&mut child).await;
+                }
+                if let Some(group) = group {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+                if let Some(stderr) = stderr {
+                    stderr.abort();
+                }
+            });
+        }
+        // Otherwise the group was killed at the end of `drive`: nothing of it is left to reap.
         raw
     }
+}
+
+/// How `drive` left the process.
+enum Ending {
+    /// Exited, or ended, with its whole group.
+    Gone,
+    /// Still exiting after a complete answer (with its stderr reader).
+    Exiting(Option<tokio::task::JoinHandle<String>>),
 }
 
 /// A running child's group on disk: `<dir>/<pid>` holding the leader's start time (so that a
@@ -303,7 +340,7 @@ impl<'a> TurnRun<'a> {
         prompt: String,
         cancel: &CancellationToken,
         progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> RawTurn {
+    ) -> (RawTurn, Ending) {
         if let Some(mut stdin) = child.stdin.take() {
             // A child that exits without reading gives EPIPE here; that is its business.
             tokio::spawn(async move {
@@ -353,6 +390,12 @@ impl<'a> TurnRun<'a> {
                             linger_deadline = Some(now + self.config.exit_grace);
                         }
                         if self.handle_line(&line, progress) {
+                            if self.answered() {
+                                // The answer is complete: it goes out now, and the process
+                                // exits on its own while it does (see `Runner::run`).
+                                self.raw.exit = Exit::Code(0);
+                                return (self.raw, Ending::Exiting(stderr));
+                            }
                             linger_deadline.get_or_insert(now + self.config.exit_grace);
                         }
                         if self.raw.missing_command.is_some() {
@@ -384,7 +427,16 @@ impl<'a> TurnRun<'a> {
                 self.raw.stderr_tail = tail;
             }
         }
-        self.raw
+        (self.raw, Ending::Gone)
+    }
+
+    /// Whether the result line just read is a successful answer, which nothing after it changes.
+    fn answered(&self) -> bool {
+        self.raw.stopped.is_none()
+            && self.raw.missing_command.is_none()
+            && self.raw.result.as_ref().is_some_and(|r| {
+                r.is_error == Some(false) && r.subtype.as_deref() == Some("success")
+            })
     }
 
     /// Interprets one stdout line. Returns true for the `result` line.

@@ -7,7 +7,8 @@
 //! - `FAKE_CLAUDE_SCENARIO` (optional): a JSON file `{"steps": [...]}`; each call takes the next
 //!   step, and when none are left it answers by echoing. Step kinds: `answer` (`text`, `delay_ms`,
 //!   `status`), `max_turns`, `api_error` (`status`), `unknown_skill`, `crash` (`exit`, `stderr`),
-//!   `hang` (`grandchild`, `ignore_sigint`), `result_then_hang`, `no_result` (`exit`, `text`), `garbage`,
+//!   `hang` (`grandchild`, `ignore_sigint`), `result_then_hang`, `result_then_linger`
+//!   (`delay_ms` after the result, then exit), `no_result` (`exit`, `text`), `garbage`,
 //!   `replay` (`file`, `exit`: print a recorded stream verbatim), `slow` (`delay_ms`, then echo).
 //!
 //! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else. With
@@ -188,6 +189,12 @@ fn run_step(dir: &Path, args: &[String], stdin: &str, cwd: &Path, step: &Value) 
                 "num_turns": 1, "result": text, "session_id": session, "total_cost_usd": 0.001});
             print!("{line}");
             let _ = std::io::stdout().flush();
+        }
+        "result_then_linger" => {
+            let text = echo_text(dir, &session, stdin, step);
+            assistant(&session, &text);
+            result(&session, "success", false, Some(&text), 1, None);
+            std::thread::sleep(Duration::from_millis(delay));
         }
         "result_then_hang" => {
             let text = echo_text(dir, &session, stdin, step);

@@ -26,6 +26,7 @@ fn the_benchmark_harness_runs_every_section() {
         "## 7. The chat's path over the Telegram Bot API",
         "## 8. Many chats at once over the Telegram Bot API",
         "## 9. A turn in the console",
+        "## 10. A follow-up with the real Claude Code CLI",
     ] {
         assert!(stdout.contains(heading), "{heading} missing:\n{stdout}");
     }

@@ -136,8 +136,44 @@ async fn a_result_then_a_hang_is_still_an_answer() {
     let (raw, _) = run(&fake.runner(|_| {}), spec(&fake, "hi", false)).await;
     assert!(matches!(classify(&raw).status, TurnStatus::Answered { .. }));
     assert!(raw.stopped.is_none());
+    // Answered at its result line; the process is ended in the background.
     let pid = fake.calls()[0]["pid"].as_i64().unwrap() as i32;
-    eventually("the group survived", || group_members(pid).is_empty());
+    crate::wait::wait_until(
+        "the group to end",
+        10,
+        || group_members(pid).is_empty(),
+        || format!("{:?}", group_members(pid)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_turn_in_a_workspace_waits_until_the_last_process_has_exited() {
+    let fake = FakeClaude::new(json!([
+        {"kind": "result_then_linger", "delay_ms": 150},
+        {"kind": "echo"},
+    ]));
+    let runner = fake.runner(|_| {});
+    // The first is answered at its result line while its process lingers; the second, in the
+    // same workspace, starts only once that process is gone.
+    let (first, _) = run(&runner, spec(&fake, "one", false)).await;
+    let (second, _) = run(&runner, spec(&fake, "two", false)).await;
+    for raw in [&first, &second] {
+        assert!(matches!(classify(raw).status, TurnStatus::Answered { .. }));
+    }
+    crate::wait::wait_until(
+        "both spans",
+        10,
+        || fake.spans().len() == 2,
+        || format!("{:?} {:?}", fake.spans(), fake.calls().len()),
+    )
+    .await;
+    let mut spans = fake.spans();
+    spans.sort();
+    assert!(
+        spans[0].1 <= spans[1].0,
+        "the second process started while the first still ran: {spans:?}"
+    );
 }
 
 #[tokio::test]
@@ -241,9 +277,12 @@ async fn concurrency_limit_queues_the_rest() {
     ]));
     let runner = fake.runner(|c| c.max_concurrent = 2);
     let mut turns = Vec::new();
-    for _ in 0..6 {
+    for i in 0..6 {
         let runner = runner.clone();
-        let spec = spec(&fake, "hi", false);
+        // Six plans, six workspaces (turns in one workspace run one after the other).
+        let mut spec = spec(&fake, "hi", false);
+        spec.cwd = spec.cwd.join(format!("plan-{i}"));
+        std::fs::create_dir_all(&spec.cwd).unwrap();
         turns.push(tokio::spawn(async move {
             let mut queued = false;
             let raw = runner
@@ -261,8 +300,15 @@ async fn concurrency_limit_queues_the_rest() {
         queued += usize::from(was_queued);
     }
     assert!(queued >= 4, "{queued} turns reported queueing");
+    // Each turn is answered at its result line; the fake notes its span as it exits.
+    crate::wait::wait_until(
+        "every turn's span",
+        10,
+        || fake.spans().len() == 6,
+        || format!("{:?}", fake.spans()),
+    )
+    .await;
     let spans = fake.spans();
-    assert_eq!(spans.len(), 6);
     let most = spans
         .iter()
         .map(|(start, _)| {

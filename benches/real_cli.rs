@@ -1,0 +1,194 @@
+//! Section 10: planbot's follow-up with the real Claude Code CLI, against the stand-in Messages
+//! API (`tests/it/messages_api.rs`), next to the same CLI run bare with the very argv, working
+//! directory and prompt planbot gave it, interleaved.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::messages_api::MessagesApi;
+use super::{Sizes, ms, percentile, sorted};
+
+/// The newest installed CLI (what users install), else the pinned one: `PLANBOT_REAL_CLAUDE_LATEST`,
+/// `PLANBOT_REAL_CLAUDE` or the install script's caches.
+fn installed_cli() -> Option<(PathBuf, &'static str)> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let cache = |label: &str| {
+        home.join(".cache/planbot")
+            .join(format!("claude-code-{label}"))
+            .join("node_modules/@anthropic-ai/claude-code-linux-x64/claude")
+    };
+    [
+        ("PLANBOT_REAL_CLAUDE_LATEST", "latest", "newest"),
+        ("PLANBOT_REAL_CLAUDE", "2.1.197", "pinned 2.1.197"),
+    ]
+    .into_iter()
+    .find_map(|(var, label, name)| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .or_else(|| Some(cache(label)))
+            .filter(|p| p.is_file())
+            .map(|p| (p, name))
+    })
+}
+
+/// A launcher pointing the CLI at the stand-in with a throwaway HOME; it records each call's
+/// working directory and argv (NUL-separated) in `<home>/argv`.
+fn launcher(home: &Path, api: &MessagesApi, cli: &Path) -> Result<PathBuf, String> {
+    let path = home.join("claude");
+    let script = format!(
+        "#!/bin/sh\nexport HOME='{home}' ANTHROPIC_BASE_URL='{url}' ANTHROPIC_API_KEY=sk-standin \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 CLAUDE_CODE_MAX_RETRIES=0 DISABLE_AUTOUPDATER=1\n\
+         {{ printf '%s\\0' \"$PWD\"; printf '%s\\0' \"$@\"; }} > '{home}/argv'\n\
+         exec '{cli}' \"$@\"\n",
+        home = home.display(),
+        url = api.url(),
+        cli = cli.display()
+    );
+    std::fs::write(&path, script).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+pub async fn follow_ups(sizes: &Sizes, planbot: &Path) -> Result<(), String> {
+    println!("## 10. A follow-up with the real Claude Code CLI\n");
+    let Some((cli, which)) = installed_cli() else {
+        println!("Skipped: no Claude Code CLI installed (scripts/install-claude-cli.sh latest).\n");
+        return Ok(());
+    };
+    let api = MessagesApi::start().await;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+    let claude = launcher(&home, &api, &cli)?;
+    let mut child = tokio::process::Command::new(planbot)
+        .arg("console")
+        .env("PLANBOT_CLAUDE_BIN", &claude)
+        .env("PLANBOT_SANDBOX", "off")
+        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("planbot console: {e}"))?;
+    let mut input = child.stdin.take().ok_or("no stdin")?;
+    let mut output = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut say = async |line: &str, answer: &str| -> Result<Duration, String> {
+        let start = Instant::now();
+        input
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(120), output.next_line())
+                .await
+                .map_err(|_| "no answer within 120 s")?;
+            match next.map_err(|e| e.to_string())? {
+                Some(text) if text.contains(answer) => return Ok(start.elapsed()),
+                Some(_) => {}
+                None => return Err("the console ended".into()),
+            }
+        }
+    };
+    say("/plan bench-real a plan to measure", "reply").await?;
+    let (mut planbot_turns, mut bare_results, mut bare_exits) = (vec![], vec![], vec![]);
+    for i in 0..sizes.real_turns {
+        let said = format!("follow-up number {i}");
+        planbot_turns.push(say(&said, &said).await?.as_nanos() as f64);
+        let (result, exit) = bare(&claude, &home.join("argv"), &said).await?;
+        bare_results.push(result.as_nanos() as f64);
+        bare_exits.push(exit.as_nanos() as f64);
+    }
+    let (planbot_turns, bare_results, bare_exits) = (
+        sorted(planbot_turns),
+        sorted(bare_results),
+        sorted(bare_exits),
+    );
+    println!(
+        "The {which} Claude Code CLI ({}) against the stand-in Messages API; {} follow-ups in \
+         `planbot console`, each followed by the same CLI run bare with the argv, working \
+         directory and prompt planbot had just given it (so both resume the same session). \
+         Sandbox off (it adds about 2.4 ms, section 6).\n",
+        cli.display(),
+        sizes.real_turns
+    );
+    println!("| | median | p90 |\n|---|---|---|");
+    println!(
+        "| the CLI's own turn, bare, to its `result` line (baseline) | {} | {} |",
+        ms(percentile(&bare_results, 0.5)),
+        ms(percentile(&bare_results, 0.9))
+    );
+    println!(
+        "| the CLI's own turn, bare, to its exit | {} | {} |",
+        ms(percentile(&bare_exits, 0.5)),
+        ms(percentile(&bare_exits, 0.9))
+    );
+    println!(
+        "| a follow-up in planbot, line in to answer out | {} | {} |",
+        ms(percentile(&planbot_turns, 0.5)),
+        ms(percentile(&planbot_turns, 0.9))
+    );
+    println!(
+        "| planbot / bare to its `result` line | **{:.3}x** | {:.3}x |",
+        percentile(&planbot_turns, 0.5) / percentile(&bare_results, 0.5),
+        percentile(&planbot_turns, 0.9) / percentile(&bare_results, 0.9)
+    );
+    println!(
+        "| planbot / bare to its exit | {:.3}x | {:.3}x |",
+        percentile(&planbot_turns, 0.5) / percentile(&bare_exits, 0.5),
+        percentile(&planbot_turns, 0.9) / percentile(&bare_exits, 0.9)
+    );
+    println!("\nGoal: within 5% (1.05x).\n");
+    Ok(())
+}
+
+/// The CLI run bare with the argv and working directory of its last call, `said` on stdin:
+/// when its `result` line came, and when it exited.
+async fn bare(claude: &Path, recorded: &Path, said: &str) -> Result<(Duration, Duration), String> {
+    let bytes = std::fs::read(recorded).map_err(|e| e.to_string())?;
+    let mut parts = bytes
+        .split(|b| *b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let cwd = parts.next().ok_or("no recorded call")?;
+    let args: Vec<String> = parts.filter(|a| !a.is_empty()).collect();
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new(claude)
+        .args(&args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    stdin
+        .write_all(format!("<user_message>\n{said}\n</user_message>").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(stdin);
+    let mut reader = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let (mut text, mut result_at) = (String::new(), None);
+    while let Some(line) = reader.next_line().await.map_err(|e| e.to_string())? {
+        if result_at.is_none() && line.contains(r#""type":"result""#) {
+            result_at = Some(start.elapsed());
+        }
+        text.push_str(&line);
+    }
+    child.wait().await.map_err(|e| e.to_string())?;
+    let exited = start.elapsed();
+    match result_at {
+        Some(at) if text.contains(said) => Ok((at, exited)),
+        _ => Err(format!(
+            "the bare CLI did not answer: {}",
+            text.chars().take(300).collect::<String>()
+        )),
+    }
+}
