@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -136,26 +136,61 @@ impl Runner {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> RawTurn {
         let workspace = self.workspace_lock(&spec.cwd).lock_owned().await;
-        let slot = match self.slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                progress(Progress::Queued);
-                tokio::select! {
-                    slot = self.slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => return not_started(Exit::SpawnFailed, "runner closed".into()),
-                    },
-                    _ = cancel.cancelled() => {
-                        let mut raw = not_started(Exit::Code(-1), String::new());
-                        raw.stopped = Some(Stopped::Cancelled);
-                        return raw;
-                    }
-                }
-            }
+        let Some(slot) = self.slot(cancel, progress).await else {
+            let mut raw = not_started(Exit::Code(-1), String::new());
+            raw.stopped = Some(Stopped::Cancelled);
+            return raw;
         };
+        let mut child = match self.spawn(&spec) {
+            Ok(child) => child,
+            Err((exit, why)) => return not_started(exit, why),
+        };
+        progress(Progress::Started);
+        let group = child.id().map(|id| Pid::from_raw(id as i32));
+        let record = match (&self.config.pid_dir, child.id()) {
+            (Some(dir), Some(pid)) => GroupRecord::write(dir, pid),
+            _ => None,
+        };
+        let mut turn = TurnRun::new(&self.config, group);
+        turn.command = spec.command;
+        let (raw, ending) = turn.drive(&mut child, spec.prompt, cancel, progress).await;
+        if let Ending::Exiting(stderr) = ending {
+            // Answered at its result line: the process ends in the background, holding its
+            // slot, its workspace and its record until it is gone.
+            let config = self.config.clone();
+            tokio::spawn(async move {
+                let _held = (slot, workspace, record);
+                end_after_answer(&config, child, group, stderr).await;
+            });
+        }
+        // Otherwise the group was killed at the end of `drive`: nothing of it is left to reap.
+        raw
+    }
+
+    /// A run slot, waited for (and reported as queued) when all are taken; none when a cancel
+    /// came first, which ends the turn before it starts.
+    async fn slot(
+        &self,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        progress(Progress::Queued);
+        tokio::select! {
+            // The semaphore is never closed.
+            slot = self.slots.clone().acquire_owned() => slot.ok(),
+            _ = cancel.cancelled() => None,
+        }
+    }
+
+    /// Starts `claude` (in the sandbox, if any) in its own process group, with the child's
+    /// environment, every pipe open.
+    fn spawn(&self, spec: &TurnSpec) -> Result<Child, (Exit, String)> {
         if !spec.cwd.is_dir() {
             let msg = format!("working directory {} does not exist", spec.cwd.display());
-            return not_started(Exit::SpawnFailed, msg);
+            return Err((Exit::SpawnFailed, msg));
         }
         let path_var = match &self.config.env {
             Some(env) => env.get("PATH").map(OsString::from),
@@ -163,7 +198,7 @@ impl Runner {
         };
         let Some(bin) = find_program(&self.config.bin, path_var.as_deref()) else {
             let msg = format!("{} was not found", self.config.bin.display());
-            return not_started(Exit::NotFound, msg);
+            return Err((Exit::NotFound, msg));
         };
         let (program, args) = match &self.config.sandbox {
             Some(sandbox) => sandbox.wrap(&bin, &spec.args, &spec.cwd, &spec.files),
@@ -190,42 +225,30 @@ impl Runner {
                 }
             }
         }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return not_started(Exit::NotFound, e.to_string());
-            }
-            Err(e) => return not_started(Exit::SpawnFailed, e.to_string()),
-        };
-        progress(Progress::Started);
-        let group = child.id().map(|id| Pid::from_raw(id as i32));
-        let record = match (&self.config.pid_dir, child.id()) {
-            (Some(dir), Some(pid)) => GroupRecord::write(dir, pid),
-            _ => None,
-        };
-        let mut turn = TurnRun::new(&self.config, group);
-        turn.command = spec.command;
-        let (raw, ending) = turn.drive(&mut child, spec.prompt, cancel, progress).await;
-        if let Ending::Exiting(stderr) = ending {
-            // Answered at its result line: the process ends in the background, holding its
-            // slot, its workspace and its record until it is gone.
-            let config = self.config.clone();
-            tokio::spawn(async move {
-                let _held = (slot, workspace, record);
-                let ended = timeout(config.exit_grace, child.wait()).await;
-                if !matches!(ended, Ok(Ok(_))) {
-                    TurnRun::new(&config, group).stop(&mut child).await;
-                }
-                if let Some(group) = group {
-                    let _ = killpg(group, Signal::SIGKILL);
-                }
-                if let Some(stderr) = stderr {
-                    stderr.abort();
-                }
-            });
-        }
-        // Otherwise the group was killed at the end of `drive`: nothing of it is left to reap.
-        raw
+        command.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => (Exit::NotFound, e.to_string()),
+            _ => (Exit::SpawnFailed, e.to_string()),
+        })
+    }
+}
+
+/// After an answer: the process gets the exit grace to end on its own, then is stopped; whatever
+/// it started goes with it.
+async fn end_after_answer(
+    config: &RunnerConfig,
+    mut child: Child,
+    group: Option<Pid>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+) {
+    let ended = timeout(config.exit_grace, child.wait()).await;
+    if !matches!(ended, Ok(Ok(_))) {
+        TurnRun::new(config, group).stop(&mut child).await;
+    }
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    if let Some(stderr) = stderr {
+        stderr.abort();
     }
 }
 
@@ -411,6 +434,17 @@ impl<'a> TurnRun<'a> {
             }
         }
 
+        self.finish(child, status, stderr).await
+    }
+
+    /// The end of a turn: the child stopped if it still runs, its whole group killed, its exit and
+    /// the tail of its stderr recorded.
+    async fn finish(
+        mut self,
+        child: &mut Child,
+        status: Option<ExitStatus>,
+        stderr: Option<tokio::task::JoinHandle<String>>,
+    ) -> (RawTurn, Ending) {
         let status = match status {
             Some(status) => Some(status),
             None => self.stop(child).await,
