@@ -200,24 +200,12 @@ impl Config {
         let path = file
             .map(Path::to_path_buf)
             .or_else(|| non_empty(env, "PLANBOT_CONFIG").map(PathBuf::from));
-        let file = match &path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::FileFormat {
-                    path: path.clone(),
-                    problem: e.to_string(),
-                })?
-            }
-            None => FileConfig::default(),
-        };
+        let mut file = FileConfig::read(path.as_deref())?;
         let e = Env {
             vars: env,
             file: path.as_deref(),
         };
-        let phases_spec = match (e.str("PLANBOT_PHASES"), file.phases) {
+        let phases_spec = match (e.str("PLANBOT_PHASES"), file.phases.take()) {
             (Some(spec), _) => spec.to_string(),
             (None, Some(list)) => list.join(","),
             (None, None) => DEFAULT_PHASES.to_string(),
@@ -233,7 +221,7 @@ impl Config {
         let sandbox = match e
             .str("PLANBOT_SANDBOX")
             .map(str::to_string)
-            .or(file.sandbox)
+            .or(file.sandbox.take())
         {
             None => SandboxMode::Auto,
             Some(value) => SandboxMode::parse(&value).ok_or_else(|| {
@@ -243,107 +231,66 @@ impl Config {
                 )
             })?,
         };
-        let secret_env = e
-            .list("PLANBOT_SECRET_ENV")
-            .or(file.secret_env)
-            .unwrap_or_default();
-        let child_env = e
-            .list("PLANBOT_CHILD_ENV")
-            .or(file.child_env)
-            .unwrap_or_default();
-        let mut never_passed: Vec<String> = SECRET_VARS.iter().map(|v| v.to_string()).collect();
-        never_passed.extend(secret_env.iter().cloned());
-        let parent: BTreeMap<String, String> =
-            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut secret_values: Vec<Secret> = telegram_token
-            .iter()
-            .chain(discord_token.iter())
-            .cloned()
-            .collect();
-        for name in secret_env.iter().map(String::as_str).chain(API_KEY_VARS) {
-            if let Some(value) = e.str(name).filter(|v| v.len() >= 8) {
-                secret_values.push(Secret::new(value));
-            }
-        }
+        let child = ChildSide::of(&e, &mut file, [&telegram_token, &discord_token]);
         let config = Config {
             claude_bin: e
                 .path("PLANBOT_CLAUDE_BIN")
-                .or(file.claude_bin)
+                .or(file.claude_bin.take())
                 .unwrap_or_else(|| "claude".into()),
             state_dir: e
                 .path("PLANBOT_STATE_DIR")
-                .or(file.state_dir)
+                .or(file.state_dir.take())
                 .unwrap_or_else(|| "./state".into()),
             workspace_dir: e
                 .path("PLANBOT_WORKSPACE_DIR")
-                .or(file.workspace_dir)
+                .or(file.workspace_dir.take())
                 .unwrap_or_else(|| "./workspace".into()),
-            prompts_dir: e.path("PLANBOT_PROMPTS_DIR").or(file.prompts_dir),
+            prompts_dir: e.path("PLANBOT_PROMPTS_DIR").or(file.prompts_dir.take()),
             allowed_users: e
                 .list("PLANBOT_ALLOWED_USERS")
-                .or(file.allowed_users)
+                .or(file.allowed_users.take())
                 .unwrap_or_default(),
             phases,
-            max_turns: e.bounded("PLANBOT_MAX_TURNS", file.max_turns, 1..=MAX_TURNS, 20)?,
+            max_turns: e.bounded(
+                "PLANBOT_MAX_TURNS",
+                file.max_turns.take(),
+                1..=MAX_TURNS,
+                20,
+            )?,
             retry_max_turns: e.bounded(
                 "PLANBOT_RETRY_MAX_TURNS",
-                file.retry_max_turns,
+                file.retry_max_turns.take(),
                 1..=MAX_TURNS,
                 30,
             )?,
             turn_timeout: Duration::from_secs(e.bounded(
                 "PLANBOT_TURN_TIMEOUT_SECS",
-                file.turn_timeout_secs,
+                file.turn_timeout_secs.take(),
                 1..=A_WEEK_SECS,
                 600,
             )?),
             idle_timeout: Duration::from_secs(e.bounded(
                 "PLANBOT_IDLE_TIMEOUT_SECS",
-                file.idle_timeout_secs,
+                file.idle_timeout_secs.take(),
                 1..=A_WEEK_SECS,
                 300,
             )?),
             max_concurrent_runs: e.bounded(
                 "PLANBOT_MAX_CONCURRENT_RUNS",
-                file.max_concurrent_runs,
+                file.max_concurrent_runs.take(),
                 1..=MAX_CONCURRENT_RUNS,
                 4,
             )?,
-            claude_args: CommonArgs {
-                tools: Vec::new(),
-                disallowed_tools: Vec::new(),
-                path_guard: None,
-                permission_prompts_none: false,
-                permission_mode: e
-                    .str("PLANBOT_PERMISSION_MODE")
-                    .map(str::to_string)
-                    .or(file.permission_mode)
-                    .unwrap_or_else(|| "dontAsk".into()),
-                allowed_tools: e
-                    .list("PLANBOT_ALLOWED_TOOLS")
-                    .or(file.allowed_tools)
-                    .unwrap_or_else(|| split_list(DEFAULT_ALLOWED_TOOLS)),
-                add_dirs: e
-                    .list("PLANBOT_ADD_DIRS")
-                    .map(|l| l.into_iter().map(PathBuf::from).collect())
-                    .or(file.add_dirs)
-                    .unwrap_or_default(),
-                model: e.str("PLANBOT_MODEL").map(str::to_string).or(file.model),
-                max_budget_usd: e.amount("PLANBOT_MAX_BUDGET_USD", file.max_budget_usd)?,
-                stream_partial: e
-                    .parse("PLANBOT_STREAM_PARTIAL")?
-                    .or(file.stream_partial)
-                    .unwrap_or(true),
-            },
+            claude_args: claude_args(&e, &mut file)?,
             progress_interval: Duration::from_millis(e.bounded(
                 "PLANBOT_PROGRESS_INTERVAL_MS",
-                file.progress_interval_ms,
+                file.progress_interval_ms.take(),
                 1..=AN_HOUR_MS,
                 1500,
             )?),
             retry_delay: Duration::from_millis(e.bounded(
                 "PLANBOT_RETRY_DELAY_MS",
-                file.retry_delay_ms,
+                file.retry_delay_ms.take(),
                 0..=AN_HOUR_MS,
                 2000,
             )?),
@@ -351,43 +298,47 @@ impl Config {
             telegram_api_url: e
                 .str("TELEGRAM_API_URL")
                 .map(str::to_string)
-                .or(file.telegram_api_url)
+                .or(file.telegram_api_url.take())
                 .unwrap_or_else(|| "https://api.telegram.org".into()),
             discord_token,
             discord_api_url: e
                 .str("DISCORD_API_URL")
                 .map(str::to_string)
-                .or(file.discord_api_url)
+                .or(file.discord_api_url.take())
                 .unwrap_or_else(|| "https://discord.com".into()),
-            discord_guild_id: e.parse("DISCORD_GUILD_ID")?.or(file.discord_guild_id),
+            discord_guild_id: e
+                .parse("DISCORD_GUILD_ID")?
+                .or(file.discord_guild_id.take()),
             discord_allowed_roles: e
                 .list("DISCORD_ALLOWED_ROLES")
-                .or(file.discord_allowed_roles)
+                .or(file.discord_allowed_roles.take())
                 .unwrap_or_default(),
-            child_environment: ChildEnv(child_env::child_env(&parent, &child_env, &never_passed)),
-            secret_env,
+            child_environment: child.environment,
+            secret_env: child.secret_env,
             webfetch_domains: e
                 .list("PLANBOT_WEBFETCH_DOMAINS")
-                .or(file.webfetch_domains)
+                .or(file.webfetch_domains.take())
                 .unwrap_or_default(),
             unsafe_tools: e
                 .parse("PLANBOT_UNSAFE_TOOLS")?
-                .or(file.unsafe_tools)
+                .or(file.unsafe_tools.take())
                 .unwrap_or(false),
             sandbox,
             path_guard: e
                 .parse("PLANBOT_PATH_GUARD")?
-                .or(file.path_guard)
+                .or(file.path_guard.take())
                 .unwrap_or(true),
-            child_env,
-            secret_values,
+            child_env: child.child_env,
+            secret_values: child.secret_values,
             secret_files: telegram_file.into_iter().chain(discord_file).collect(),
-            plan_budget_usd: e.amount("PLANBOT_PLAN_BUDGET_USD", file.plan_budget_usd)?,
-            user_daily_budget_usd: e
-                .amount("PLANBOT_USER_DAILY_BUDGET_USD", file.user_daily_budget_usd)?,
+            plan_budget_usd: e.amount("PLANBOT_PLAN_BUDGET_USD", file.plan_budget_usd.take())?,
+            user_daily_budget_usd: e.amount(
+                "PLANBOT_USER_DAILY_BUDGET_USD",
+                file.user_daily_budget_usd.take(),
+            )?,
             shutdown_grace: Duration::from_secs(e.bounded(
                 "PLANBOT_SHUTDOWN_GRACE_SECS",
-                file.shutdown_grace_secs,
+                file.shutdown_grace_secs.take(),
                 0..=A_DAY_SECS,
                 30,
             )?),
@@ -631,6 +582,94 @@ fn split_list(value: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// The Claude Code CLI's arguments common to every turn, from the environment or the file.
+fn claude_args(e: &Env, file: &mut FileConfig) -> Result<CommonArgs, ConfigError> {
+    Ok(CommonArgs {
+        tools: Vec::new(),
+        disallowed_tools: Vec::new(),
+        path_guard: None,
+        permission_prompts_none: false,
+        permission_mode: e
+            .str("PLANBOT_PERMISSION_MODE")
+            .map(str::to_string)
+            .or(file.permission_mode.take())
+            .unwrap_or_else(|| "dontAsk".into()),
+        allowed_tools: e
+            .list("PLANBOT_ALLOWED_TOOLS")
+            .or(file.allowed_tools.take())
+            .unwrap_or_else(|| split_list(DEFAULT_ALLOWED_TOOLS)),
+        add_dirs: e
+            .list("PLANBOT_ADD_DIRS")
+            .map(|l| l.into_iter().map(PathBuf::from).collect())
+            .or(file.add_dirs.take())
+            .unwrap_or_default(),
+        model: e
+            .str("PLANBOT_MODEL")
+            .map(str::to_string)
+            .or(file.model.take()),
+        max_budget_usd: e.amount("PLANBOT_MAX_BUDGET_USD", file.max_budget_usd.take())?,
+        stream_partial: e
+            .parse("PLANBOT_STREAM_PARTIAL")?
+            .or(file.stream_partial.take())
+            .unwrap_or(true),
+    })
+}
+
+/// What reaches the `claude` child, and what must never: its environment (an allowlist), the
+/// names and values of secrets.
+struct ChildSide {
+    environment: ChildEnv,
+    secret_env: Vec<String>,
+    child_env: Vec<String>,
+    secret_values: Vec<Secret>,
+}
+
+impl ChildSide {
+    fn of(e: &Env, file: &mut FileConfig, tokens: [&Option<Secret>; 2]) -> ChildSide {
+        let secret_env = e
+            .list("PLANBOT_SECRET_ENV")
+            .or(file.secret_env.take())
+            .unwrap_or_default();
+        let child_env = e
+            .list("PLANBOT_CHILD_ENV")
+            .or(file.child_env.take())
+            .unwrap_or_default();
+        let mut never_passed: Vec<String> = SECRET_VARS.iter().map(|v| v.to_string()).collect();
+        never_passed.extend(secret_env.iter().cloned());
+        let parent: BTreeMap<String, String> =
+            e.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut secret_values: Vec<Secret> = tokens.into_iter().flatten().cloned().collect();
+        for name in secret_env.iter().map(String::as_str).chain(API_KEY_VARS) {
+            if let Some(value) = e.str(name).filter(|v| v.len() >= 8) {
+                secret_values.push(Secret::new(value));
+            }
+        }
+        ChildSide {
+            environment: ChildEnv(child_env::child_env(&parent, &child_env, &never_passed)),
+            secret_env,
+            child_env,
+            secret_values,
+        }
+    }
+}
+
+impl FileConfig {
+    /// `planbot.toml` at `path`, or nothing set when there is none.
+    fn read(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::FileFormat {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })
+    }
 }
 
 /// Typed reads of the environment; an empty variable counts as unset. `file` is the
