@@ -578,22 +578,10 @@ impl Poller {
             let Some(newest) = fresh.iter().map(|u| u.id.0 as i32).max() else {
                 continue;
             };
-            // The batch is recorded before it is handled, with one sync off the async threads:
-            // after a crash it is skipped, never answered twice.
+            // The batch is recorded before it is handled: after a crash it is skipped, never
+            // answered twice.
             last_done = Some(newest);
-            let record = offsets.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                record
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .write(newest)
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-            if let Err(e) = written {
-                tracing::error!(error = %e, "could not record the Telegram update offset");
-            }
+            record_offset(&offsets, newest).await;
             for update in fresh {
                 match update.kind {
                     UpdateKind::Message(message) => self.on_message(&message, &username).await,
@@ -674,6 +662,23 @@ fn chat_key(message: &Message) -> ChatKey {
     match message.thread_id.filter(|_| message.is_topic_message) {
         Some(thread) => ChatKey::new(ADAPTER, format!("{}:{}", message.chat.id.0, thread.0.0)),
         None => ChatKey::new(ADAPTER, message.chat.id.0.to_string()),
+    }
+}
+
+/// Records `newest` as handled, with one sync off the async threads; a failure is logged.
+async fn record_offset(offsets: &Arc<std::sync::Mutex<OffsetRecord>>, newest: i32) {
+    let record = offsets.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(newest)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    if let Err(e) = written {
+        tracing::error!(error = %e, "could not record the Telegram update offset");
     }
 }
 
