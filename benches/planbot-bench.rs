@@ -31,10 +31,11 @@ use clap::Parser;
 use planbot::app::Core;
 use planbot::config::Config;
 use planbot::durable::write_durably;
+use planbot::planning::state::SessionEntry;
 use planbot::router::{
     ChatKey, Inbound, MessageKind, MessageRef, Outbound, Outgoing, Router, SendError,
 };
-use planbot::store::{SessionEntry, State, Store, inspect};
+use planbot::store::{State, Store, inspect};
 use serde_json::json;
 
 /// Each run of a section (a process of its own), with the section `--only` names it by.

@@ -14,10 +14,11 @@ use crate::audit::Audit;
 use crate::chat::Outbound;
 use crate::claude::Runner;
 use crate::config::Config;
+use crate::planning::state::EntryStatus;
 use crate::planning::{Planner, Prompts};
 use crate::router::{Router, RouterSettings};
 use crate::scrub::{ScrubbedOutbound, Scrubber};
-use crate::store::{self, EntryStatus, LoadReport, StateLock, Store, StoreError};
+use crate::store::{self, LoadReport, StateLock, Store, StoreError};
 use crate::walls::Walls;
 
 /// Why planbot could not run.

@@ -6,7 +6,8 @@
 //! - [`claude`]: the Claude Code CLI: argv and tool policy, child environment, sandbox, spawn,
 //!   stream-json events, outcome, kill, and the path guard hook.
 //! - [`walls`]: the agent's confinement, raised once at start-up and reported by `check`.
-//! - [`planning`]: a plan's phases, prompts and the policies for each way a turn ends.
+//! - [`planning`]: a plan's phases, prompts, the policies for each way a turn ends, and its state
+//!   between turns (`SessionEntry`, the format of `planning.json`'s sessions).
 //! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
 //! - [`durable`]: replacing a file so that a crash leaves it whole, old or new.
 //! - [`chat`]: the platform-neutral vocabulary front ends speak (`Inbound`, `Outgoing`, `Outbound`).

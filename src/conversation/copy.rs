@@ -1,7 +1,7 @@
 //! Every text the conversation shows a user, in one place so that wording is reviewed together.
 
 use crate::planning::PhaseStatus;
-use crate::store::{EntryStatus, SessionEntry};
+use crate::planning::state::{EntryStatus, SessionEntry};
 
 use super::decide::BREAKER_FAILURES;
 

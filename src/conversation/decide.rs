@@ -3,8 +3,8 @@
 
 use crate::chat::{Action, InboundKind};
 use crate::commands::Command;
+use crate::planning::state::SessionEntry;
 use crate::planning::validate_slug;
-use crate::store::SessionEntry;
 
 use super::copy;
 

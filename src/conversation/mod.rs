@@ -10,7 +10,7 @@ pub use decide::{BREAKER_FAILURES, Decision, Limits, Op, decide};
 
 /// A plan in its first phase of two, for the module's tests.
 #[cfg(test)]
-pub(crate) fn sample_entry() -> crate::store::SessionEntry {
+pub(crate) fn sample_entry() -> crate::planning::state::SessionEntry {
     serde_json::from_value(serde_json::json!({
         "slug": "todo-app", "description": "a list", "phase": "office-hours",
         "phases": ["office-hours", "plan-ceo-review"],

@@ -12,11 +12,11 @@ use tracing::Instrument;
 use super::{BREAKER_FAILURES, Op, copy};
 use crate::chat::{Action, Attachment, MessageKind, MessageRef, Offer, Outgoing};
 use crate::claude::{Progress, TurnStatus};
+use crate::planning::state::{EntryStatus, SessionEntry};
 use crate::planning::workspace::WorkspaceError;
 use crate::planning::{PlanError, PlanningSession, Reply, ReplyOutcome, write_final_plan};
 use crate::router::SAVE_FAILED;
 use crate::router::worker::ChatWorker;
-use crate::store::{EntryStatus, SessionEntry};
 
 /// A final plan longer than this is posted as a file with a short note, not as text.
 const INLINE_PLAN_CHARS: usize = 3_000;

@@ -6,9 +6,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Decision, Limits, Op, copy, decide};
 use crate::chat::{Action, Inbound, Offer, Outgoing};
 use crate::planning::PlanError;
+use crate::planning::state::SessionEntry;
 use crate::router::worker::ChatWorker;
 use crate::router::{SAVE_FAILED, STALE};
-use crate::store::SessionEntry;
 
 impl ChatWorker {
     /// Carries out what [`decide`] makes of this job.

@@ -3,6 +3,7 @@
 
 pub mod phases;
 pub mod prompts;
+pub mod state;
 pub mod workspace;
 
 use std::collections::BTreeMap;
@@ -17,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::claude::{
     CommonArgs, Progress, Runner, TurnArgs, TurnOutcome, TurnSpec, TurnStatus, build_args, classify,
 };
-use crate::store::{EntryStatus, RecapItem, SessionEntry};
 pub use phases::{DEFAULT_PHASES, Phase, parse_phases};
 pub use prompts::{PhaseStatus, Prompts, Vars};
+use state::{EntryStatus, RecapItem, SessionEntry};
 use workspace::{Ownership, WorkspaceError};
 
 /// Longest recap kept per phase, in items and characters per item.

@@ -22,7 +22,8 @@ pub use crate::chat::{
 use crate::commands::{Command, help_text};
 use crate::conversation::copy;
 use crate::planning::Planner;
-use crate::store::{EntryStatus, SessionStore};
+use crate::planning::state::EntryStatus;
+use crate::store::SessionStore;
 use worker::{ChatWorker, Worker, WorkerShared};
 
 /// Longest message planbot accepts, in characters.

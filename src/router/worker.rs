@@ -15,7 +15,8 @@ use super::{JOB_PANICKED, Router, WORKER_IDLE};
 use crate::audit::AuditLine;
 use crate::chat::{ChatKey, Inbound, InboundKind, MessageRef, Outbound, Outgoing};
 use crate::planning::Planner;
-use crate::store::{SessionEntry, SessionStore};
+use crate::planning::state::SessionEntry;
+use crate::store::SessionStore;
 
 /// The handle to a chat's worker.
 #[derive(Clone)]

@@ -710,7 +710,7 @@ async fn interrupted_plans_are_announced_and_resume_on_the_next_message() {
     // A crash mid-turn leaves the entry running; the next start marks it interrupted.
     h.store
         .update("console:local", |e| {
-            e.as_mut().unwrap().status = planbot::store::EntryStatus::Interrupted
+            e.as_mut().unwrap().status = planbot::planning::state::EntryStatus::Interrupted
         })
         .await
         .unwrap();
@@ -728,7 +728,10 @@ async fn interrupted_plans_are_announced_and_resume_on_the_next_message() {
         id.as_deref()
     );
     let entry = h.store.get("console:local").await.unwrap().unwrap();
-    assert_eq!(entry.status, planbot::store::EntryStatus::Planning);
+    assert_eq!(
+        entry.status,
+        planbot::planning::state::EntryStatus::Planning
+    );
 }
 
 #[tokio::test]

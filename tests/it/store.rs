@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use planbot::store::{EntryStatus, SessionEntry, SessionStore, State, Store, StoreError, inspect};
+use planbot::planning::state::{EntryStatus, SessionEntry};
+use planbot::store::{SessionStore, State, Store, StoreError, inspect};
 use proptest::prelude::*;
 use serde_json::json;
 
