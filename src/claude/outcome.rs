@@ -105,10 +105,21 @@ impl TurnStatus {
         match self {
             TurnStatus::Answered { .. } => "answered".into(),
             TurnStatus::MaxTurns => "ran out of turns".into(),
-            TurnStatus::ApiError { status, message } => match status {
-                Some(s) => format!("API error {s}: {message}"),
-                None => format!("API error: {message}"),
-            },
+            TurnStatus::ApiError { status, message } => {
+                // The CLI's text often says "API Error: 429 …" itself: not twice.
+                let mut message = message.trim();
+                if message.to_ascii_lowercase().starts_with("api error") {
+                    message = message["api error".len()..].trim_start_matches([':', ' ']);
+                }
+                match status {
+                    Some(s) => {
+                        let code = s.to_string();
+                        let message = message.strip_prefix(&code).unwrap_or(message);
+                        format!("API error {s}: {}", message.trim_start_matches([':', ' ']))
+                    }
+                    None => format!("API error: {message}"),
+                }
+            }
             TurnStatus::ResumeNotFound => "Claude's session was not found".into(),
             TurnStatus::UnknownSkill { name } => format!("skill /{name} is not installed"),
             TurnStatus::BudgetExceeded => "the per-turn budget was reached".into(),

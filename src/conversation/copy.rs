@@ -292,6 +292,28 @@ mod tests {
                 notice::denied(&["Bash".into(), "WebFetch".into()]),
             ),
             ("failure: max turns", failure(TurnStatus::MaxTurns)),
+            (
+                "failure: rate limited",
+                failure(TurnStatus::ApiError {
+                    status: Some(429),
+                    message: "API Error: 429 rate_limit_error".into(),
+                }),
+            ),
+            (
+                "failure: api error",
+                failure(TurnStatus::ApiError {
+                    status: Some(529),
+                    message: "API Error: 529 Overloaded".into(),
+                }),
+            ),
+            (
+                "failure: went quiet",
+                failure(TurnStatus::TimedOut { idle: true }),
+            ),
+            (
+                "failure: took too long",
+                failure(TurnStatus::TimedOut { idle: false }),
+            ),
             ("failure: not installed", failure(TurnStatus::NotInstalled)),
             ("failure: budget", failure(TurnStatus::BudgetExceeded)),
             (
@@ -337,7 +359,7 @@ mod tests {
     use crate::conversation::sample_entry;
 
     /// Every text here, rendered with sample values, is well-formed: no runs of spaces (a lost
-    /// line continuation), no placeholder left, no doubled word at the start.
+    /// line continuation), no placeholder left, no pair of words said twice in a row.
     #[test]
     fn every_message_is_well_formed() {
         let entry = sample_entry();
@@ -349,8 +371,20 @@ mod tests {
                 "a placeholder: {text:?}"
             );
             assert!(!text.contains("/tmp/"), "a server path: {text:?}");
-            let words: Vec<&str> = text.split_whitespace().collect();
-            assert!(words.len() < 2 || words[0] != words[1], "doubled: {text:?}");
+            // No doubled prefix: no pair of words said again within the next few.
+            let words: Vec<String> = text
+                .split_whitespace()
+                .map(|w| {
+                    w.trim_matches(|c: char| !c.is_alphanumeric())
+                        .to_lowercase()
+                })
+                .filter(|w| !w.is_empty())
+                .collect();
+            let pairs: Vec<(&String, &String)> = words.iter().zip(words.iter().skip(1)).collect();
+            for (i, pair) in pairs.iter().enumerate() {
+                let again = pairs.iter().skip(i + 1).take(4).any(|p| p == pair);
+                assert!(!again, "doubled {pair:?}: {text:?}");
+            }
         }
     }
 }
