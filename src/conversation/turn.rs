@@ -18,6 +18,8 @@ use crate::planning::{PlanError, PlanningSession, Reply, ReplyOutcome, write_fin
 use crate::router::SAVE_FAILED;
 use crate::router::worker::ChatWorker;
 
+/// Progress events waiting for the chat, at most.
+const PROGRESS_QUEUE: usize = 256;
 /// A final plan longer than this is posted as a file with a short note, not as text.
 const INLINE_PLAN_CHARS: usize = 3_000;
 
@@ -49,10 +51,12 @@ impl ChatWorker {
             Op::Finalize => copy::writing_final_plan(&entry.slug),
             _ => copy::working_on(&label),
         };
-        let (events, mut events_rx) = mpsc::unbounded_channel();
-        let mut on_progress = move |p: Progress| {
-            let _ = events.send(p);
+        let (events, mut events_rx) = mpsc::channel(PROGRESS_QUEUE);
+        let mut events = ProgressSender {
+            events,
+            unsent: String::new(),
         };
+        let mut on_progress = move |p: Progress| events.send(p);
         let span = tracing::info_span!("turn", slug = %entry.slug, phase = %label);
         let mut session = PlanningSession::new(self.planner().clone(), entry);
         // Claude starts at once: what the chat shows runs beside the turn, never before it.
@@ -222,7 +226,7 @@ impl ChatWorker {
     /// message, if one was sent. A call in flight when the turn ends is finished, not dropped.
     async fn show_progress(
         &self,
-        events: &mut mpsc::UnboundedReceiver<Progress>,
+        events: &mut mpsc::Receiver<Progress>,
         working: &str,
         done: &CancellationToken,
     ) -> Option<MessageRef> {
@@ -280,6 +284,31 @@ impl ChatWorker {
             }
             last_update = Instant::now();
             tick.reset();
+        }
+    }
+}
+
+/// The turn's side of the bounded progress channel: while the chat is slow (a 429 window), text
+/// waiting to be shown is gathered into one piece rather than queued without end; other events
+/// are dropped then (they only tune the progress message).
+struct ProgressSender {
+    events: mpsc::Sender<Progress>,
+    unsent: String,
+}
+
+impl ProgressSender {
+    fn send(&mut self, progress: Progress) {
+        let progress = match progress {
+            Progress::Text(delta) => {
+                self.unsent.push_str(&delta);
+                Progress::Text(std::mem::take(&mut self.unsent))
+            }
+            other => other,
+        };
+        if let Err(mpsc::error::TrySendError::Full(Progress::Text(text))) =
+            self.events.try_send(progress)
+        {
+            self.unsent = text;
         }
     }
 }
@@ -370,6 +399,30 @@ fn phase_offers(entry: &SessionEntry, reply: &Reply) -> Vec<Offer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_gathered_not_lost_while_the_channel_is_full() {
+        let (events, mut rx) = mpsc::channel(2);
+        let mut sender = ProgressSender {
+            events,
+            unsent: String::new(),
+        };
+        for word in ["a", "b", "c", "d"] {
+            sender.send(Progress::Text(word.into()));
+        }
+        sender.send(Progress::Started);
+        let mut seen = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            seen.push(event);
+        }
+        assert_eq!(
+            seen,
+            [Progress::Text("a".into()), Progress::Text("b".into())]
+        );
+        // Room again: what waited goes out as one piece, in order.
+        sender.send(Progress::Text("e".into()));
+        assert_eq!(rx.try_recv().ok(), Some(Progress::Text("cde".into())));
+    }
 
     #[test]
     fn progress_shows_time_and_tail() {

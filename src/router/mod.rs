@@ -30,6 +30,8 @@ use worker::{ChatWorker, Worker, WorkerShared};
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
 /// Messages that may wait behind a running turn.
 pub const MAX_QUEUED: usize = 5;
+/// Room in a chat's job channel: the waiting messages, and as many /cancel on top.
+const JOB_CHANNEL: usize = 2 * MAX_QUEUED;
 /// Strangers remembered as refused once; past this the memory starts afresh.
 const MAX_REFUSED: usize = 10_000;
 /// A chat's worker stops after this long without work (it is started again on demand).
@@ -266,8 +268,15 @@ impl Router {
                 Some(copy::queue_full(MAX_QUEUED))
             } else {
                 shared.waiting.fetch_add(1, Ordering::SeqCst);
-                let _ = worker.jobs.send(shared.job(inbound, is_cancel));
-                (busy && !is_cancel).then(|| copy::queued(waiting + 1))
+                match worker.jobs.try_send(shared.job(inbound, is_cancel)) {
+                    Ok(()) => (busy && !is_cancel).then(|| copy::queued(waiting + 1)),
+                    Err(_) => {
+                        // Only a run of /cancel can fill the channel; the jobs it cancelled
+                        // are dropped as the worker reaches them.
+                        shared.waiting.fetch_sub(1, Ordering::SeqCst);
+                        Some(copy::queue_full(MAX_QUEUED))
+                    }
+                }
             }
         };
         if let Some(note) = note {
@@ -458,7 +467,7 @@ impl Router {
     }
 
     fn spawn_worker(&self, chat: ChatKey, outbound: Arc<dyn Outbound>) -> Worker {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(JOB_CHANNEL);
         let shared = Arc::new(WorkerShared {
             waiting: AtomicUsize::new(0),
             busy: AtomicBool::new(false),

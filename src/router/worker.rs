@@ -21,7 +21,7 @@ use crate::store::SessionStore;
 /// The handle to a chat's worker.
 #[derive(Clone)]
 pub(crate) struct Worker {
-    pub(crate) jobs: mpsc::UnboundedSender<Job>,
+    pub(crate) jobs: mpsc::Sender<Job>,
     pub(crate) shared: Arc<WorkerShared>,
 }
 
@@ -94,7 +94,7 @@ pub(crate) struct ChatWorker {
 }
 
 impl ChatWorker {
-    pub(crate) async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         loop {
             let job = match tokio::time::timeout(WORKER_IDLE, jobs.recv()).await {
                 Ok(Some(job)) => job,
