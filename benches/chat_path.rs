@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::fake_telegram::{FakeTelegram, TOKEN};
 use super::{Sizes, ms, percentile, sorted};
@@ -294,45 +295,27 @@ async fn round_trip(fake: &FakeTelegram, n: usize) -> Result<Vec<f64>, String> {
 /// line written to its answer read back, against a bare spawn of the stand-in reading the same
 /// recorded turn back in full.
 pub async fn console(sizes: &Sizes, planbot: &Path, claude: &Path) -> Result<(), String> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new(planbot)
-        .arg("console")
-        .env("PLANBOT_CLAUDE_BIN", claude)
-        .env("PLANBOT_CHILD_ENV", "FAKE_CLAUDE_*")
-        .env("PLANBOT_SANDBOX", "off")
-        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
-        .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("planbot console: {e}"))?;
-    let mut input = child.stdin.take().ok_or("no stdin")?;
-    let mut output = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let mut say = async |line: &str| -> Result<Duration, String> {
-        let start = Instant::now();
-        input
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match output.next_line().await.map_err(|e| e.to_string())? {
-                Some(text) if text.contains(ANSWER) => return Ok(start.elapsed()),
-                Some(_) => {}
-                None => return Err("the console ended".into()),
-            }
-        }
-    };
-    say("/plan bench-console a plan to measure").await?;
+    let mut console = Console::start(
+        planbot,
+        claude,
+        dir.path(),
+        &[("PLANBOT_CHILD_ENV", "FAKE_CLAUDE_*")],
+    )?;
+    console
+        .say("/plan bench-console a plan to measure", ANSWER)
+        .await?;
     let (mut turns, mut bare) = (Vec::new(), Vec::new());
     for i in 0..sizes.console_turns {
-        turns.push(say(&format!("message {i}")).await?.as_nanos() as f64);
+        turns.push(
+            console
+                .say(&format!("message {i}"), ANSWER)
+                .await?
+                .as_nanos() as f64,
+        );
         bare.push(bare_turn(claude).await?.as_nanos() as f64);
     }
-    drop(input);
-    let _ = child.wait().await;
+    console.close().await;
     let (turns, bare) = (sorted(turns), sorted(bare));
     println!("## 9. A turn in the console\n");
     println!(
@@ -342,23 +325,92 @@ pub async fn console(sizes: &Sizes, planbot: &Path, claude: &Path) -> Result<(),
         sizes.console_turns
     );
     println!("| | median | p90 |\n|---|---|---|");
-    println!(
-        "| bare spawn of the stand-in (baseline) | {} | {} |",
-        ms(percentile(&bare, 0.5)),
-        ms(percentile(&bare, 0.9))
-    );
-    println!(
-        "| a turn in `planbot console` | {} | {} |",
-        ms(percentile(&turns, 0.5)),
-        ms(percentile(&turns, 0.9))
-    );
-    println!(
-        "| turn / baseline | **{:.2}x** | {:.2}x |",
-        percentile(&turns, 0.5) / percentile(&bare, 0.5),
-        percentile(&turns, 0.9) / percentile(&bare, 0.9)
-    );
+    row("bare spawn of the stand-in (baseline)", &bare);
+    row("a turn in `planbot console`", &turns);
+    ratio_row("turn / baseline", &turns, &bare);
     println!("\nGoal: under 3x.\n");
     Ok(())
+}
+
+/// A table row: the median and p90 of `v` (sorted nanoseconds).
+pub fn row(name: &str, v: &[f64]) {
+    println!(
+        "| {name} | {} | {} |",
+        ms(percentile(v, 0.5)),
+        ms(percentile(v, 0.9))
+    );
+}
+
+/// A table row: `v` against `baseline`, at the median (in bold) and at p90.
+pub fn ratio_row(name: &str, v: &[f64], baseline: &[f64]) {
+    println!(
+        "| {name} | **{:.3}x** | {:.3}x |",
+        percentile(v, 0.5) / percentile(baseline, 0.5),
+        percentile(v, 0.9) / percentile(baseline, 0.9)
+    );
+}
+
+/// A piped `planbot console` the benchmark types into, as a script would.
+pub struct Console {
+    child: tokio::process::Child,
+    input: tokio::process::ChildStdin,
+    output: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Console {
+    /// `planbot console` on `claude`, its state in `dir`, sandbox off, with `env`.
+    pub fn start(
+        planbot: &Path,
+        claude: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Console, String> {
+        let mut child = tokio::process::Command::new(planbot)
+            .arg("console")
+            .env("PLANBOT_CLAUDE_BIN", claude)
+            .env("PLANBOT_SANDBOX", "off")
+            .env("PLANBOT_STATE_DIR", dir.join("state"))
+            .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("planbot console: {e}"))?;
+        let input = child.stdin.take().ok_or("no stdin")?;
+        let output = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        Ok(Console {
+            child,
+            input,
+            output,
+        })
+    }
+
+    /// Types `line`; returns once a line holding `answer` is printed.
+    pub async fn say(&mut self, line: &str, answer: &str) -> Result<Duration, String> {
+        let start = Instant::now();
+        self.input
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(120), self.output.next_line())
+                .await
+                .map_err(|_| "no answer within 120 s")?;
+            match next.map_err(|e| e.to_string())? {
+                Some(text) if text.contains(answer) => return Ok(start.elapsed()),
+                Some(_) => {}
+                None => return Err("the console ended".into()),
+            }
+        }
+    }
+
+    /// Ends the input and waits for the console to leave.
+    pub async fn close(mut self) {
+        drop(self.input);
+        let _ = self.child.wait().await;
+    }
 }
 
 /// The stand-in spawned bare with the section's recorded turn, its output read to the end.

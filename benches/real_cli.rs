@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::chat_path::{Console, ratio_row, row};
 use super::messages_api::MessagesApi;
-use super::{Sizes, ms, percentile, sorted};
+use super::{Sizes, sorted};
 
 /// The newest installed CLI (what users install), else the pinned one: `PLANBOT_REAL_CLAUDE_LATEST`,
 /// `PLANBOT_REAL_CLAUDE` or the install script's caches.
@@ -67,46 +68,19 @@ pub async fn follow_ups(sizes: &Sizes, planbot: &Path) -> Result<(), String> {
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
     let claude = launcher(&home, &api, &cli)?;
-    let mut child = tokio::process::Command::new(planbot)
-        .arg("console")
-        .env("PLANBOT_CLAUDE_BIN", &claude)
-        .env("PLANBOT_SANDBOX", "off")
-        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
-        .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("planbot console: {e}"))?;
-    let mut input = child.stdin.take().ok_or("no stdin")?;
-    let mut output = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let mut say = async |line: &str, answer: &str| -> Result<Duration, String> {
-        let start = Instant::now();
-        input
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(120), output.next_line())
-                .await
-                .map_err(|_| "no answer within 120 s")?;
-            match next.map_err(|e| e.to_string())? {
-                Some(text) if text.contains(answer) => return Ok(start.elapsed()),
-                Some(_) => {}
-                None => return Err("the console ended".into()),
-            }
-        }
-    };
-    say("/plan bench-real a plan to measure", "reply").await?;
+    let mut console = Console::start(planbot, &claude, dir.path(), &[])?;
+    console
+        .say("/plan bench-real a plan to measure", "reply")
+        .await?;
     let (mut planbot_turns, mut bare_results, mut bare_exits) = (vec![], vec![], vec![]);
     for i in 0..sizes.real_turns {
         let said = format!("follow-up number {i}");
-        planbot_turns.push(say(&said, &said).await?.as_nanos() as f64);
+        planbot_turns.push(console.say(&said, &said).await?.as_nanos() as f64);
         let (result, exit) = bare(&claude, &home.join("argv"), &said).await?;
         bare_results.push(result.as_nanos() as f64);
         bare_exits.push(exit.as_nanos() as f64);
     }
+    console.close().await;
     let (planbot_turns, bare_results, bare_exits) = (
         sorted(planbot_turns),
         sorted(bare_results),
@@ -121,31 +95,21 @@ pub async fn follow_ups(sizes: &Sizes, planbot: &Path) -> Result<(), String> {
         sizes.real_turns
     );
     println!("| | median | p90 |\n|---|---|---|");
-    println!(
-        "| the CLI's own turn, bare, to its `result` line (baseline) | {} | {} |",
-        ms(percentile(&bare_results, 0.5)),
-        ms(percentile(&bare_results, 0.9))
+    row(
+        "the CLI's own turn, bare, to its `result` line (baseline)",
+        &bare_results,
     );
-    println!(
-        "| the CLI's own turn, bare, to its exit | {} | {} |",
-        ms(percentile(&bare_exits, 0.5)),
-        ms(percentile(&bare_exits, 0.9))
+    row("the CLI's own turn, bare, to its exit", &bare_exits);
+    row(
+        "a follow-up in planbot, line in to answer out",
+        &planbot_turns,
     );
-    println!(
-        "| a follow-up in planbot, line in to answer out | {} | {} |",
-        ms(percentile(&planbot_turns, 0.5)),
-        ms(percentile(&planbot_turns, 0.9))
+    ratio_row(
+        "planbot / bare to its `result` line",
+        &planbot_turns,
+        &bare_results,
     );
-    println!(
-        "| planbot / bare to its `result` line | **{:.3}x** | {:.3}x |",
-        percentile(&planbot_turns, 0.5) / percentile(&bare_results, 0.5),
-        percentile(&planbot_turns, 0.9) / percentile(&bare_results, 0.9)
-    );
-    println!(
-        "| planbot / bare to its exit | {:.3}x | {:.3}x |",
-        percentile(&planbot_turns, 0.5) / percentile(&bare_exits, 0.5),
-        percentile(&planbot_turns, 0.9) / percentile(&bare_exits, 0.9)
-    );
+    ratio_row("planbot / bare to its exit", &planbot_turns, &bare_exits);
     println!("\nGoal: within 5% (1.05x).\n");
     Ok(())
 }
