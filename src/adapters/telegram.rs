@@ -106,7 +106,11 @@ fn is_group(chat: ChatId) -> bool {
 fn verdict<T>(result: &Result<T, RequestError>) -> Verdict {
     match result {
         Err(RequestError::RetryAfter(wait)) => Verdict::retry(Retry::After(wait.duration())),
-        Err(RequestError::Network(_) | RequestError::Io(_)) => Verdict::retry(Retry::Backoff),
+        // A server error arrives as a body that is not the Bot API's JSON (a proxy's error
+        // page): as transient as a dropped connection, so the call is made again.
+        Err(RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. }) => {
+            Verdict::retry(Retry::Backoff)
+        }
         _ => Verdict::done(),
     }
 }

@@ -92,6 +92,8 @@ struct Inner {
     /// Chats whose next HTML message is refused as unparsable (as Telegram sometimes does with
     /// HTML it should accept), not counted as a fault.
     refuse_html_next: Vec<i64>,
+    /// Chats whose next message fails with a 502 from the proxy in front of the Bot API.
+    server_error_next: Vec<i64>,
 }
 
 #[derive(Clone)]
@@ -215,6 +217,12 @@ impl FakeTelegram {
     }
 
     /// The next HTML message to `chat` is refused with "can't parse entities".
+    /// The next `sendMessage` to `chat` gets a 502 with an HTML body, as Telegram's front
+    /// proxies answer when the Bot API is down for a moment (not a fault).
+    pub fn server_error_next(&self, chat: i64) {
+        self.inner.lock().unwrap().server_error_next.push(chat);
+    }
+
     pub fn refuse_html_next(&self, chat: i64) {
         self.inner.lock().unwrap().refuse_html_next.push(chat);
     }
@@ -373,6 +381,11 @@ async fn handle(
                 .as_str()
                 .is_some_and(|m| m.eq_ignore_ascii_case("html"));
             let text = params["text"].as_str().unwrap_or("").to_string();
+            if let Some(i) = inner.server_error_next.iter().position(|c| *c == chat) {
+                inner.server_error_next.remove(i);
+                let page = "<html><head><title>502 Bad Gateway</title></head></html>";
+                return (StatusCode::BAD_GATEWAY, page).into_response();
+            }
             if html && let Some(i) = inner.refuse_html_next.iter().position(|c| *c == chat) {
                 inner.refuse_html_next.remove(i);
                 return bad(

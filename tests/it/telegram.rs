@@ -482,6 +482,38 @@ async fn no_secret_reaches_the_log_even_when_every_call_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_meets_a_server_error_is_sent_again() {
+    let (_claude, telegram, _dir, _planbot) =
+        started(json!([{"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input", "delay_ms": 1000}]))
+            .await;
+    telegram.message(100, 100, "/plan todo-app a shared list", None);
+    telegram
+        .wait_for("the plan's first message", 10, |t| {
+            !t.messages(100).is_empty()
+        })
+        .await;
+    // The answer's sendMessage meets a 502 (teloxide waits 10 s after a server error).
+    telegram.server_error_next(100);
+    telegram
+        .wait_for("the answer, sent again", 40, |t| {
+            texts(t, 100).iter().any(|x| x.contains("Who is it for?"))
+        })
+        .await;
+    let answers = telegram
+        .calls()
+        .into_iter()
+        .filter(|(m, p)| {
+            m == "sendmessage"
+                && p["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Who is it for?"))
+        })
+        .count();
+    assert_eq!(answers, 2, "refused once, then delivered");
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_waited_out_and_a_very_long_reply_arrives_as_a_file() {
     let huge = format!(
         "# Big\n\n{}\n\nPHASE_STATUS: needs_input",
