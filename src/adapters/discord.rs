@@ -259,7 +259,12 @@ impl DiscordOutbound {
                     }
                 },
                 |result| match result {
+                    // A dropped connection, or Discord's edge failing for a moment: again.
                     Err(_) => Verdict::retry(Retry::Backoff),
+                    Ok(answer) if answer.status.is_server_error() => Verdict {
+                        retry: Retry::Backoff,
+                        hold: answer.bucket_empty,
+                    },
                     Ok(answer) => Verdict {
                         retry: answer.retry_after.map_or(Retry::Done, Retry::After),
                         hold: answer.bucket_empty,

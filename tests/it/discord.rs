@@ -330,6 +330,42 @@ async fn a_plan_from_start_to_finish_in_a_discord_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_meets_a_server_error_is_sent_again() {
+    let (_claude, discord, _dir, _planbot) = started(json!([
+        {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input", "delay_ms": 1000}
+    ]))
+    .await;
+    discord.slash(
+        CHANNEL,
+        USER,
+        Some(GUILD),
+        "plan",
+        &[("slug", "todo-app"), ("description", "a shared list")],
+    );
+    // While the turn runs, the channel's next message meets a 502.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    discord.server_error_next(CHANNEL);
+    discord
+        .wait_for("the answer, sent again", 30, |d| {
+            d.messages(CHANNEL)
+                .iter()
+                .any(|m| m.content.contains("Who is it for?"))
+        })
+        .await;
+    let posts = discord
+        .calls()
+        .into_iter()
+        .filter(|(m, _, body)| {
+            m == "POST"
+                && body["content"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Who is it for?"))
+        })
+        .count();
+    assert_eq!(posts, 2, "refused once, then delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_channels_plan_at_once_through_a_429() {
     let (claude, discord, _dir, _planbot) = started(json!([])).await;
     discord.flood_next(OTHER_CHANNEL);

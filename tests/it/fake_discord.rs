@@ -98,6 +98,8 @@ struct Inner {
     blocked_until: HashMap<u64, Instant>,
     /// Channels whose next message gets a 429 (as Discord does under load), not a fault.
     flood_next: Vec<u64>,
+    /// Channels whose next message gets a 502 from Discord's edge (not a fault).
+    server_error_next: Vec<u64>,
     sessions: Vec<mpsc::UnboundedSender<Value>>,
     identified: usize,
     heartbeats: usize,
@@ -387,6 +389,12 @@ impl FakeDiscord {
             member.remove("user");
         }
         self.dispatch("MESSAGE_CREATE", message);
+    }
+
+    /// The next message to `channel` is answered 502 with an HTML page, as Discord's edge
+    /// answers when the API is down for a moment.
+    pub fn server_error_next(&self, channel: u64) {
+        self.inner.lock().unwrap().server_error_next.push(channel);
     }
 
     /// The next message to `channel` is answered 429 with a 1.5 s `retry_after`.
@@ -885,6 +893,11 @@ async fn create_message(
     ));
     if !ok {
         return inner.fault("message with a wrong token".into());
+    }
+    if let Some(i) = inner.server_error_next.iter().position(|c| *c == channel) {
+        inner.server_error_next.remove(i);
+        let page = "<html><head><title>502 Bad Gateway</title></head></html>";
+        return (StatusCode::BAD_GATEWAY, page).into_response();
     }
     let headers = match take_from_bucket(&mut inner, channel) {
         Ok(headers) => headers,
