@@ -121,6 +121,12 @@ impl Runner {
         }
     }
 
+    /// Returns once no `claude` of a turn in `cwd` is still running (one answered at its result
+    /// line may still be exiting, and could still write there).
+    pub async fn settled(&self, cwd: &Path) {
+        drop(self.workspace_lock(cwd).lock_owned().await);
+    }
+
     fn workspace_lock(&self, cwd: &Path) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
         // Locks nobody holds or waits for are dropped, so the map does not grow with every plan.

@@ -177,6 +177,9 @@ impl ChatWorker {
         progress: Option<MessageRef>,
     ) {
         let key = self.chat.clone();
+        // The agent's process may still be exiting after its answer: the plan is written once
+        // it is gone, so nothing it does can change the file after planbot wrote it.
+        self.planner().settled(&entry.cwd).await;
         let (state, plan) = (entry.clone(), reply.text.clone());
         let written = tokio::task::spawn_blocking(move || write_final_plan(&state, &plan))
             .await

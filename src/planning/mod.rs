@@ -8,7 +8,7 @@ pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +138,11 @@ enum Step {
 }
 
 impl Planner {
+    /// Returns once no `claude` is still running in `workspace`.
+    pub async fn settled(&self, workspace: &Path) {
+        self.runner.settled(workspace).await;
+    }
+
     pub fn new(runner: Runner, prompts: Prompts, settings: PlanSettings) -> Planner {
         Planner {
             runner,

@@ -8,7 +8,9 @@
 //!   step, and when none are left it answers by echoing. Step kinds: `answer` (`text`, `delay_ms`,
 //!   `status`), `max_turns`, `api_error` (`status`), `unknown_skill`, `crash` (`exit`, `stderr`),
 //!   `hang` (`grandchild`, `ignore_sigint`), `result_then_hang`, `result_then_linger`
-//!   (`delay_ms` after the result, then exit), `no_result` (`exit`, `text`), `garbage`,
+//!   (`text` or an echo, `delay_ms` after the result, then `write` `body` into its cwd, then
+//!   exit), `no_result`
+//!   (`exit`, `text`), `garbage`,
 //!   `replay` (`file`, `exit`: print a recorded stream verbatim), `slow` (`delay_ms`, then echo).
 //!
 //! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else. With
@@ -191,10 +193,20 @@ fn run_step(dir: &Path, args: &[String], stdin: &str, cwd: &Path, step: &Value) 
             let _ = std::io::stdout().flush();
         }
         "result_then_linger" => {
-            let text = echo_text(dir, &session, stdin, step);
+            let text = match step.get("text").and_then(Value::as_str) {
+                Some(text) => text.to_string(),
+                None => echo_text(dir, &session, stdin, step),
+            };
             assistant(&session, &text);
             result(&session, "success", false, Some(&text), 1, None);
             std::thread::sleep(Duration::from_millis(delay));
+            // What an agent could still do after its answer: write into its working directory.
+            if let (Some(file), Some(body)) = (
+                step.get("write").and_then(Value::as_str),
+                step.get("body").and_then(Value::as_str),
+            ) {
+                let _ = fs::write(cwd.join(file), body);
+            }
         }
         "result_then_hang" => {
             let text = echo_text(dir, &session, stdin, step);

@@ -195,6 +195,37 @@ impl Harness {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_plan_is_written_once_the_agent_has_exited() {
+    let h = Harness::new(json!([
+        {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input"},
+        // The finalize turn answers, then its process lingers and writes the file itself.
+        {"kind": "result_then_linger", "text": "# The plan\n\nBuild it.\nPHASE_STATUS: ready_to_advance",
+         "delay_ms": 200, "write": "final-plan.md", "body": "TAMPERED"},
+    ]));
+    h.say("/plan todo-app a todo app").await;
+    h.press(Action::Finalize, h.revision().await).await;
+    assert!(
+        h.out
+            .last_reply()
+            .text
+            .starts_with("✅ Plan `todo-app` finalized")
+    );
+    // Once the agent's process is gone, the file is still planbot's.
+    crate::wait::wait_until(
+        "the agent's exit",
+        10,
+        || h.fake.spans().len() == 2,
+        || format!("{:?}", h.fake.spans()),
+    )
+    .await;
+    let ws = h.fake.dir.path().join("workspace/todo-app");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("final-plan.md")).unwrap(),
+        "# The plan\n\nBuild it.\n"
+    );
+}
+
 #[tokio::test]
 async fn a_whole_plan_through_commands_and_buttons() {
     let h = Harness::new(json!([
