@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::events::StreamEvent;
 use super::outcome::{Exit, RawTurn, Stopped};
@@ -109,6 +110,8 @@ pub struct Runner {
     /// One turn at a time per working directory, until its process is gone: a turn answered at
     /// its `result` line leaves its process exiting, and the next `--resume` waits for it.
     workspaces: Arc<std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
+    /// The processes ending after their answer, waited for at shutdown.
+    exiting: TaskTracker,
 }
 
 impl Runner {
@@ -118,7 +121,16 @@ impl Runner {
             config: Arc::new(config),
             slots,
             workspaces: Arc::default(),
+            exiting: TaskTracker::new(),
         }
+    }
+
+    /// Returns once every process answered at its result line has ended (at shutdown: none
+    /// is left behind when planbot exits).
+    pub async fn drain(&self) {
+        self.exiting.close();
+        self.exiting.wait().await;
+        self.exiting.reopen();
     }
 
     /// Returns once no `claude` of a turn in `cwd` is still running (one answered at its result
@@ -164,7 +176,7 @@ impl Runner {
             // Answered at its result line: the process ends in the background, holding its
             // slot, its workspace and its record until it is gone.
             let config = self.config.clone();
-            tokio::spawn(async move {
+            self.exiting.spawn(async move {
                 let _held = (slot, workspace, record);
                 end_after_answer(&config, child, group, stderr).await;
             });

@@ -138,6 +138,11 @@ enum Step {
 }
 
 impl Planner {
+    /// Returns once every `claude` still exiting after its answer has ended.
+    pub async fn drain(&self) {
+        self.runner.drain().await;
+    }
+
     /// Returns once no `claude` is still running in `workspace`.
     pub async fn settled(&self, workspace: &Path) {
         self.runner.settled(workspace).await;

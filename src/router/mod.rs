@@ -373,6 +373,7 @@ impl Router {
             .await
             .is_ok()
         {
+            self.inner.planner.drain().await;
             self.flush_audit().await;
             return;
         }
@@ -384,6 +385,8 @@ impl Router {
         }
         // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.until_idle(None)).await;
+        // Processes ending after their answer: bounded by the exit and kill graces.
+        self.inner.planner.drain().await;
         self.flush_audit().await;
     }
 

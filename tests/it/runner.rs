@@ -176,6 +176,22 @@ async fn the_next_turn_in_a_workspace_waits_until_the_last_process_has_exited() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_every_process_still_exiting_after_its_answer() {
+    let fake = FakeClaude::new(json!([{"kind": "result_then_linger", "delay_ms": 200}]));
+    let runner = fake.runner(|_| {});
+    let (raw, _) = run(&runner, spec(&fake, "one", false)).await;
+    assert!(matches!(classify(&raw).status, TurnStatus::Answered { .. }));
+    let pid = fake.calls()[0]["pid"].as_i64().unwrap() as i32;
+    // Answered while its process still runs; at shutdown, nothing of it is left.
+    assert!(
+        !group_members(pid).is_empty(),
+        "the process had already ended"
+    );
+    runner.drain().await;
+    assert!(group_members(pid).is_empty(), "{:?}", group_members(pid));
+}
+
 #[tokio::test]
 async fn crash_carries_exit_code_and_stderr() {
     let fake = FakeClaude::new(
