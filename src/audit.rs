@@ -1,5 +1,6 @@
 //! `audit.jsonl`: one line per action (who, where, what, outcome, cost, duration), appended and
-//! fsynced (group-committed, off the path of any reply), rotated by size. It is also where a user's spending today is read back at start-up.
+//! fsynced (group-committed, off the path of any reply), rotated by size. It is also where a
+//! user's spending today is read back at start-up.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -9,6 +10,8 @@ use std::sync::{Arc, OnceLock, mpsc};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::sync::Locked;
 
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Past this size the log is rotated to `audit.jsonl.1` (one generation kept).
@@ -113,10 +116,7 @@ impl Audit {
     }
 
     fn append_blocking(&self, lines: &[AuditLine]) -> io::Result<()> {
-        let _guard = self
-            .lock
-            .lock()
-            .map_err(|_| io::Error::other("audit lock poisoned"))?;
+        let _guard = self.lock.locked();
         if fs::metadata(&*self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
             fs::rename(&*self.path, self.path.with_extension("jsonl.1"))?;
         }

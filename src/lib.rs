@@ -18,7 +18,7 @@
 //!   delivery lane (pacing, rate limits, retries).
 //! - [`app`]: wiring, and the operator's `check` and `sessions` commands.
 //! - [`scrub`]: every outgoing text cleaned of secrets before a front end sends it.
-//! - [`shutdown`], [`telemetry`]: signals and logging.
+//! - [`shutdown`], [`telemetry`]: signals and logging; [`sync`]: locks that survive a panic.
 pub mod adapters;
 pub mod app;
 pub mod audit;
@@ -33,5 +33,6 @@ pub mod router;
 pub mod scrub;
 pub mod shutdown;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod walls;

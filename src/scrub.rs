@@ -10,6 +10,7 @@ use regex::Regex;
 
 use crate::chat::{ChatKey, MessageRef, Outbound, Outgoing, SendError};
 use crate::config::Secret;
+use crate::sync::Locked;
 
 /// What a scrubbed secret becomes.
 pub const REDACTED: &str = "[redacted]";
@@ -79,7 +80,7 @@ impl ScrubbedOutbound {
     }
 
     fn take_pending(&self, chat: &ChatKey) -> String {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.locked();
         pending.remove(chat).unwrap_or_default()
     }
 
@@ -124,7 +125,7 @@ impl Outbound for ScrubbedOutbound {
 
     async fn stream_text(&self, chat: &ChatKey, delta: &str) {
         let ready = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.pending.locked();
             let buffer = pending.entry(chat.clone()).or_default();
             buffer.push_str(delta);
             let cut = match buffer.rfind(char::is_whitespace) {

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::planning::state::{EntryStatus, SessionEntry};
+use crate::sync::Locked;
 
 /// The file name inside the state directory.
 pub const STATE_FILE: &str = "planning.json";
@@ -427,9 +428,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<ChatKey, SessionEntry>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions.locked()
     }
 }
 

@@ -19,6 +19,7 @@ use crate::chat::{
 };
 use crate::conversation::copy;
 use crate::router::Router;
+use crate::sync::Locked;
 
 /// The console's adapter name and its one chat.
 pub const ADAPTER: &str = "console";
@@ -57,15 +58,14 @@ impl ConsoleOutbound {
     }
 
     fn print(&self, text: &str) {
-        if let Ok(mut out) = self.out.lock() {
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
-        }
+        let mut out = self.out.locked();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
     }
 
     /// The offer numbered `n` (1-based) among the last ones shown.
     pub fn pick(&self, n: usize) -> Option<Offer> {
-        let offers = self.offers.lock().ok()?;
+        let offers = self.offers.locked();
         n.checked_sub(1).and_then(|i| offers.1.get(i)).cloned()
     }
 
@@ -73,7 +73,7 @@ impl ConsoleOutbound {
     fn show(&self, id: u64, message: &Outgoing) {
         match message.kind {
             MessageKind::Progress => {
-                let streamed = self.streamed.lock().is_ok_and(|s| !s.is_empty());
+                let streamed = !self.streamed.locked().is_empty();
                 if self.live && !streamed {
                     // Rewrite the working line in place until text starts to stream.
                     let first = message.text.lines().next().unwrap_or("");
@@ -83,14 +83,8 @@ impl ConsoleOutbound {
             // The acknowledgement of a number typed for a button: nothing to show.
             MessageKind::Ephemeral if message.text.is_empty() => {}
             MessageKind::Reply | MessageKind::Ephemeral => {
-                let shown = self
-                    .streamed
-                    .lock()
-                    .map(|mut s| std::mem::take(&mut *s))
-                    .unwrap_or_default();
-                if let Ok(mut pending) = self.pending_line.lock() {
-                    pending.clear();
-                }
+                let shown = std::mem::take(&mut *self.streamed.locked());
+                self.pending_line.locked().clear();
                 let mut text = String::new();
                 if self.live {
                     text.push_str("\r\x1b[2K");
@@ -119,9 +113,7 @@ impl ConsoleOutbound {
                         .collect();
                     text.push_str(&choices.join("  "));
                     text.push('\n');
-                    if let Ok(mut offers) = self.offers.lock() {
-                        *offers = (id, message.actions.clone());
-                    }
+                    *self.offers.locked() = (id, message.actions.clone());
                 }
                 text.push('\n');
                 self.print(&text);
@@ -151,9 +143,8 @@ impl Outbound for ConsoleOutbound {
     }
 
     async fn withdraw_actions(&self, _chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
-        if let Ok(mut offers) = self.offers.lock()
-            && id.0.parse() == Ok(offers.0)
-        {
+        let mut offers = self.offers.locked();
+        if id.0.parse() == Ok(offers.0) {
             offers.1.clear();
         }
         Ok(())
@@ -164,7 +155,8 @@ impl Outbound for ConsoleOutbound {
             return;
         }
         let mut complete = String::new();
-        if let Ok(mut pending) = self.pending_line.lock() {
+        {
+            let mut pending = self.pending_line.locked();
             pending.push_str(delta);
             while let Some(i) = pending.find('\n') {
                 let line: String = pending.drain(..=i).collect();
@@ -177,11 +169,12 @@ impl Outbound for ConsoleOutbound {
         if complete.is_empty() {
             return;
         }
-        let first = self.streamed.lock().is_ok_and(|mut shown| {
+        let first = {
+            let mut shown = self.streamed.locked();
             let first = shown.is_empty();
             shown.push_str(&complete);
             first
-        });
+        };
         if first {
             self.print("\n");
         }

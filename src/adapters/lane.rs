@@ -15,6 +15,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::Locked;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -133,7 +134,7 @@ struct LaneState {
 
 impl Lane {
     fn state(&self) -> std::sync::MutexGuard<'_, LaneState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     fn hold(&self, wait: Duration) {
@@ -162,7 +163,7 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
     }
 
     fn lane(&self, chat: &K, group: bool) -> Arc<Lane> {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lanes = self.lanes.locked();
         if lanes.len() >= RETIRE_ABOVE && !lanes.contains_key(chat) {
             let now = Instant::now();
             lanes.retain(|_, lane| {
@@ -193,7 +194,7 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
 
     /// How many lanes are kept.
     pub fn len(&self) -> usize {
-        self.lanes.lock().map(|l| l.len()).unwrap_or(0)
+        self.lanes.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -344,7 +345,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Recent<K, V> {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<K, V>, &mut VecDeque<K>) -> R) -> R {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.locked();
         let (map, order) = &mut *inner;
         f(map, order)
     }

@@ -45,6 +45,7 @@ use crate::commands::COMMANDS;
 use crate::config::Secret;
 use crate::durable::write_durably;
 use crate::router::Router;
+use crate::sync::Locked;
 
 pub const ADAPTER: &str = "telegram";
 /// Under Telegram's 4096 (counted on the HTML, which is longer than the text Telegram counts).
@@ -672,15 +673,10 @@ fn chat_key(message: &Message) -> ChatKey {
 /// Records `newest` as handled, with one sync off the async threads; a failure is logged.
 async fn record_offset(offsets: &Arc<std::sync::Mutex<OffsetRecord>>, newest: i32) {
     let record = offsets.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write(newest)
-    })
-    .await
-    .map_err(std::io::Error::other)
-    .and_then(|r| r);
+    let written = tokio::task::spawn_blocking(move || record.locked().write(newest))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
     if let Err(e) = written {
         tracing::error!(error = %e, "could not record the Telegram update offset");
     }

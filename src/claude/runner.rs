@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::events::StreamEvent;
 use super::outcome::{Exit, RawTurn, Stopped};
 use super::sandbox::{Sandbox, find_program};
+use crate::sync::Locked;
 
 /// A line longer than this is skipped rather than buffered (lines of many MiB are legal).
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
@@ -140,7 +141,7 @@ impl Runner {
     }
 
     fn workspace_lock(&self, cwd: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = self.workspaces.locked();
         // Locks nobody holds or waits for are dropped, so the map does not grow with every plan.
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         locks.entry(cwd.to_path_buf()).or_default().clone()

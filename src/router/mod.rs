@@ -24,6 +24,7 @@ use crate::conversation::copy;
 use crate::planning::Planner;
 use crate::planning::state::EntryStatus;
 use crate::store::SessionStore;
+use crate::sync::Locked;
 use worker::{ChatWorker, Worker, WorkerShared};
 
 /// Longest message planbot accepts, in characters.
@@ -212,11 +213,7 @@ impl Router {
                 return Some(None);
             }
             let first = {
-                let mut refused = self
-                    .inner
-                    .refused
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut refused = self.inner.refused.locked();
                 // Bounded: a flood of strangers cannot grow it without end.
                 if refused.len() >= MAX_REFUSED {
                     refused.clear();
@@ -252,11 +249,7 @@ impl Router {
                 }
             );
         let note = {
-            let mut workers = self
-                .inner
-                .workers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut workers = self.inner.workers.locked();
             let worker = workers
                 .entry(chat.clone())
                 .or_insert_with(|| self.spawn_worker(chat.clone(), outbound.clone()))
@@ -378,10 +371,8 @@ impl Router {
             return;
         }
         tracing::warn!("the shutdown grace period is over; interrupting the running turns");
-        if let Ok(workers) = self.inner.workers.lock() {
-            for worker in workers.values() {
-                worker.shared.cancel_running();
-            }
+        for worker in self.inner.workers.locked().values() {
+            worker.shared.cancel_running();
         }
         // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.until_idle(None)).await;
@@ -418,11 +409,9 @@ impl Router {
 
     fn all_idle(&self) -> bool {
         self.inner.answering.load(Ordering::SeqCst) == 0
-            && self.inner.workers.lock().is_ok_and(|workers| {
-                workers.values().all(|w| {
-                    !w.shared.busy.load(Ordering::SeqCst)
-                        && w.shared.waiting.load(Ordering::SeqCst) == 0
-                })
+            && self.inner.workers.locked().values().all(|w| {
+                !w.shared.busy.load(Ordering::SeqCst)
+                    && w.shared.waiting.load(Ordering::SeqCst) == 0
             })
     }
 
@@ -439,10 +428,7 @@ impl Router {
     /// Today's spending, starting afresh when the UTC day changes.
     fn with_spend<R>(&self, f: impl FnOnce(&mut HashMap<String, f64>) -> R) -> R {
         let today = chrono::Utc::now().date_naive();
-        let mut fresh = HashMap::new();
-        let Ok(mut spend) = self.inner.spend.lock() else {
-            return f(&mut fresh);
-        };
+        let mut spend = self.inner.spend.locked();
         if spend.0 != today {
             *spend = (today, HashMap::new());
         }
@@ -452,19 +438,15 @@ impl Router {
     /// Whether `chat` has nothing running or waiting.
     pub fn chat_is_idle(&self, chat: &ChatKey) -> bool {
         self.inner.answering.load(Ordering::SeqCst) == 0
-            && self.inner.workers.lock().is_ok_and(|workers| {
-                workers.get(chat).is_none_or(|w| {
-                    !w.shared.busy.load(Ordering::SeqCst)
-                        && w.shared.waiting.load(Ordering::SeqCst) == 0
-                })
+            && self.inner.workers.locked().get(chat).is_none_or(|w| {
+                !w.shared.busy.load(Ordering::SeqCst)
+                    && w.shared.waiting.load(Ordering::SeqCst) == 0
             })
     }
 
     /// Ends `chat`'s running turn, keeping its plan (Ctrl-C in the console).
     pub fn cancel_running(&self, chat: &ChatKey) {
-        if let Ok(workers) = self.inner.workers.lock()
-            && let Some(worker) = workers.get(chat)
-        {
+        if let Some(worker) = self.inner.workers.locked().get(chat) {
             worker.shared.cancel_running();
         }
     }

@@ -17,6 +17,7 @@ use crate::chat::{ChatKey, Inbound, InboundKind, MessageRef, Outbound, Outgoing}
 use crate::planning::Planner;
 use crate::planning::state::SessionEntry;
 use crate::store::SessionStore;
+use crate::sync::Locked;
 
 /// The handle to a chat's worker.
 #[derive(Clone)]
@@ -51,10 +52,7 @@ impl WorkerShared {
     /// A job for `inbound` in the current generation; with `cancel_before`, every earlier job
     /// (running or queued) is cancelled first and a new generation starts.
     pub(crate) fn job(&self, inbound: Inbound, cancel_before: bool) -> Job {
-        let mut generation = self
-            .generation
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut generation = self.generation.locked();
         if cancel_before {
             generation.cancel();
             *generation = CancellationToken::new();
@@ -67,10 +65,7 @@ impl WorkerShared {
     }
 
     pub(crate) fn cancel_running(&self) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let running = self.running.locked();
         if let Some(token) = running.as_ref() {
             token.cancel();
         }
@@ -101,9 +96,7 @@ impl ChatWorker {
                 Ok(None) => return,
                 Err(_) => {
                     // Retire if still idle; sends happen under the same lock, so none is lost.
-                    let Ok(mut workers) = self.router.inner.workers.lock() else {
-                        return;
-                    };
+                    let mut workers = self.router.inner.workers.locked();
                     if jobs.is_empty() {
                         workers.remove(&self.chat);
                         return;
@@ -145,11 +138,7 @@ impl ChatWorker {
     }
 
     pub(crate) fn set_running(&self, token: Option<CancellationToken>) {
-        *self
-            .shared
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = token;
+        *self.shared.running.locked() = token;
     }
 
     pub(crate) fn store(&self) -> &dyn SessionStore {
