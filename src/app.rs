@@ -251,7 +251,24 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
             ),
         ),
     }
-    let dir = &config.state_dir;
+    check_state(&config.state_dir, running, &mut say);
+    match Walls::raise(config, &cli).await {
+        Ok(walls) => {
+            // A wall that is down was allowed by the configuration (validated at load, and
+            // `PLANBOT_SANDBOX=bwrap` fails above): a warning, not a failure.
+            for (up, what) in walls.describe(config) {
+                say(true, if up { what } else { format!("warning: {what}") });
+            }
+        }
+        Err(e) => say(false, e),
+    }
+    check_phases_and_front_ends(config, &mut say);
+    lines
+}
+
+/// The state directory: writable, held by a planbot or not (as `running` expects), and its
+/// `planning.json` healthy.
+fn check_state(dir: &Path, running: bool, say: &mut impl FnMut(bool, String)) {
     match std::fs::create_dir_all(dir).and_then(|()| probe_write(dir)) {
         Ok(()) => say(true, format!("state dir {} is writable", dir.display())),
         Err(e) => say(
@@ -289,16 +306,10 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
         }
         Err(e) => say(false, e.to_string()),
     }
-    match Walls::raise(config, &cli).await {
-        Ok(walls) => {
-            // A wall that is down was allowed by the configuration (validated at load, and
-            // `PLANBOT_SANDBOX=bwrap` fails above): a warning, not a failure.
-            for (up, what) in walls.describe(config) {
-                say(true, if up { what } else { format!("warning: {what}") });
-            }
-        }
-        Err(e) => say(false, e),
-    }
+}
+
+/// Each phase's skill, and notes on the permission mode and the front ends.
+fn check_phases_and_front_ends(config: &Config, say: &mut impl FnMut(bool, String)) {
     let skills = installed_skills();
     for phase in &config.phases {
         let installed = skills.contains(&phase.name);
@@ -333,7 +344,6 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
                 .into(),
         );
     }
-    lines
 }
 
 fn describe(report: &LoadReport) -> String {

@@ -41,58 +41,71 @@ impl ChatWorker {
             Decision::Ignore | Decision::Start { .. } => {}
             Decision::Turn(op) => self.run_turn(entry, op, cancel).await,
             Decision::Refuse { text, offer_resume } => {
-                self.record = Some((
-                    "refused".into(),
-                    0.0,
-                    entry.slug.clone(),
-                    entry.phase.clone(),
-                ));
-                let mut message = Outgoing::reply(text);
-                if offer_resume {
-                    message.actions = vec![Offer {
-                        label: "Resume".into(),
-                        action: Action::Resume,
-                        revision: entry.revision,
-                    }];
-                }
-                self.offer(message).await;
+                self.refuse(&entry, text, offer_resume).await
             }
-            Decision::AskFinalize => {
-                let offers = vec![
-                    Offer {
-                        label: "Finalize".into(),
-                        action: Action::Finalize,
-                        revision: entry.revision,
-                    },
-                    Offer {
-                        label: "Cancel".into(),
-                        action: Action::Cancel,
-                        revision: entry.revision,
-                    },
-                ];
-                let text = copy::last_phase(&entry.phase);
-                self.offer(Outgoing::reply(text).with_actions(offers)).await;
-            }
-            Decision::Cancel => match self.store().remove(&self.chat).await {
-                Ok(_) => {
-                    self.withdraw_offer().await;
-                    self.say(copy::cancelled_plan(&entry.slug)).await
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cancel could not be saved");
-                    self.say(SAVE_FAILED).await
-                }
+            Decision::AskFinalize => self.ask_finalize(&entry).await,
+            Decision::Cancel => self.cancel(&entry).await,
+            Decision::Resume => self.resume(entry).await,
+        }
+    }
+
+    /// Refuses a step (a budget, a pause), offering to resume when that is the way on.
+    async fn refuse(&mut self, entry: &SessionEntry, text: String, offer_resume: bool) {
+        self.record = Some((
+            "refused".into(),
+            0.0,
+            entry.slug.clone(),
+            entry.phase.clone(),
+        ));
+        let mut message = Outgoing::reply(text);
+        if offer_resume {
+            message.actions = vec![Offer {
+                label: "Resume".into(),
+                action: Action::Resume,
+                revision: entry.revision,
+            }];
+        }
+        self.offer(message).await;
+    }
+
+    /// After the last phase there is nowhere to go but finishing: asks with buttons.
+    async fn ask_finalize(&mut self, entry: &SessionEntry) {
+        let offers = vec![
+            Offer {
+                label: "Finalize".into(),
+                action: Action::Finalize,
+                revision: entry.revision,
             },
-            Decision::Resume => {
-                let mut entry = entry;
-                entry.paused = false;
-                entry.failures = 0;
-                entry.revision += 1;
-                match self.store().put(&self.chat, entry).await {
-                    Ok(()) => self.say(copy::RESUMED).await,
-                    Err(_) => self.say(SAVE_FAILED).await,
-                }
+            Offer {
+                label: "Cancel".into(),
+                action: Action::Cancel,
+                revision: entry.revision,
+            },
+        ];
+        let text = copy::last_phase(&entry.phase);
+        self.offer(Outgoing::reply(text).with_actions(offers)).await;
+    }
+
+    async fn cancel(&mut self, entry: &SessionEntry) {
+        match self.store().remove(&self.chat).await {
+            Ok(_) => {
+                self.withdraw_offer().await;
+                self.say(copy::cancelled_plan(&entry.slug)).await
             }
+            Err(e) => {
+                tracing::error!(error = %e, "cancel could not be saved");
+                self.say(SAVE_FAILED).await
+            }
+        }
+    }
+
+    async fn resume(&mut self, mut entry: SessionEntry) {
+        entry.paused = false;
+        entry.failures = 0;
+        entry.revision += 1;
+        match self.store().put(&self.chat, entry).await {
+            Ok(()) => self.say(copy::RESUMED).await,
+            Err(_) => self.say(SAVE_FAILED).await,
         }
     }
 
