@@ -401,19 +401,7 @@ impl PlanningSession {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Reply {
         let mut attempt = first;
-        let mut notices = Vec::new();
-        let cwd = self.state.cwd.clone();
-        let moved =
-            tokio::task::spawn_blocking(move || workspace::move_instruction_files_aside(&cwd))
-                .await
-                .unwrap_or_default();
-        if !moved.is_empty() {
-            tracing::warn!(
-                ?moved,
-                "instruction files found in a workspace were moved aside"
-            );
-            notices.push(notice::moved_aside(&moved));
-        }
+        let mut notices: Vec<String> = self.clear_instruction_files().await.into_iter().collect();
         let mut denied: Vec<String> = Vec::new();
         let (mut skill_fallback, mut max_turns_retry, mut api_retry, mut recap_restart) =
             (false, false, false, false);
@@ -427,25 +415,10 @@ impl PlanningSession {
             }
             match outcome.status {
                 TurnStatus::Answered { text } => {
-                    let (visible, status) = prompts::take_phase_status(&text);
-                    if let Some(user) = &user_text {
-                        self.remember("user", user);
-                    }
-                    self.remember("assistant", &visible);
-                    self.state.phase_status = status;
-                    self.state.set_excerpt(&visible);
-                    if step != Step::Finalize {
-                        self.state.last_reply = visible.clone();
-                    }
-                    self.state.turns += 1;
                     if !denied.is_empty() {
                         notices.push(notice::denied(&denied));
                     }
-                    return Reply {
-                        text: visible,
-                        outcome: ReplyOutcome::Answered(status),
-                        notices,
-                    };
+                    return self.answered(step, &text, user_text.as_deref(), notices);
                 }
                 TurnStatus::UnknownSkill { name }
                     if step == Step::StartPhase && !skill_fallback =>
@@ -497,6 +470,50 @@ impl PlanningSession {
                 TurnStatus::Cancelled => return self.cancelled(notices),
                 status => return self.failed(status, notices),
             }
+        }
+    }
+
+    /// Moves aside any instruction file found in the workspace (Claude Code would follow it),
+    /// off the async threads; the notice for the reply, if one was.
+    async fn clear_instruction_files(&self) -> Option<String> {
+        let cwd = self.state.cwd.clone();
+        let moved =
+            tokio::task::spawn_blocking(move || workspace::move_instruction_files_aside(&cwd))
+                .await
+                .unwrap_or_default();
+        if moved.is_empty() {
+            return None;
+        }
+        tracing::warn!(
+            ?moved,
+            "instruction files found in a workspace were moved aside"
+        );
+        Some(notice::moved_aside(&moved))
+    }
+
+    /// An answer: the phase's status taken off, the conversation and the plan's state updated.
+    fn answered(
+        &mut self,
+        step: Step,
+        text: &str,
+        user_text: Option<&str>,
+        notices: Vec<String>,
+    ) -> Reply {
+        let (visible, status) = prompts::take_phase_status(text);
+        if let Some(user) = user_text {
+            self.remember("user", user);
+        }
+        self.remember("assistant", &visible);
+        self.state.phase_status = status;
+        self.state.set_excerpt(&visible);
+        if step != Step::Finalize {
+            self.state.last_reply = visible.clone();
+        }
+        self.state.turns += 1;
+        Reply {
+            text: visible,
+            outcome: ReplyOutcome::Answered(status),
+            notices,
         }
     }
 
