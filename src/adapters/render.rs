@@ -234,108 +234,133 @@ fn escape(text: &str, out: &mut String) {
 pub fn telegram_html(markdown: &str) -> String {
     let options =
         Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES | Options::ENABLE_TASKLISTS;
-    let mut out = String::new();
-    // Each open list: the next number for ordered lists.
-    let mut lists: Vec<Option<u64>> = Vec::new();
-    let mut cell = 0usize;
+    let mut html = Html::default();
     for event in Parser::new_ext(markdown, options) {
+        html.event(event);
+    }
+    html.out.trim_end().to_string()
+}
+
+/// Telegram HTML being written from markdown events.
+#[derive(Default)]
+struct Html {
+    out: String,
+    /// Each open list: the next number for ordered lists.
+    lists: Vec<Option<u64>>,
+    /// The cell of the table row being written.
+    cell: usize,
+}
+
+impl Html {
+    fn event(&mut self, event: Event) {
         match event {
-            Event::Start(tag) => match tag {
-                Tag::Paragraph => {}
-                Tag::Heading { .. } => out.push_str("<b>"),
-                Tag::BlockQuote(_) => out.push_str("<blockquote>"),
-                Tag::CodeBlock(kind) => {
-                    let lang = match kind {
-                        CodeBlockKind::Fenced(info) => {
-                            info.split_whitespace().next().unwrap_or("").to_string()
-                        }
-                        CodeBlockKind::Indented => String::new(),
-                    };
-                    let lang: String = lang
-                        .chars()
-                        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '#'))
-                        .collect();
-                    if lang.is_empty() {
-                        out.push_str("<pre><code>");
-                    } else {
-                        out.push_str(&format!("<pre><code class=\"language-{lang}\">"));
-                    }
-                }
-                Tag::List(start) => {
-                    if !lists.is_empty() && !out.ends_with('\n') {
-                        out.push('\n');
-                    }
-                    lists.push(start);
-                }
-                Tag::Item => {
-                    let depth = lists.len().saturating_sub(1);
-                    out.push_str(&"  ".repeat(depth));
-                    match lists.last_mut() {
-                        Some(Some(n)) => {
-                            out.push_str(&format!("{n}. "));
-                            *n += 1;
-                        }
-                        _ => out.push_str("• "),
-                    }
-                }
-                Tag::Emphasis => out.push_str("<i>"),
-                Tag::Strong => out.push_str("<b>"),
-                Tag::Strikethrough => out.push_str("<s>"),
-                Tag::Link { dest_url, .. } => {
-                    out.push_str("<a href=\"");
-                    escape(&dest_url, &mut out);
-                    out.push_str("\">");
-                }
-                Tag::TableRow | Tag::TableHead => cell = 0,
-                Tag::TableCell => {
-                    if cell > 0 {
-                        out.push_str(" | ");
-                    }
-                    cell += 1;
-                }
-                _ => {}
-            },
-            Event::End(tag) => match tag {
-                TagEnd::Paragraph => out.push_str(if lists.is_empty() { "\n\n" } else { "\n" }),
-                TagEnd::Heading(_) => out.push_str("</b>\n\n"),
-                TagEnd::BlockQuote(_) => {
-                    trim_end_newlines(&mut out);
-                    out.push_str("</blockquote>\n\n");
-                }
-                TagEnd::CodeBlock => {
-                    trim_end_newlines(&mut out);
-                    out.push_str("</code></pre>\n\n");
-                }
-                TagEnd::List(_) => {
-                    lists.pop();
-                    if lists.is_empty() {
-                        out.push('\n');
-                    }
-                }
-                TagEnd::Item if !out.ends_with('\n') => out.push('\n'),
-                TagEnd::Emphasis => out.push_str("</i>"),
-                TagEnd::Strong => out.push_str("</b>"),
-                TagEnd::Strikethrough => out.push_str("</s>"),
-                TagEnd::Link => out.push_str("</a>"),
-                TagEnd::TableHead | TagEnd::TableRow => out.push('\n'),
-                TagEnd::Table => out.push('\n'),
-                _ => {}
-            },
-            Event::Text(text) => escape(&text, &mut out),
+            Event::Start(tag) => self.start(tag),
+            Event::End(tag) => self.end(tag),
+            Event::Text(text) => escape(&text, &mut self.out),
             Event::Code(code) => {
-                out.push_str("<code>");
-                escape(&code, &mut out);
-                out.push_str("</code>");
+                self.out.push_str("<code>");
+                escape(&code, &mut self.out);
+                self.out.push_str("</code>");
             }
-            Event::Html(html) | Event::InlineHtml(html) => escape(&html, &mut out),
-            Event::SoftBreak | Event::HardBreak => out.push('\n'),
-            Event::Rule => out.push_str("——————\n\n"),
-            Event::TaskListMarker(done) => out.push_str(if done { "☑ " } else { "☐ " }),
-            Event::FootnoteReference(name) => escape(&format!("[{name}]"), &mut out),
-            Event::InlineMath(m) | Event::DisplayMath(m) => escape(&m, &mut out),
+            Event::Html(html) | Event::InlineHtml(html) => escape(&html, &mut self.out),
+            Event::SoftBreak | Event::HardBreak => self.out.push('\n'),
+            Event::Rule => self.out.push_str("——————\n\n"),
+            Event::TaskListMarker(done) => self.out.push_str(if done { "☑ " } else { "☐ " }),
+            Event::FootnoteReference(name) => escape(&format!("[{name}]"), &mut self.out),
+            Event::InlineMath(m) | Event::DisplayMath(m) => escape(&m, &mut self.out),
         }
     }
-    out.trim_end().to_string()
+
+    fn start(&mut self, tag: Tag) {
+        match tag {
+            Tag::Paragraph => {}
+            Tag::Heading { .. } => self.out.push_str("<b>"),
+            Tag::BlockQuote(_) => self.out.push_str("<blockquote>"),
+            Tag::CodeBlock(kind) => {
+                let lang = match kind {
+                    CodeBlockKind::Fenced(info) => {
+                        info.split_whitespace().next().unwrap_or("").to_string()
+                    }
+                    CodeBlockKind::Indented => String::new(),
+                };
+                let lang: String = lang
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '#'))
+                    .collect();
+                if lang.is_empty() {
+                    self.out.push_str("<pre><code>");
+                } else {
+                    self.out
+                        .push_str(&format!("<pre><code class=\"language-{lang}\">"));
+                }
+            }
+            Tag::List(start) => {
+                if !self.lists.is_empty() && !self.out.ends_with('\n') {
+                    self.out.push('\n');
+                }
+                self.lists.push(start);
+            }
+            Tag::Item => {
+                let depth = self.lists.len().saturating_sub(1);
+                self.out.push_str(&"  ".repeat(depth));
+                match self.lists.last_mut() {
+                    Some(Some(n)) => {
+                        self.out.push_str(&format!("{n}. "));
+                        *n += 1;
+                    }
+                    _ => self.out.push_str("• "),
+                }
+            }
+            Tag::Emphasis => self.out.push_str("<i>"),
+            Tag::Strong => self.out.push_str("<b>"),
+            Tag::Strikethrough => self.out.push_str("<s>"),
+            Tag::Link { dest_url, .. } => {
+                self.out.push_str("<a href=\"");
+                escape(&dest_url, &mut self.out);
+                self.out.push_str("\">");
+            }
+            Tag::TableRow | Tag::TableHead => self.cell = 0,
+            Tag::TableCell => {
+                if self.cell > 0 {
+                    self.out.push_str(" | ");
+                }
+                self.cell += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn end(&mut self, tag: TagEnd) {
+        match tag {
+            TagEnd::Paragraph => {
+                self.out
+                    .push_str(if self.lists.is_empty() { "\n\n" } else { "\n" })
+            }
+            TagEnd::Heading(_) => self.out.push_str("</b>\n\n"),
+            TagEnd::BlockQuote(_) => {
+                trim_end_newlines(&mut self.out);
+                self.out.push_str("</blockquote>\n\n");
+            }
+            TagEnd::CodeBlock => {
+                trim_end_newlines(&mut self.out);
+                self.out.push_str("</code></pre>\n\n");
+            }
+            TagEnd::List(_) => {
+                self.lists.pop();
+                if self.lists.is_empty() {
+                    self.out.push('\n');
+                }
+            }
+            TagEnd::Item if !self.out.ends_with('\n') => self.out.push('\n'),
+            TagEnd::Emphasis => self.out.push_str("</i>"),
+            TagEnd::Strong => self.out.push_str("</b>"),
+            TagEnd::Strikethrough => self.out.push_str("</s>"),
+            TagEnd::Link => self.out.push_str("</a>"),
+            TagEnd::TableHead | TagEnd::TableRow => self.out.push('\n'),
+            TagEnd::Table => self.out.push('\n'),
+            _ => {}
+        }
+    }
 }
 
 fn trim_end_newlines(out: &mut String) {
