@@ -37,14 +37,15 @@ fn installed_cli() -> Option<(PathBuf, &'static str)> {
     })
 }
 
-/// A launcher pointing the CLI at the stand-in with a throwaway HOME; it records each call's
-/// working directory and argv (NUL-separated) in `<home>/argv`.
+/// A launcher pointing the CLI at the stand-in with a throwaway HOME; it records planbot's calls:
+/// the working directory and argv in `<home>/argv`, the environment in `<home>/env` (each
+/// NUL-separated; the bare runs set `BARE` and are not recorded).
 fn launcher(home: &Path, api: &MessagesApi, cli: &Path) -> Result<PathBuf, String> {
     let path = home.join("claude");
     let script = format!(
         "#!/bin/sh\nexport HOME='{home}' ANTHROPIC_BASE_URL='{url}' ANTHROPIC_API_KEY=sk-standin \
          CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 CLAUDE_CODE_MAX_RETRIES=0 DISABLE_AUTOUPDATER=1\n\
-         {{ printf '%s\\0' \"$PWD\"; printf '%s\\0' \"$@\"; }} > '{home}/argv'\n\
+         if [ -z \"$BARE\" ]; then {{ printf '%s\\0' \"$PWD\"; printf '%s\\0' \"$@\"; }} > '{home}/argv'; env -0 > '{home}/env'; fi\n\
          exec '{cli}' \"$@\"\n",
         home = home.display(),
         url = api.url(),
@@ -72,25 +73,29 @@ pub async fn follow_ups(sizes: &Sizes, planbot: &Path) -> Result<(), String> {
     console
         .say("/plan bench-real a plan to measure", "reply")
         .await?;
-    let (mut planbot_turns, mut bare_results, mut bare_exits) = (vec![], vec![], vec![]);
+    let (mut planbot_turns, mut bare_results, mut bare_exits, mut by_hand) =
+        (vec![], vec![], vec![], vec![]);
     for i in 0..sizes.real_turns {
         let said = format!("follow-up number {i}");
         planbot_turns.push(console.say(&said, &said).await?.as_nanos() as f64);
-        let (result, exit) = bare(&claude, &home.join("argv"), &said).await?;
+        let (result, exit) = bare(&claude, &home, &said, true).await?;
         bare_results.push(result.as_nanos() as f64);
         bare_exits.push(exit.as_nanos() as f64);
+        by_hand.push(bare(&claude, &home, &said, false).await?.0.as_nanos() as f64);
     }
     console.close().await;
-    let (planbot_turns, bare_results, bare_exits) = (
+    let (planbot_turns, bare_results, bare_exits, by_hand) = (
         sorted(planbot_turns),
         sorted(bare_results),
         sorted(bare_exits),
+        sorted(by_hand),
     );
     println!(
         "The {which} Claude Code CLI ({}) against the stand-in Messages API; {} follow-ups in \
-         `planbot console`, each followed by the same CLI run bare with the argv, working \
-         directory and prompt planbot had just given it (so both resume the same session). \
-         Sandbox off (it adds about 2.4 ms, section 6).\n",
+         `planbot console`, each followed by the same CLI run bare with the argv, environment, \
+         working directory and prompt planbot had just given it (so both resume the same \
+         session), and by hand (the same in this shell's environment). Sandbox off (it adds \
+         about 2.4 ms, section 6).\n",
         cli.display(),
         sizes.real_turns
     );
@@ -101,6 +106,10 @@ pub async fn follow_ups(sizes: &Sizes, planbot: &Path) -> Result<(), String> {
     );
     row("the CLI's own turn, bare, to its exit", &bare_exits);
     row(
+        "the same by hand, in this shell's environment, to its `result` line",
+        &by_hand,
+    );
+    row(
         "a follow-up in planbot, line in to answer out",
         &planbot_turns,
     );
@@ -110,21 +119,45 @@ pub async fn follow_ups(sizes: &Sizes, planbot: &Path) -> Result<(), String> {
         &bare_results,
     );
     ratio_row("planbot / bare to its exit", &planbot_turns, &bare_exits);
+    ratio_row(
+        "planbot / by hand to its `result` line",
+        &planbot_turns,
+        &by_hand,
+    );
     println!("\nGoal: within 5% (1.05x).\n");
     Ok(())
 }
 
-/// The CLI run bare with the argv and working directory of its last call, `said` on stdin:
-/// when its `result` line came, and when it exited.
-async fn bare(claude: &Path, recorded: &Path, said: &str) -> Result<(Duration, Duration), String> {
-    let bytes = std::fs::read(recorded).map_err(|e| e.to_string())?;
-    let mut parts = bytes
-        .split(|b| *b == 0)
-        .map(|p| String::from_utf8_lossy(p).into_owned());
+/// The CLI run bare with the argv and working directory of planbot's last call (in planbot's
+/// environment too, with `as_planbot`), `said` on stdin: when its `result` line came, and when
+/// it exited.
+async fn bare(
+    claude: &Path,
+    home: &Path,
+    said: &str,
+    as_planbot: bool,
+) -> Result<(Duration, Duration), String> {
+    let recorded = |name: &str| -> Result<Vec<String>, String> {
+        let bytes = std::fs::read(home.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        Ok(bytes
+            .split(|b| *b == 0)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty())
+            .collect())
+    };
+    let mut parts = recorded("argv")?.into_iter();
     let cwd = parts.next().ok_or("no recorded call")?;
-    let args: Vec<String> = parts.filter(|a| !a.is_empty()).collect();
+    let args: Vec<String> = parts.collect();
+    let mut command = tokio::process::Command::new(claude);
+    if as_planbot {
+        let env = recorded("env")?;
+        command
+            .env_clear()
+            .envs(env.iter().filter_map(|v| v.split_once('=')));
+    }
     let start = Instant::now();
-    let mut child = tokio::process::Command::new(claude)
+    let mut child = command
+        .env("BARE", "1")
         .args(&args)
         .current_dir(cwd)
         .stdin(Stdio::piped())
