@@ -187,11 +187,12 @@ pub fn run_planbot(dir: &Path, claude: &FakeClaude, env: &[(&str, &str)]) -> Run
         .stderr(log)
         .spawn()
         .expect("planbot run");
-    Running(child)
+    Running(child, dir.join("state/running"))
 }
 
-/// A running `planbot run`, killed when dropped.
-pub struct Running(pub Child);
+/// A running `planbot run`, killed when dropped, with every `claude` group it recorded (in its
+/// state dir's `running/`), so that a failing test leaves no process behind.
+pub struct Running(pub Child, PathBuf);
 
 impl Running {
     /// Waits (at most 60 s) for planbot to exit on its own; a planbot that does not is killed
@@ -219,6 +220,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        planbot::claude::reap_orphans(&self.1);
     }
 }
 
