@@ -105,7 +105,11 @@ fn is_answer(chat: i64, method: &str, params: &Value) -> bool {
 
 /// Section 7: follow-ups in one chat typed a second apart, then a burst of new chats.
 pub async fn follow_ups(sizes: &Sizes, planbot: &Path, claude: &Path) -> Result<(), String> {
-    let baseline = spawn_baseline(claude, 20)?;
+    let mut baseline = Vec::new();
+    for _ in 0..20 {
+        baseline.push(super::bare_spawn(claude).await?);
+    }
+    let baseline = sorted(baseline);
     let live = Live::start(planbot, claude, &[]).await?;
     let round_trip = round_trip(&live.fake, 20).await?;
     let chat = 1;
@@ -247,26 +251,6 @@ pub async fn many_chats(sizes: &Sizes, planbot: &Path, claude: &Path) -> Result<
         live.rate_limited() - before
     );
     Ok(())
-}
-
-/// Spawning the stand-in bare (it prints nothing), `n` times.
-fn spawn_baseline(claude: &Path, n: usize) -> Result<Vec<f64>, String> {
-    let mut times = Vec::new();
-    for _ in 0..n {
-        let start = Instant::now();
-        let status = Command::new(claude)
-            .env("FAKE_CLAUDE_REPLAY", "/dev/null")
-            .env_remove("FAKE_CLAUDE_STAMP")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err("the baseline process failed".into());
-        }
-        times.push(start.elapsed().as_nanos() as f64);
-    }
-    Ok(sorted(times))
 }
 
 /// One `sendMessage` to the fake and its answer, `n` times (each to a chat of its own, which the

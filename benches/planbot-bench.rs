@@ -430,6 +430,24 @@ fn section_env(command: &mut Command, section: &str, sizes: &Sizes, stamp: &Path
         .env("FAKE_CLAUDE_STAMP", stamp);
 }
 
+/// The baseline of a spawn: the stand-in run as a trivial process (it prints nothing) and
+/// reaped, in nanoseconds.
+async fn bare_spawn(fake: &Path) -> Result<f64, String> {
+    let start = Instant::now();
+    let status = tokio::process::Command::new(fake)
+        .env("FAKE_CLAUDE_REPLAY", "/dev/null")
+        .env_remove("FAKE_CLAUDE_STAMP")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("the baseline process failed".into());
+    }
+    Ok(start.elapsed().as_nanos() as f64)
+}
+
 /// Section 1: inbound to spawn and result to reply, against spawning a trivial process.
 async fn overhead(sizes: &Sizes, fake: &Path) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -444,19 +462,7 @@ async fn overhead(sizes: &Sizes, fake: &Path) -> Result<(), String> {
     let mut total = Vec::new();
     for i in 0..sizes.turns {
         // Interleaved with the turns, so both see the same machine.
-        let start = Instant::now();
-        let status = tokio::process::Command::new(fake)
-            .env("FAKE_CLAUDE_REPLAY", "/dev/null")
-            .env_remove("FAKE_CLAUDE_STAMP")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err("the baseline process failed".into());
-        }
-        baseline.push(start.elapsed().as_nanos() as f64);
+        baseline.push(bare_spawn(fake).await?);
 
         let _ = std::fs::remove_file(&stamp);
         let sent = now_ns();

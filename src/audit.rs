@@ -11,8 +11,6 @@ use std::sync::{Arc, OnceLock, mpsc};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::sync::Locked;
-
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Past this size the log is rotated to `audit.jsonl.1` (one generation kept).
 const MAX_BYTES: u64 = 16 * 1024 * 1024;
@@ -32,6 +30,30 @@ pub struct AuditLine {
     pub duration_ms: u64,
 }
 
+impl AuditLine {
+    /// What `user` did in `chat`, from `started` until now: done, at no cost, outside a plan
+    /// (set the rest with struct update).
+    pub fn new(
+        chat: &crate::chat::ChatKey,
+        user: String,
+        action: String,
+        started: std::time::Instant,
+    ) -> AuditLine {
+        AuditLine {
+            time: Utc::now(),
+            adapter: chat.adapter.clone(),
+            chat: chat.channel.clone(),
+            user,
+            action,
+            slug: None,
+            phase: None,
+            outcome: "ok".into(),
+            cost_usd: 0.0,
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 /// The audit log of a state directory; a cheap handle.
 ///
 /// Appends are group-committed by a writer thread of their own, started on the first append:
@@ -41,8 +63,6 @@ pub struct AuditLine {
 #[derive(Clone)]
 pub struct Audit {
     path: Arc<PathBuf>,
-    /// Serializes appends (and rotation) within this process.
-    lock: Arc<std::sync::Mutex<()>>,
     writer: Arc<OnceLock<mpsc::Sender<Entry>>>,
 }
 
@@ -57,7 +77,6 @@ impl Audit {
     pub fn new(state_dir: &Path) -> Audit {
         Audit {
             path: Arc::new(state_dir.join(AUDIT_FILE)),
-            lock: Arc::new(std::sync::Mutex::new(())),
             writer: Arc::new(OnceLock::new()),
         }
     }
@@ -116,7 +135,6 @@ impl Audit {
     }
 
     fn append_blocking(&self, lines: &[AuditLine]) -> io::Result<()> {
-        let _guard = self.lock.locked();
         if fs::metadata(&*self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
             fs::rename(&*self.path, self.path.with_extension("jsonl.1"))?;
         }

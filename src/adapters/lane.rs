@@ -142,6 +142,16 @@ impl Lane {
         let mut state = self.state();
         state.open_at = state.open_at.max(until);
     }
+
+    /// Keeps the lane shut as a result asks: a route's empty bucket, a rate limit's window.
+    fn obey(&self, reading: Verdict) {
+        if let Some(hold) = reading.hold {
+            self.hold(hold);
+        }
+        if let Retry::After(wait) = reading.retry {
+            self.hold(wait.saturating_add(Duration::from_millis(50)));
+        }
+    }
 }
 
 /// The lanes of one front end, keyed by chat.
@@ -193,12 +203,9 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
     }
 
     /// How many lanes are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lanes.locked().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Waits until the lane is open and the buckets allow a call of this kind.
@@ -244,13 +251,10 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
             self.ready(&lane, call).await;
             let result = make().await;
             let reading = verdict(&result);
-            if let Some(hold) = reading.hold {
-                lane.hold(hold);
-            }
+            lane.obey(reading);
             match reading.retry {
                 Retry::After(wait) => {
                     tracing::warn!(platform = self.platform, %chat, what, wait_ms = wait.as_millis() as u64, "asked to wait");
-                    lane.hold(wait.saturating_add(Duration::from_millis(50)));
                     if limited < RATE_LIMIT_RETRIES {
                         limited += 1;
                         continue;
@@ -264,18 +268,18 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
                 }
                 Retry::Backoff | Retry::Done => {}
             }
-            if call == Call::Send {
+            if call == Call::Send && result.is_ok() {
                 lane.state().last_sent = Some(Instant::now());
             }
             return result;
         }
     }
 
-    /// Shows "typing" in `chat` if nothing says not to: at most once per `every` (unless a message
-    /// went out since, which ends it in the clients), never inside a
-    /// rate-limit window or past an empty bucket (it is skipped, never waited for), and never
-    /// after a message sent since it was asked for (a client would show "typing" under the
-    /// answer). It takes its place in the lane, so it never overtakes a reply.
+    /// Shows "typing" in `chat` if nothing says not to: at most once per `every` (unless a
+    /// message went out since, which ends it in the clients), never inside a rate-limit window
+    /// or past an empty bucket (it is skipped, never waited for), and never after a message sent
+    /// since it was asked for (a client would show "typing" under the answer). It takes its
+    /// place in the lane, so it never overtakes a reply.
     pub async fn typing<T, E, Fut>(
         &self,
         chat: &K,
@@ -311,13 +315,7 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Lanes<K> {
             state.last_typing = Some(now);
         }
         let result = make().await;
-        let reading = verdict(&result);
-        if let Some(hold) = reading.hold {
-            lane.hold(hold);
-        }
-        if let Retry::After(wait) = reading.retry {
-            lane.hold(wait.saturating_add(Duration::from_millis(50)));
-        }
+        lane.obey(verdict(&result));
     }
 }
 
@@ -382,12 +380,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Recent<K, V> {
         })
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.with(|map, _| map.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

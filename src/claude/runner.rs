@@ -485,11 +485,10 @@ impl<'a> TurnRun<'a> {
 
     /// Whether the result line just read is a successful answer, which nothing after it changes.
     fn answered(&self) -> bool {
-        self.raw.stopped.is_none()
-            && self.raw.missing_command.is_none()
-            && self.raw.result.as_ref().is_some_and(|r| {
-                r.is_error == Some(false) && r.subtype.as_deref() == Some("success")
-            })
+        self.raw
+            .result
+            .as_ref()
+            .is_some_and(|r| r.is_error == Some(false) && r.subtype.as_deref() == Some("success"))
     }
 
     /// Interprets one stdout line. Returns true for the `result` line.

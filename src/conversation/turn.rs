@@ -223,8 +223,8 @@ impl ChatWorker {
         self.deliver(progress, message).await;
     }
 
-    /// Shows a running turn until `done`: "typing" at once, then, if the turn is still running
-    /// one interval later, a progress message, edited at most once per interval and only when
+    /// Shows a running turn until `done` ("typing" went out as it started, and is renewed at
+    /// each tick): if the turn is still running one interval later, a progress message, edited at most once per interval and only when
     /// what it shows changed; text streams to front ends that want it. Returns the progress
     /// message, if one was sent. A call in flight when the turn ends is finished, not dropped.
     async fn show_progress(
@@ -237,7 +237,6 @@ impl ChatWorker {
         let every = self.router.inner.progress_interval;
         let mut tick = tokio::time::interval_at(started + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.outbound.typing(&self.chat).await;
         let mut progress: Option<MessageRef> = None;
         let (mut text, mut shown) = (String::new(), String::new());
         let (mut queued, mut open) = (false, true);

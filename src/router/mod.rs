@@ -319,17 +319,11 @@ impl Router {
             tracing::warn!(chat = %chat, error = %e, "could not deliver a message");
         }
         if let Some(audit) = &self.inner.audit {
+            let action = command.spec().name.to_string();
             audit.append(AuditLine {
-                time: chrono::Utc::now(),
-                adapter: chat.adapter.clone(),
-                chat: chat.channel.clone(),
-                user: inbound.user.clone(),
-                action: command.spec().name.to_string(),
                 slug: entry.as_ref().map(|e| e.slug.clone()),
                 phase: entry.as_ref().map(|e| e.phase.clone()),
-                outcome: "ok".into(),
-                cost_usd: 0.0,
-                duration_ms: started.elapsed().as_millis() as u64,
+                ..AuditLine::new(chat, inbound.user.clone(), action, started.into_std())
             });
         }
     }
@@ -362,20 +356,15 @@ impl Router {
     /// plans are kept as interrupted and their chats told). Returns once every chat is idle.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.closing.store(true, Ordering::SeqCst);
-        if tokio::time::timeout(grace, self.until_idle(None))
-            .await
-            .is_ok()
-        {
-            self.inner.planner.drain().await;
-            self.flush_audit().await;
-            return;
+        let finished = tokio::time::timeout(grace, self.until_idle(None)).await;
+        if finished.is_err() {
+            tracing::warn!("the shutdown grace period is over; interrupting the running turns");
+            for worker in self.inner.workers.locked().values() {
+                worker.shared.cancel_running();
+            }
+            // Cancelled turns end within the runner's kill grace; bounded so it cannot hang.
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.until_idle(None)).await;
         }
-        tracing::warn!("the shutdown grace period is over; interrupting the running turns");
-        for worker in self.inner.workers.locked().values() {
-            worker.shared.cancel_running();
-        }
-        // Cancelled turns end within the runner's kill grace; bounded so shutdown cannot hang.
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.until_idle(None)).await;
         // Processes ending after their answer: bounded by the exit and kill graces.
         self.inner.planner.drain().await;
         self.flush_audit().await;
@@ -409,10 +398,12 @@ impl Router {
 
     fn all_idle(&self) -> bool {
         self.inner.answering.load(Ordering::SeqCst) == 0
-            && self.inner.workers.locked().values().all(|w| {
-                !w.shared.busy.load(Ordering::SeqCst)
-                    && w.shared.waiting.load(Ordering::SeqCst) == 0
-            })
+            && self
+                .inner
+                .workers
+                .locked()
+                .values()
+                .all(|w| w.shared.is_idle())
     }
 
     /// Adds to what a user spent today.
@@ -438,10 +429,12 @@ impl Router {
     /// Whether `chat` has nothing running or waiting.
     pub fn chat_is_idle(&self, chat: &ChatKey) -> bool {
         self.inner.answering.load(Ordering::SeqCst) == 0
-            && self.inner.workers.locked().get(chat).is_none_or(|w| {
-                !w.shared.busy.load(Ordering::SeqCst)
-                    && w.shared.waiting.load(Ordering::SeqCst) == 0
-            })
+            && self
+                .inner
+                .workers
+                .locked()
+                .get(chat)
+                .is_none_or(|w| w.shared.is_idle())
     }
 
     /// Ends `chat`'s running turn, keeping its plan (Ctrl-C in the console).

@@ -49,6 +49,11 @@ pub(crate) struct Job {
 }
 
 impl WorkerShared {
+    /// Nothing running and nothing waiting.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.busy.load(Ordering::SeqCst) && self.waiting.load(Ordering::SeqCst) == 0
+    }
+
     /// A job for `inbound` in the current generation; with `cancel_before`, every earlier job
     /// (running or queued) is cancelled first and a new generation starts.
     pub(crate) fn job(&self, inbound: Inbound, cancel_before: bool) -> Job {
@@ -199,16 +204,11 @@ impl ChatWorker {
             ),
         };
         audit.append(AuditLine {
-            time: chrono::Utc::now(),
-            adapter: self.chat.adapter.clone(),
-            chat: self.chat.channel.clone(),
-            user: inbound.user,
-            action,
             slug,
             phase,
             outcome,
             cost_usd: cost,
-            duration_ms: started.elapsed().as_millis() as u64,
+            ..AuditLine::new(&self.chat, inbound.user, action, started.into_std())
         });
     }
 
