@@ -131,6 +131,7 @@ fn router_settings(config: &Config) -> RouterSettings {
             .unwrap_or_default(),
         allowed_roles: config.discord_allowed_roles.clone(),
         progress_interval: config.progress_interval,
+        max_attachment_bytes: config.max_attachment_bytes,
         plan_budget_usd: config.plan_budget_usd,
         user_daily_budget_usd: config.user_daily_budget_usd,
         audit: Some(Audit::new(&config.state_dir)),

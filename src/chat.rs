@@ -94,6 +94,35 @@ pub enum InboundKind {
         action: Action,
         revision: u64,
     },
+    /// Files sent in one message (a Telegram album, several Discord attachments), with the
+    /// message's caption (may be empty).
+    Files {
+        files: Vec<FileRef>,
+        caption: String,
+    },
+}
+
+/// A file someone sent, as its front end can fetch it ([`Outbound::fetch`]). Nothing is
+/// downloaded until the sender is admitted and a plan takes the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// The front end's handle for it: a Telegram file id, a Discord attachment URL, a path.
+    pub id: String,
+    /// The name the sender gave it (a photo has none). Untrusted: never used as a path as is.
+    pub name: Option<String>,
+    pub mime: Option<String>,
+    /// The size the platform reports, checked again while downloading.
+    pub size: Option<u64>,
+}
+
+/// Why a file could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Larger than the limit (`size` where the platform stated it).
+    #[error("larger than the limit")]
+    TooLarge { size: Option<u64> },
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// One event from a front end.
@@ -234,12 +263,19 @@ pub trait Outbound: Send + Sync {
     async fn withdraw_actions(&self, _chat: &ChatKey, _id: &MessageRef) -> Result<(), SendError> {
         Ok(())
     }
-    /// Model text as it is written, for front ends that show it live.
     /// Takes a message away (a progress message once the answer is there).
     async fn delete(&self, _chat: &ChatKey, _id: &MessageRef) -> Result<(), SendError> {
         Ok(())
     }
+    /// Model text as it is written, for front ends that show it live.
     async fn stream_text(&self, _chat: &ChatKey, _delta: &str) {}
+    /// Downloads a file someone sent, refusing one over `limit` bytes (by its stated size, and
+    /// again as it arrives).
+    async fn fetch(&self, _file: &FileRef, _limit: u64) -> Result<Vec<u8>, FetchError> {
+        Err(FetchError::Failed(
+            "this front end does not take files".into(),
+        ))
+    }
     /// A "typing" indicator while a turn runs.
     async fn typing(&self, _chat: &ChatKey) {}
 }

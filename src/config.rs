@@ -111,6 +111,8 @@ pub struct Config {
     pub secret_files: Vec<PathBuf>,
     /// How often a progress message may be edited.
     pub progress_interval: Duration,
+    /// `PLANBOT_MAX_ATTACHMENT_MB`, in bytes: larger files sent to a plan are refused.
+    pub max_attachment_bytes: u64,
     /// Base delay of the one retry after an overloaded API.
     pub retry_delay: Duration,
     pub telegram_token: Option<Secret>,
@@ -169,6 +171,7 @@ struct FileConfig {
     max_budget_usd: Option<f64>,
     stream_partial: Option<bool>,
     progress_interval_ms: Option<u64>,
+    max_attachment_mb: Option<u64>,
     retry_delay_ms: Option<u64>,
     telegram_api_url: Option<String>,
     discord_api_url: Option<String>,
@@ -288,6 +291,15 @@ impl Config {
                 1..=AN_HOUR_MS,
                 1500,
             )?),
+            // 20 MB is what the Bot API lets a bot download; a self-hosted Bot API server allows
+            // up to 2000 MB.
+            max_attachment_bytes: e.bounded(
+                "PLANBOT_MAX_ATTACHMENT_MB",
+                file.max_attachment_mb.take(),
+                1..=2000,
+                20,
+            )? * 1024
+                * 1024,
             retry_delay: Duration::from_millis(e.bounded(
                 "PLANBOT_RETRY_DELAY_MS",
                 file.retry_delay_ms.take(),

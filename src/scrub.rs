@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use async_trait::async_trait;
 use regex::Regex;
 
-use crate::chat::{ChatKey, MessageRef, Outbound, Outgoing, SendError};
+use crate::chat::{ChatKey, FetchError, FileRef, MessageRef, Outbound, Outgoing, SendError};
 use crate::config::Secret;
 use crate::sync::Locked;
 
@@ -145,6 +145,10 @@ impl Outbound for ScrubbedOutbound {
 
     async fn typing(&self, chat: &ChatKey) {
         self.inner.typing(chat).await
+    }
+
+    async fn fetch(&self, file: &FileRef, limit: u64) -> Result<Vec<u8>, FetchError> {
+        self.inner.fetch(file, limit).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! `planbot console`: a chat with one local user on the terminal. Translation only.
 //!
-//! Lines starting with `/` are commands, a bare number picks an offered action, anything else is a
-//! message. Each line is handled only after the previous line's turn has finished, so a piped
+//! Lines starting with `/` are commands, `/1`, `/2`… pick an offered action, `/attach <path>`
+//! brings a local file into the plan, anything else is a message. Each line is handled only after the previous line's turn has finished, so a piped
 //! script of any length never fills the queue; at end of input planbot waits for the running turn
 //! and returns. On a terminal, text streams as it is written under a "working" line with elapsed
 //! time; piped, only the replies are printed.
@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::{
-    Action, ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing,
-    SendError,
+    Action, ChatKey, FetchError, FileRef, Inbound, InboundKind, MessageKind, MessageRef, Offer,
+    Outbound, Outgoing, SendError,
 };
 use crate::conversation::copy;
 use crate::router::Router;
@@ -150,6 +150,24 @@ impl Outbound for ConsoleOutbound {
         Ok(())
     }
 
+    /// A file named by `/attach`: the local user's own, read where it is.
+    async fn fetch(&self, file: &FileRef, limit: u64) -> Result<Vec<u8>, FetchError> {
+        use tokio::io::AsyncReadExt;
+        let opened = tokio::fs::File::open(&file.id)
+            .await
+            .map_err(|e| FetchError::Failed(e.to_string()))?;
+        let mut bytes = Vec::new();
+        opened
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| FetchError::Failed(e.to_string()))?;
+        if bytes.len() as u64 > limit {
+            return Err(FetchError::TooLarge { size: file.size });
+        }
+        Ok(bytes)
+    }
+
     async fn stream_text(&self, _chat: &ChatKey, delta: &str) {
         if !self.live {
             return;
@@ -269,7 +287,21 @@ pub async fn run(
                     membership: None,
                 }
             }
-            None => Inbound::from_text(chat.clone(), USER, true, &line),
+            None => match trimmed.strip_prefix("/attach") {
+                Some(args) if args.is_empty() || args.starts_with(char::is_whitespace) => {
+                    match attachment(args.trim()) {
+                        Ok(kind) => Inbound {
+                            kind,
+                            ..Inbound::from_text(chat.clone(), USER, true, "")
+                        },
+                        Err(why) => {
+                            outbound.print(&format!("{why}\n\n"));
+                            continue;
+                        }
+                    }
+                }
+                _ => Inbound::from_text(chat.clone(), USER, true, &line),
+            },
         };
         pending_cancel = None;
         router.handle(inbound).await;
@@ -278,6 +310,47 @@ pub async fn run(
         }
     }
     wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await;
+}
+
+/// `/attach <path> [caption]`: a local file to bring into the plan.
+fn attachment(args: &str) -> Result<InboundKind, String> {
+    if args.is_empty() {
+        return Err(copy::ATTACH_USAGE.into());
+    }
+    let expand = |p: &str| match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+        _ => std::path::PathBuf::from(p),
+    };
+    // The longest run of words that names a file is the path (it may hold spaces); the rest is
+    // the caption.
+    let ends = args
+        .char_indices()
+        .filter(|(_, c)| c.is_whitespace())
+        .map(|(i, _)| i)
+        .chain([args.len()]);
+    let mut ends: Vec<usize> = ends.collect();
+    ends.reverse();
+    let split = ends
+        .iter()
+        .copied()
+        .find(|&end| expand(&args[..end]).is_file())
+        .or_else(|| ends.last().copied())
+        .unwrap_or(args.len());
+    let (path, caption) = (expand(&args[..split]), args[split..].trim());
+    let meta = std::fs::metadata(&path).map_err(|e| copy::no_file_at(&path.display(), &e))?;
+    if !meta.is_file() {
+        return Err(copy::no_file_at(&path.display(), &"not a file"));
+    }
+    let path = path.canonicalize().unwrap_or(path);
+    Ok(InboundKind::Files {
+        files: vec![FileRef {
+            id: path.display().to_string(),
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            mime: None,
+            size: Some(meta.len()),
+        }],
+        caption: caption.to_string(),
+    })
 }
 
 #[derive(PartialEq)]

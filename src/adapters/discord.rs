@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use super::lane::{Call, Lanes, Pace, Pacing, Recent, Retry, Verdict};
 use super::render::{reply_parts, split_markdown, utf16_len};
 use crate::chat::{
-    Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Offer, Outbound,
-    Outgoing, SendError,
+    Action, ChatKey, FetchError, FileRef, Inbound, InboundKind, Membership, MessageKind,
+    MessageRef, Offer, Outbound, Outgoing, SendError,
 };
 use crate::commands::{COMMANDS, Command as ChatCommand};
 use crate::config::Secret;
@@ -65,6 +65,10 @@ const REMEMBERED: usize = 4096;
 const TYPING_EVERY: Duration = Duration::from_secs(8);
 /// Where Discord's REST API lives when `DISCORD_API_URL` is not set.
 pub const DEFAULT_API_URL: &str = "https://discord.com";
+/// Where Discord serves attachments.
+const FILE_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
+/// The longest an attachment may take to download.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(240);
 /// Flag of a message only its addressee sees.
 const EPHEMERAL: u64 = 64;
 
@@ -119,6 +123,8 @@ pub struct DiscordOutbound {
     client: reqwest::Client,
     /// `<api_url>/api/v10`.
     api: String,
+    /// Where attachments may be downloaded from: Discord's CDN, or `DISCORD_API_URL`'s host.
+    file_hosts: Vec<String>,
     token: Secret,
     /// serenity's client, for interaction responses (set up with the same base and token).
     http: Arc<serenity::http::Http>,
@@ -200,7 +206,10 @@ fn quiet(mut body: Value) -> Value {
 impl DiscordOutbound {
     pub fn new(settings: &DiscordSettings) -> Result<Arc<DiscordOutbound>, String> {
         let base = settings.api_url.trim_end_matches('/').to_string();
-        url::Url::parse(&base).map_err(|e| format!("DISCORD_API_URL {base:?}: {e}"))?;
+        let parsed =
+            url::Url::parse(&base).map_err(|e| format!("DISCORD_API_URL {base:?}: {e}"))?;
+        let mut file_hosts: Vec<String> = FILE_HOSTS.iter().map(|h| h.to_string()).collect();
+        file_hosts.extend(parsed.host_str().map(str::to_string));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!(
@@ -213,6 +222,7 @@ impl DiscordOutbound {
         Ok(Arc::new(DiscordOutbound {
             client,
             api: format!("{base}/api/v10"),
+            file_hosts,
             token: settings.token.clone(),
             http: Arc::new(serenity_http(&settings.token, &base)),
             lanes: Lanes::new(ADAPTER, PACING),
@@ -522,6 +532,32 @@ impl Outbound for DiscordOutbound {
         .map(|_| ())
     }
 
+    async fn fetch(&self, file: &FileRef, limit: u64) -> Result<Vec<u8>, FetchError> {
+        if let Some(size) = file.size.filter(|s| *s > limit) {
+            return Err(FetchError::TooLarge { size: Some(size) });
+        }
+        // Only from where Discord keeps attachments, and without the bot's token.
+        let url = url::Url::parse(&file.id).map_err(|e| FetchError::Failed(e.to_string()))?;
+        if !url
+            .host_str()
+            .is_some_and(|h| self.file_hosts.iter().any(|allowed| allowed == h))
+        {
+            return Err(FetchError::Failed(format!(
+                "attachment not on Discord's CDN: {:?}",
+                url.host_str()
+            )));
+        }
+        let response = self
+            .client
+            .get(url)
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| FetchError::Failed(e.without_url().to_string()))?;
+        super::read_capped(super::chunks(response), limit).await
+    }
+
     async fn typing(&self, chat: &ChatKey) {
         let Ok(channel) = channel(chat) else {
             return;
@@ -773,7 +809,17 @@ impl EventHandler for Handler {
     }
 
     async fn message(&self, _ctx: Context, message: serenity::all::Message) {
-        if message.author.bot || message.content.trim().is_empty() {
+        let files: Vec<FileRef> = message
+            .attachments
+            .iter()
+            .map(|a| FileRef {
+                id: a.url.clone(),
+                name: Some(a.filename.clone()),
+                mime: a.content_type.clone(),
+                size: Some(u64::from(a.size)),
+            })
+            .collect();
+        if message.author.bot || (message.content.trim().is_empty() && files.is_empty()) {
             return;
         }
         let guild = message.guild_id;
@@ -793,6 +839,17 @@ impl EventHandler for Handler {
                 guild.is_none(),
                 &message.content,
             )
+        };
+        let inbound = if files.is_empty() {
+            inbound
+        } else {
+            Inbound {
+                kind: InboundKind::Files {
+                    files,
+                    caption: message.content.clone(),
+                },
+                ..inbound
+            }
         };
         self.router.handle(inbound).await;
     }

@@ -13,15 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use teloxide::net::Download;
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, EditMessageTextSetters,
     GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, CallbackQuery, CallbackQueryId, ChatAction, ChatId,
+    AllowedUpdate, BotCommand, CallbackQuery, CallbackQueryId, ChatAction, ChatId, FileId,
     InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, Message, MessageId,
-    ParseMode, ThreadId, UpdateKind,
+    ParseMode, ThreadId, Update, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +41,8 @@ const NO_PREVIEW: LinkPreviewOptions = LinkPreviewOptions {
 use super::lane::{Call, Lanes, Pace, Pacing, Recent, Retry, Verdict};
 use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};
 use crate::chat::{
-    ChatKey, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound, Outgoing, SendError,
+    ChatKey, FetchError, FileRef, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound,
+    Outgoing, SendError,
 };
 use crate::commands::COMMANDS;
 use crate::config::Secret;
@@ -500,6 +503,28 @@ impl Outbound for TelegramOutbound {
         .map_err(|e| self.send_error(&e))
     }
 
+    async fn fetch(&self, file: &FileRef, limit: u64) -> Result<Vec<u8>, FetchError> {
+        let too_large =
+            |size: u64| (size > limit).then_some(FetchError::TooLarge { size: Some(size) });
+        if let Some(e) = file.size.and_then(too_large) {
+            return Err(e);
+        }
+        let meta = self
+            .bot
+            .get_file(FileId(file.id.clone()))
+            .await
+            .map_err(|e| FetchError::Failed(format!("getFile: {}", self.redact(&e))))?;
+        if let Some(e) = known_size(meta.size).and_then(too_large) {
+            return Err(e);
+        }
+        // The download URL holds the token: errors are read without it.
+        let body = self
+            .bot
+            .download_file_stream(&meta.path)
+            .map(|chunk| chunk.map_err(reqwest::Error::without_url));
+        super::read_capped(body, limit).await
+    }
+
     async fn typing(&self, chat: &ChatKey) {
         let Ok((chat_id, _)) = target(chat) else {
             return;
@@ -548,6 +573,8 @@ impl Poller {
             file: None,
         }));
         let mut failures = 0u32;
+        // The album last held back for more of its files (held once, then handled).
+        let mut waited_for: Option<(i64, String)> = None;
         loop {
             let request = bot
                 .get_updates()
@@ -576,32 +603,77 @@ impl Poller {
                     }
                 }
             };
-            let fresh: Vec<_> = updates
+            let mut fresh: Vec<_> = updates
                 .into_iter()
                 .filter(|u| last_done.is_none_or(|done| (u.id.0 as i32) > done))
                 .collect();
+            // An album arrives as one update per file, possibly over more than one batch. One
+            // that ends the batch is left unconfirmed and fetched again a moment later, with
+            // whatever else of it has arrived, so that it makes one turn.
+            let trailing = trailing_album(&fresh);
+            let mut held = None;
+            if let Some((album, first)) = trailing
+                && waited_for.as_ref() != Some(&album)
+            {
+                held = Some(fresh.split_off(first));
+                waited_for = Some(album);
+            }
             let Some(newest) = fresh.iter().map(|u| u.id.0 as i32).max() else {
+                if held.is_some() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(ALBUM_WAIT) => {}
+                        _ = shutdown.cancelled() => return Ok(()),
+                    }
+                }
                 continue;
             };
             // The batch is recorded before it is handled: after a crash it is skipped, never
             // answered twice.
             last_done = Some(newest);
             record_offset(&offsets, newest).await;
-            for update in fresh {
-                match update.kind {
-                    UpdateKind::Message(message) => self.on_message(&message, &username).await,
-                    UpdateKind::CallbackQuery(query) => self.on_callback(query).await,
-                    _ => {}
+            for item in gather(fresh) {
+                match item {
+                    Item::Messages(messages) => self.on_message(&messages, &username).await,
+                    Item::Callback(query) => self.on_callback(*query).await,
+                }
+            }
+            if held.is_some() {
+                tokio::select! {
+                    _ = tokio::time::sleep(ALBUM_WAIT) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
                 }
             }
         }
     }
 
-    async fn on_message(&self, message: &Message, username: &str) {
+    /// One message, or the messages of one album.
+    async fn on_message(&self, messages: &[Message], username: &str) {
+        let Some(message) = messages.first() else {
+            return;
+        };
         let Some(from) = message.from.as_ref() else {
             return;
         };
         if from.is_bot {
+            return;
+        }
+        let files: Vec<FileRef> = messages.iter().filter_map(file_of).collect();
+        if !files.is_empty() {
+            let caption = messages
+                .iter()
+                .find_map(|m| m.caption().filter(|c| !c.trim().is_empty()))
+                .unwrap_or("")
+                .to_string();
+            let inbound = Inbound {
+                kind: InboundKind::Files { files, caption },
+                ..Inbound::from_text(
+                    chat_key(message),
+                    &from.id.0.to_string(),
+                    message.chat.is_private(),
+                    "",
+                )
+            };
+            self.router.handle(inbound).await;
             return;
         }
         let Some(text) = message.text().or_else(|| message.caption()) else {
@@ -661,6 +733,85 @@ impl Poller {
         };
         self.router.handle(inbound).await;
     }
+}
+
+/// How long an album that ends a batch is given for the rest of its files to arrive.
+const ALBUM_WAIT: Duration = Duration::from_millis(700);
+
+/// What one or more updates amount to.
+enum Item {
+    /// A message, or all the messages of one album in the batch.
+    Messages(Vec<Message>),
+    Callback(Box<CallbackQuery>),
+}
+
+/// The album (chat and media group) whose file ends the batch, and where its first file is.
+fn trailing_album(updates: &[Update]) -> Option<((i64, String), usize)> {
+    let album = |u: &Update| match &u.kind {
+        UpdateKind::Message(m) => m.media_group_id().map(|g| (m.chat.id.0, g.0.clone())),
+        _ => None,
+    };
+    let last = album(updates.last()?)?;
+    let first = updates
+        .iter()
+        .position(|u| album(u).as_ref() == Some(&last))?;
+    Some((last, first))
+}
+
+/// The batch's updates in order, each album's messages together where its first one was.
+fn gather(updates: Vec<Update>) -> Vec<Item> {
+    let mut items: Vec<Item> = Vec::new();
+    let mut albums: std::collections::HashMap<(i64, String), usize> = Default::default();
+    for update in updates {
+        match update.kind {
+            UpdateKind::Message(message) => {
+                let album = message
+                    .media_group_id()
+                    .map(|g| (message.chat.id.0, g.0.clone()));
+                if let Some(album) = album {
+                    if let Some(&i) = albums.get(&album)
+                        && let Some(Item::Messages(messages)) = items.get_mut(i)
+                    {
+                        messages.push(message);
+                        continue;
+                    }
+                    albums.insert(album, items.len());
+                }
+                items.push(Item::Messages(vec![message]));
+            }
+            UpdateKind::CallbackQuery(query) => items.push(Item::Callback(Box::new(query))),
+            _ => {}
+        }
+    }
+    items
+}
+
+/// A file's size as Telegram stated it (teloxide reads an absent one as `u32::MAX`).
+fn known_size(size: u32) -> Option<u64> {
+    (size != u32::MAX).then_some(u64::from(size))
+}
+
+/// The file a message carries: a document, or a photo's largest size.
+fn file_of(message: &Message) -> Option<FileRef> {
+    let size = known_size;
+    if let Some(doc) = message.document() {
+        return Some(FileRef {
+            id: doc.file.id.0.clone(),
+            name: doc.file_name.clone(),
+            mime: doc.mime_type.as_ref().map(|m| m.essence_str().to_string()),
+            size: size(doc.file.size),
+        });
+    }
+    let largest = message
+        .photo()?
+        .iter()
+        .max_by_key(|p| u64::from(p.width) * u64::from(p.height))?;
+    Some(FileRef {
+        id: largest.file.id.0.clone(),
+        name: None,
+        mime: Some("image/jpeg".into()),
+        size: size(largest.file.size),
+    })
 }
 
 fn chat_key(message: &Message) -> ChatKey {

@@ -8,6 +8,27 @@ use super::decide::BREAKER_FAILURES;
 pub const NOTHING_PLANNED: &str = "Nothing is being planned here. Start with /plan <slug> <idea>.";
 pub const NOTHING_PLANNED_HINT: &str =
     "Nothing is being planned here. Start with /plan <slug> <idea>, or /help.";
+pub const FILES_NEED_A_PLAN: &str = "Send files once a plan is under way: start one with /plan <slug> <idea>, then send them, and Claude will read them as part of the plan.";
+/// A file over `PLANBOT_MAX_ATTACHMENT_MB`.
+pub fn file_too_large(name: &str, size: Option<u64>, limit: u64) -> String {
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let size = size.map_or("larger than that".to_string(), |s| {
+        format!("{:.1} MB", mb(s))
+    });
+    format!(
+        "`{}` was not taken: planbot takes files up to {:.0} MB (PLANBOT_MAX_ATTACHMENT_MB), and it is {size}.",
+        name.escape_debug(),
+        mb(limit)
+    )
+}
+
+pub fn file_not_received(name: &str) -> String {
+    format!(
+        "`{}` could not be received; try sending it again.",
+        name.escape_debug()
+    )
+}
+
 pub const NOT_PAUSED: &str = "This plan is not paused.";
 pub const RESUMED: &str = "Resumed. Send your message again to continue this phase.";
 pub const CANCELLED: &str = "Cancelled.";
@@ -24,7 +45,12 @@ pub const SAVE_FAILED: &str =
     "⚠️ planbot could not save, so your last step is not recorded. Try again in a moment.";
 
 pub const CONSOLE_WELCOME: &str = "planbot console: plan a product with Claude Code. Type /help, \
-or start with /plan <slug> <idea>.\n";
+or start with /plan <slug> <idea>; /attach <path> brings a file into the plan.\n";
+pub const ATTACH_USAGE: &str = "Usage: /attach <path> [caption]";
+
+pub fn no_file_at(path: &dyn std::fmt::Display, why: &dyn std::fmt::Display) -> String {
+    format!("No file to attach at {path}: {why}.")
+}
 /// A button press whose payload planbot did not make.
 pub const FOREIGN_BUTTON: &str = "This button is not one of planbot's.";
 
@@ -193,6 +219,12 @@ mod tests {
             ("NOTHING_PLANNED", NOTHING_PLANNED.to_string()),
             ("NOTHING_PLANNED_HINT", NOTHING_PLANNED_HINT.to_string()),
             ("NOT_PAUSED", NOT_PAUSED.to_string()),
+            ("FILES_NEED_A_PLAN", FILES_NEED_A_PLAN.to_string()),
+            (
+                "file_too_large",
+                file_too_large("spec.pdf", Some(25 << 20), 20 << 20),
+            ),
+            ("file_not_received", file_not_received("spec.pdf")),
             ("PLAN_USAGE", PLAN_USAGE.to_string()),
             ("INTERRUPTED_BY_RESTART", INTERRUPTED_BY_RESTART.to_string()),
             ("paused_now", paused_now()),
@@ -207,6 +239,8 @@ mod tests {
             ("too_long", too_long(16_001, 16_000)),
             ("CONSOLE_WELCOME", CONSOLE_WELCOME.to_string()),
             ("FOREIGN_BUTTON", FOREIGN_BUTTON.to_string()),
+            ("ATTACH_USAGE", ATTACH_USAGE.to_string()),
+            ("no_file_at", no_file_at(&"notes/spec.pdf", &"not a file")),
             ("no_such_choice", no_such_choice(9)),
             ("confirm_cancel", confirm_cancel(3)),
             ("full_reply_attached", full_reply_attached(24_000)),

@@ -1,7 +1,7 @@
 //! The conversation as a plain function: what a chat's message, command or button press means
 //! in the plan's state, decided with no I/O. The chat's worker carries the [`Decision`] out.
 
-use crate::chat::{Action, InboundKind};
+use crate::chat::{Action, FileRef, InboundKind};
 use crate::commands::Command;
 use crate::planning::state::SessionEntry;
 use crate::planning::validate_slug;
@@ -45,6 +45,11 @@ pub enum Decision {
     Start { slug: String, idea: String },
     /// Run a step of the plan.
     Turn(Op),
+    /// Take files into the plan's inbox, then run the turn that names them (with the caption).
+    Receive {
+        files: Vec<FileRef>,
+        caption: String,
+    },
     /// No turn may run now: say why (with a Resume button when the plan is paused).
     Refuse { text: String, offer_resume: bool },
     /// `/advance` on the last phase: offer Finalize or Cancel.
@@ -71,6 +76,18 @@ pub fn decide(
         InboundKind::Text(text) => match entry {
             Some(entry) => gate(entry, limits, Op::Respond(text.clone())),
             None if private => Decision::Reply(copy::NOTHING_PLANNED_HINT.into()),
+            None => Decision::Ignore,
+        },
+        InboundKind::Files { files, caption } => match entry {
+            // Nothing is downloaded for a turn that could not run.
+            Some(entry) => match gate(entry, limits, Op::Respond(caption.clone())) {
+                Decision::Turn(_) => Decision::Receive {
+                    files: files.clone(),
+                    caption: caption.clone(),
+                },
+                refused => refused,
+            },
+            None if private => Decision::Reply(copy::FILES_NEED_A_PLAN.into()),
             None => Decision::Ignore,
         },
         InboundKind::Command { name, args } => match (Command::parse(name), entry) {
@@ -215,6 +232,7 @@ mod tests {
             Decision::Ignore => "ignore".into(),
             Decision::Start { slug, .. } => format!("start:{slug}"),
             Decision::Turn(op) => format!("turn:{op:?}"),
+            Decision::Receive { files, .. } => format!("receive:{}", files.len()),
             Decision::Refuse { offer_resume, .. } => format!("refuse(resume={offer_resume})"),
             Decision::AskFinalize => "ask-finalize".into(),
             Decision::Cancel => "cancel".into(),
@@ -407,6 +425,37 @@ mod tests {
             decide(Some(&plan()), false, &text, &Limits::default()),
             Decision::Turn(_)
         ));
+    }
+
+    #[test]
+    fn files_go_into_a_plan_through_its_gates_or_get_a_hint() {
+        let files = InboundKind::Files {
+            files: vec![FileRef {
+                id: "f1".into(),
+                name: Some("spec.pdf".into()),
+                mime: None,
+                size: Some(10),
+            }],
+            caption: "read this".into(),
+        };
+        let expected = [
+            "reply:Send files once",
+            "receive:1",
+            "receive:1",
+            "refuse(resume=true)",
+            "refuse(resume=false)",
+            "refuse(resume=false)",
+            "reply:Send files once",
+        ];
+        for ((name, entry, limits), want) in states().iter().zip(expected) {
+            let got = decide(entry.as_ref(), true, &files, limits);
+            assert!(kind(&got).starts_with(want), "{name}: {got:?}");
+        }
+        assert_eq!(
+            decide(None, false, &files, &Limits::default()),
+            Decision::Ignore,
+            "a file shared in a group where nothing is planned is not addressed to planbot"
+        );
     }
 
     #[test]

@@ -4,11 +4,15 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{Decision, Limits, Op, copy, decide};
-use crate::chat::{Action, Inbound, Offer, Outgoing};
+use crate::chat::{Action, FetchError, FileRef, Inbound, Offer, Outgoing};
 use crate::planning::PlanError;
+use crate::planning::inbox;
 use crate::planning::state::SessionEntry;
 use crate::router::worker::ChatWorker;
 use crate::router::{SAVE_FAILED, STALE};
+
+/// The longest a file may take to download.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl ChatWorker {
     /// Carries out what [`decide`] makes of this job.
@@ -40,6 +44,9 @@ impl ChatWorker {
             Decision::Stale => self.ephemeral(&inbound, STALE).await,
             Decision::Ignore | Decision::Start { .. } => {}
             Decision::Turn(op) => self.run_turn(entry, op, cancel).await,
+            Decision::Receive { files, caption } => {
+                self.receive(entry, files, caption, cancel).await
+            }
             Decision::Refuse { text, offer_resume } => {
                 self.refuse(&entry, text, offer_resume).await
             }
@@ -47,6 +54,69 @@ impl ChatWorker {
             Decision::Cancel => self.cancel(&entry).await,
             Decision::Resume => self.resume(entry).await,
         }
+    }
+
+    /// Takes the files into the plan's inbox, then runs the turn that tells Claude what arrived.
+    /// A file that cannot be taken is named to the user; the others go on.
+    async fn receive(
+        &mut self,
+        entry: SessionEntry,
+        files: Vec<FileRef>,
+        caption: String,
+        cancel: &CancellationToken,
+    ) {
+        self.outbound.typing(&self.chat).await;
+        let limit = self.router.inner.max_attachment_bytes;
+        let (mut received, mut missed) = (Vec::new(), Vec::new());
+        for file in &files {
+            let name = inbox::safe_name(file.name.as_deref(), inbox::fallback_name(&file.mime));
+            let shown_name = file.name.clone().unwrap_or_else(|| name.clone());
+            let fetched = tokio::select! {
+                fetched = tokio::time::timeout(FETCH_TIMEOUT, self.outbound.fetch(file, limit)) => {
+                    fetched.unwrap_or_else(|_| Err(FetchError::Failed("timed out".into())))
+                }
+                _ = cancel.cancelled() => return,
+            };
+            let bytes = match fetched {
+                Ok(bytes) => bytes,
+                Err(FetchError::TooLarge { size }) => {
+                    missed.push(copy::file_too_large(&shown_name, size, limit));
+                    continue;
+                }
+                Err(FetchError::Failed(why)) => {
+                    tracing::warn!(chat = %self.chat, error = %why, "could not fetch a file");
+                    missed.push(copy::file_not_received(&shown_name));
+                    continue;
+                }
+            };
+            let (cwd, safe, len) = (entry.cwd.clone(), name.clone(), bytes.len() as u64);
+            let saved = tokio::task::spawn_blocking(move || inbox::save(&cwd, &safe, &bytes)).await;
+            match saved {
+                Ok(Ok(path)) => received.push(inbox::Received {
+                    path,
+                    sent_as: file.name.clone().filter(|sent| *sent != name),
+                    mime: inbox::mime_of(file.mime.as_deref(), &name),
+                    bytes: len,
+                }),
+                Ok(Err(e)) => {
+                    tracing::warn!(chat = %self.chat, error = %e, "could not save a file");
+                    missed.push(format!("{}: {e}", copy::file_not_received(&shown_name)));
+                }
+                Err(e) => {
+                    tracing::error!(chat = %self.chat, error = %e, "saving a file failed");
+                    missed.push(copy::file_not_received(&shown_name));
+                }
+            }
+        }
+        if !missed.is_empty() {
+            self.say(missed.join("\n")).await;
+        }
+        let text = match (received.is_empty(), caption.trim().is_empty()) {
+            (true, true) => return,
+            (true, false) => caption,
+            (false, _) => inbox::describe(&received, &caption),
+        };
+        self.run_turn(entry, Op::Respond(text), cancel).await;
     }
 
     /// Refuses a step (a budget, a pause), offering to resume when that is the way on.

@@ -1,6 +1,7 @@
 //! A plan's conversation with Claude Code, phase by phase: which turn to run, and what to do with
 //! each way a turn can end (retry, resume, restart from a recap, fall back to a built-in prompt).
 
+pub mod inbox;
 pub mod phases;
 pub mod prompts;
 pub mod state;

@@ -49,6 +49,8 @@ pub struct RouterSettings {
     pub allowed_roles: Vec<String>,
     /// How often the progress message may change.
     pub progress_interval: Duration,
+    /// Files sent to a plan larger than this are refused.
+    pub max_attachment_bytes: u64,
     /// No turn starts for a plan that has spent this much.
     pub plan_budget_usd: Option<f64>,
     /// No turn starts for a user who has spent this much today (UTC).
@@ -72,6 +74,7 @@ pub(crate) struct Inner {
     pub(crate) allowed_guilds: Vec<String>,
     pub(crate) allowed_roles: Vec<String>,
     pub(crate) progress_interval: Duration,
+    pub(crate) max_attachment_bytes: u64,
     pub(crate) plan_budget_usd: Option<f64>,
     pub(crate) user_daily_budget_usd: Option<f64>,
     pub(crate) audit: Option<Audit>,
@@ -113,6 +116,7 @@ impl Router {
                 allowed_guilds: settings.allowed_guilds,
                 allowed_roles: settings.allowed_roles,
                 progress_interval: settings.progress_interval,
+                max_attachment_bytes: settings.max_attachment_bytes,
                 plan_budget_usd: settings.plan_budget_usd,
                 user_daily_budget_usd: settings.user_daily_budget_usd,
                 audit: settings.audit,
@@ -209,7 +213,12 @@ impl Router {
         }
         if !self.authorize(inbound) {
             // Chatter of strangers in a group is not addressed to planbot: ignored quietly.
-            if !inbound.private && matches!(inbound.kind, InboundKind::Text(_)) {
+            if !inbound.private
+                && matches!(
+                    inbound.kind,
+                    InboundKind::Text(_) | InboundKind::Files { .. }
+                )
+            {
                 return Some(None);
             }
             let first = {
@@ -226,7 +235,10 @@ impl Router {
                 .then(|| Outgoing::answer(inbound, copy::STRANGER));
             return Some(answer);
         }
-        if let InboundKind::Text(text) | InboundKind::Command { args: text, .. } = &inbound.kind {
+        if let InboundKind::Text(text)
+        | InboundKind::Command { args: text, .. }
+        | InboundKind::Files { caption: text, .. } = &inbound.kind
+        {
             let chars = text.chars().count();
             if chars > MAX_MESSAGE_CHARS {
                 let msg = copy::too_long(chars, MAX_MESSAGE_CHARS);

@@ -186,6 +186,7 @@ impl ChatWorker {
         let action = match &inbound.kind {
             InboundKind::Command { name, .. } => name.clone(),
             InboundKind::Text(_) => "message".into(),
+            InboundKind::Files { files, .. } => format!("files:{}", files.len()),
             InboundKind::Button { action, .. } => format!("button:{}", action.code()),
         };
         self.user = inbound.user.clone();

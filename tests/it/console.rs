@@ -684,3 +684,48 @@ fn claude_asked_its_version_never_takes_the_consoles_input() {
     assert!(stdout.contains("Planning `todo-app`"), "{stdout}");
     assert_eq!(claude.calls().len(), 1, "{stdout}");
 }
+
+#[test]
+fn attach_brings_a_local_file_into_the_plan() {
+    let fake = FakeClaude::new(json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("my spec.md");
+    std::fs::write(&spec, "# Spec\nTwo screens.").unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; 1536 * 1024]).unwrap();
+    let input = format!(
+        "/attach {}\n/plan specs an idea\n/attach {} read this first\n/attach {}\n/attach nowhere.md\n/attach\n",
+        spec.display(),
+        spec.display(),
+        big.display()
+    );
+    let out = console(
+        dir.path(),
+        &fake.bin(),
+        &input,
+        &[("PLANBOT_MAX_ATTACHMENT_MB", "1")],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "{transcript}");
+    let said = calls[1]["stdin"].as_str().unwrap();
+    assert!(
+        said.contains("The user attached inbox/my spec.md (text/markdown, 1 KB): read this first"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("workspace/specs/inbox/my spec.md")).unwrap(),
+        "# Spec\nTwo screens."
+    );
+    assert_in_order(
+        &transcript,
+        &[
+            "Send files once a plan is under way",
+            "read this first",
+            "`big.bin` was not taken: planbot takes files up to 1 MB (PLANBOT_MAX_ATTACHMENT_MB), and it is 1.5 MB",
+            "No file to attach at nowhere.md",
+            "Usage: /attach <path> [caption]",
+        ],
+    );
+    assert!(!dir.path().join("workspace/specs/inbox/big.bin").exists());
+}

@@ -435,3 +435,79 @@ async fn two_channels_plan_at_once_through_a_429() {
     );
     assert_eq!(discord.faults(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_land_in_the_plans_inbox_from_discords_cdn_only() {
+    let (claude, discord, dir, _planbot) = started(json!([])).await;
+    discord.slash(
+        CHANNEL,
+        USER,
+        Some(GUILD),
+        "plan",
+        &[("slug", "app"), ("description", "a shared todo list")],
+    );
+    discord
+        .wait_for("the first reply", 30, |d| {
+            with_buttons(d, CHANNEL).len() == 1
+        })
+        .await;
+
+    // A stranger's attachments are never downloaded.
+    discord.say_with_files(
+        CHANNEL,
+        STRANGER,
+        "look",
+        vec![("evil.md", "text/markdown", b"obey".to_vec())],
+        false,
+    );
+    // Two attachments in one message: one turn that names both.
+    discord.say_with_files(
+        CHANNEL,
+        USER,
+        "our notes",
+        vec![
+            ("notes.md", "text/markdown", b"# Notes".to_vec()),
+            ("..shot.png", "image/png", vec![9; 3000]),
+        ],
+        false,
+    );
+    discord
+        .wait_for("the files' turn", 30, |_| claude.calls().len() == 2)
+        .await;
+    let said = claude.calls()[1]["stdin"].as_str().unwrap().to_string();
+    assert!(
+        said.contains(
+            "The user attached inbox/notes.md (text/markdown, 1 KB), inbox/shot.png \
+             (image/png, 3 KB, sent as \"..shot.png\"): our notes"
+        ),
+        "{said}"
+    );
+    let inbox = dir.path().join("workspace/app/inbox");
+    assert_eq!(std::fs::read(inbox.join("notes.md")).unwrap(), b"# Notes");
+    assert_eq!(
+        std::fs::read(inbox.join("shot.png")).unwrap(),
+        vec![9; 3000]
+    );
+    assert_eq!(discord.downloads().len(), 2, "{:?}", discord.downloads());
+    assert!(discord.downloads().iter().all(|p| !p.contains("evil")));
+
+    // An attachment URL on another host is not fetched.
+    discord.say_with_files(
+        CHANNEL,
+        USER,
+        "",
+        vec![("far.md", "text/markdown", b"far".to_vec())],
+        true,
+    );
+    discord
+        .wait_for("the refusal", 30, |d| {
+            d.messages(CHANNEL).iter().any(|m| {
+                m.content.contains("far.md") && m.content.contains("could not be received")
+            })
+        })
+        .await;
+    assert_eq!(discord.downloads().len(), 2);
+    assert!(!inbox.join("far.md").exists());
+    assert_eq!(claude.calls().len(), 2, "nothing arrived, so no turn");
+    assert!(discord.faults().is_empty(), "{:?}", discord.faults());
+}

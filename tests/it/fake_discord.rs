@@ -101,6 +101,10 @@ struct Inner {
     /// Channels whose next message gets a 502 from Discord's edge (not a fault).
     server_error_next: Vec<u64>,
     sessions: Vec<mpsc::UnboundedSender<Value>>,
+    /// Attachments people sent, by their path under `/attachments/`.
+    uploads: HashMap<String, Vec<u8>>,
+    /// The attachment paths downloaded, in order.
+    downloads: Vec<String>,
     identified: usize,
     heartbeats: usize,
     sequence: u64,
@@ -203,6 +207,7 @@ impl FakeDiscord {
                 any(edit_message),
             )
             .route("/api/v10/channels/{channel}/typing", post(typing))
+            .route("/attachments/{*path}", get(attachment))
             .fallback(unknown)
             .with_state(fake.clone());
         tokio::spawn(async move {
@@ -389,6 +394,53 @@ impl FakeDiscord {
             member.remove("user");
         }
         self.dispatch("MESSAGE_CREATE", message);
+    }
+
+    /// A person writes in a channel with files attached (`name`, `content_type`, bytes), served
+    /// from this fake as Discord's CDN serves them. `elsewhere` puts them on another host.
+    pub fn say_with_files(
+        &self,
+        channel: u64,
+        user: u64,
+        content: &str,
+        files: Vec<(&str, &str, Vec<u8>)>,
+        elsewhere: bool,
+    ) {
+        let mut inner = self.inner.lock().unwrap();
+        let id = inner.id();
+        let host = if elsewhere {
+            format!("http://localhost:{}", self.addr.port())
+        } else {
+            self.url()
+        };
+        let attachments: Vec<Value> = files
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, content_type, bytes))| {
+                let path = format!("{channel}/{id}{i}/{name}");
+                let json = json!({"id": format!("{id}{i}"), "filename": name, "size": bytes.len(),
+                    "content_type": content_type, "url": format!("{host}/attachments/{path}?ex=1&is=2&hm=3"),
+                    "proxy_url": format!("{host}/attachments/{path}")});
+                inner.uploads.insert(path, bytes);
+                json
+            })
+            .collect();
+        drop(inner);
+        let mut message = json!({"id": id.to_string(), "channel_id": channel.to_string(), "type": 0,
+            "author": user_json(user, false), "content": content,
+            "timestamp": "2026-11-21T10:00:00.000000+00:00", "edited_timestamp": null, "tts": false,
+            "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": attachments,
+            "embeds": [], "pinned": false, "guild_id": GUILD.to_string(),
+            "member": member_json(user, &[])});
+        if let Some(member) = message["member"].as_object_mut() {
+            member.remove("user");
+        }
+        self.dispatch("MESSAGE_CREATE", message);
+    }
+
+    /// The attachment paths downloaded, in order.
+    pub fn downloads(&self) -> Vec<String> {
+        self.inner.lock().unwrap().downloads.clone()
     }
 
     /// The next message to `channel` is answered 502 with an HTML page, as Discord's edge
@@ -983,6 +1035,27 @@ async fn typing(
         return inner.fault("typing with a wrong token".into());
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /attachments/<path>`: what Discord's CDN serves. The bot's token must not come along.
+async fn attachment(
+    State(fake): State<FakeDiscord>,
+    Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let mut inner = fake.inner.lock().unwrap();
+    if headers.contains_key("authorization") {
+        inner
+            .faults
+            .push(format!("the bot's token was sent to the CDN for {path}"));
+    }
+    match inner.uploads.get(&path).cloned() {
+        Some(bytes) => {
+            inner.downloads.push(path);
+            bytes.into_response()
+        }
+        None => error(404, 0, "404: Not Found"),
+    }
 }
 
 async fn unknown(

@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -94,7 +94,28 @@ struct Inner {
     refuse_html_next: Vec<i64>,
     /// Chats whose next message fails with a 502 from the proxy in front of the Bot API.
     server_error_next: Vec<i64>,
+    /// Files people sent, by file id: their bytes and where `getFile` says they are.
+    files: HashMap<String, (Vec<u8>, String)>,
+    /// The file ids whose bytes were downloaded, in order.
+    downloads: Vec<String>,
 }
+
+/// A file a person sends.
+pub enum Upload {
+    /// A document with its name and type (and the size the message states, when it is not the
+    /// real one: `None` states none).
+    Document {
+        name: String,
+        mime: String,
+        bytes: Vec<u8>,
+        stated_size: Option<Option<u64>>,
+    },
+    /// A photo: Telegram sends it in several sizes, the largest last.
+    Photo(Vec<u8>),
+}
+
+/// The most a bot may download through the Bot API.
+const DOWNLOAD_LIMIT: u64 = 20 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct FakeTelegram {
@@ -144,6 +165,7 @@ impl FakeTelegram {
         };
         let app = Router::new()
             .route("/{bot}/{method}", post(handle))
+            .route("/file/{bot}/{*path}", get(download))
             .with_state(fake.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -187,6 +209,88 @@ impl FakeTelegram {
             message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
         }
         self.push(json!({"message": message}));
+    }
+
+    /// A person sends files in one message (several make an album, the caption on the first).
+    /// Returns the file ids, in order (for a photo, its largest size's).
+    pub fn send_files(
+        &self,
+        chat: i64,
+        user: i64,
+        uploads: Vec<Upload>,
+        caption: &str,
+    ) -> Vec<String> {
+        let album = uploads.len() > 1;
+        let mut ids = Vec::new();
+        for (i, upload) in uploads.into_iter().enumerate() {
+            let (id, message) = self.file_message(chat, user, upload);
+            let mut message = message;
+            if i == 0 && !caption.is_empty() {
+                message["caption"] = json!(caption);
+            }
+            if album {
+                message["media_group_id"] = json!(format!("album-{chat}-{user}"));
+            }
+            ids.push(id);
+            self.push(json!({"message": message}));
+        }
+        ids
+    }
+
+    /// A message carrying `upload` (not yet sent), and the id of its file.
+    pub fn file_message(&self, chat: i64, user: i64, upload: Upload) -> (String, Value) {
+        let mut inner = self.inner.lock().unwrap();
+        let next = inner.next_message.entry(chat).or_insert(0);
+        *next += 1;
+        let mut message = json!({"message_id": *next, "date": 1_700_000_000, "chat": chat_json(chat),
+            "from": user_json(user)});
+        let store = |inner: &mut Inner, bytes: Vec<u8>, ext: &str| {
+            let n = inner.files.len() + 1;
+            let id = format!("file-{n}");
+            let path = format!("files/file_{n}.{ext}");
+            let size = bytes.len() as u64;
+            inner.files.insert(id.clone(), (bytes, path));
+            (id, size)
+        };
+        let id = match upload {
+            Upload::Document {
+                name,
+                mime,
+                bytes,
+                stated_size,
+            } => {
+                let ext = name.rsplit('.').next().unwrap_or("bin").to_string();
+                let (id, size) = store(&mut inner, bytes, &ext);
+                let mut document = json!({"file_id": id, "file_unique_id": format!("u{id}"),
+                    "file_name": name, "mime_type": mime});
+                if let Some(stated) = stated_size.unwrap_or(Some(size)) {
+                    document["file_size"] = json!(stated);
+                }
+                message["document"] = document;
+                id
+            }
+            Upload::Photo(bytes) => {
+                let (small, small_size) =
+                    store(&mut inner, bytes[..bytes.len().min(16)].to_vec(), "jpg");
+                let (large, size) = store(&mut inner, bytes, "jpg");
+                message["photo"] = json!([
+                    {"file_id": small, "file_unique_id": format!("u{small}"), "width": 90, "height": 60, "file_size": small_size},
+                    {"file_id": large, "file_unique_id": format!("u{large}"), "width": 1280, "height": 853, "file_size": size},
+                ]);
+                large
+            }
+        };
+        (id, message)
+    }
+
+    /// Pushes a message made by [`FakeTelegram::file_message`].
+    pub fn push_message(&self, message: Value) {
+        self.push(json!({"message": message}));
+    }
+
+    /// The file ids whose bytes were downloaded, in order.
+    pub fn downloads(&self) -> Vec<String> {
+        self.inner.lock().unwrap().downloads.clone()
     }
 
     /// A person presses a button of a stored message.
@@ -373,6 +477,19 @@ async fn handle(
             ok(json!(true))
         }
         "sendchataction" => ok(json!(true)),
+        "getfile" => {
+            let id = params["file_id"].as_str().unwrap_or("");
+            let Some((bytes, path)) = inner.files.get(id).cloned() else {
+                return fault(&mut inner, 400, "Bad Request: invalid file_id");
+            };
+            if bytes.len() as u64 > DOWNLOAD_LIMIT {
+                return fault(&mut inner, 400, "Bad Request: file is too big");
+            }
+            ok(
+                json!({"file_id": id, "file_unique_id": format!("u{id}"), "file_size": bytes.len(),
+                "file_path": path}),
+            )
+        }
         "sendmessage" => {
             let Some(chat) = chat else {
                 return fault(&mut inner, 400, "Bad Request: chat_id is empty");
@@ -777,6 +894,29 @@ pub fn visible_text(text: &str, html: bool) -> Result<String, String> {
         return err(format!("unclosed tag {open}"));
     }
     Ok(out)
+}
+
+/// `GET /file/bot<token>/<file_path>`: a file's bytes, as `getFile` located them.
+async fn download(
+    State(fake): State<FakeTelegram>,
+    Path((bot, path)): Path<(String, String)>,
+) -> Response {
+    if bot != format!("bot{TOKEN}") {
+        return bad(401, "Unauthorized");
+    }
+    let mut inner = fake.inner.lock().unwrap();
+    let found = inner
+        .files
+        .iter()
+        .find(|(_, (_, p))| *p == path)
+        .map(|(id, (bytes, _))| (id.clone(), bytes.clone()));
+    match found {
+        Some((id, bytes)) => {
+            inner.downloads.push(id);
+            bytes.into_response()
+        }
+        None => bad(404, "Not Found"),
+    }
 }
 
 async fn get_updates(fake: &FakeTelegram, params: &Value) -> Response {

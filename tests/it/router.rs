@@ -125,6 +125,7 @@ impl Harness {
             allowed_guilds: Vec::new(),
             allowed_roles: Vec::new(),
             progress_interval: Duration::from_millis(50),
+            max_attachment_bytes: 1024,
             plan_budget_usd: None,
             user_daily_budget_usd: None,
             audit: Some(planbot::audit::Audit::new(state.path())),

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::fake_telegram::{FakeTelegram, Stored, TOKEN};
+use crate::fake_telegram::{FakeTelegram, Stored, TOKEN, Upload};
 use crate::util::{FakeClaude, Running, arg_after, button, run_planbot};
 
 fn start(dir: &Path, claude: &FakeClaude, telegram: &FakeTelegram) -> Running {
@@ -629,4 +629,167 @@ async fn a_chat_held_in_a_429_window_holds_up_no_other_chat() {
         .await;
     assert_eq!(telegram.messages(300).len(), 1);
     assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+/// A document of `len` bytes.
+fn document(name: &str, mime: &str, len: usize) -> Upload {
+    Upload::Document {
+        name: name.into(),
+        mime: mime.into(),
+        bytes: (0..len).map(|i| (i % 251) as u8).collect(),
+        stated_size: None,
+    }
+}
+
+/// The message each `claude` call was given.
+fn prompts(claude: &FakeClaude) -> Vec<String> {
+    claude
+        .calls()
+        .iter()
+        .map(|c| c["stdin"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_photos_and_albums_land_in_the_plans_inbox() {
+    let (claude, telegram, dir, _planbot) =
+        started_with(json!([]), &[("PLANBOT_MAX_ATTACHMENT_MB", "1")]).await;
+    let inbox = dir.path().join("workspace/app/inbox");
+
+    // A stranger's file is refused and never fetched; outside a plan a file gets a hint.
+    telegram.send_files(
+        200,
+        200,
+        vec![document("spec.pdf", "application/pdf", 10)],
+        "",
+    );
+    telegram.send_files(100, 100, vec![Upload::Photo(vec![7; 2000])], "");
+    telegram
+        .wait_for("the refusal and the hint", 10, |t| {
+            !t.messages(200).is_empty() && !t.messages(100).is_empty()
+        })
+        .await;
+    assert!(texts(&telegram, 100)[0].starts_with("Send files once a plan is under way"));
+    assert!(
+        telegram.downloads().is_empty(),
+        "{:?}",
+        telegram.downloads()
+    );
+    assert!(!telegram.calls().iter().any(|(m, _)| m == "getfile"));
+
+    telegram.message(100, 100, "/plan app a shared todo list", None);
+    telegram
+        .wait_for("the first reply", 20, |t| with_buttons(t, 100).len() == 1)
+        .await;
+
+    // A photo: its largest size lands in the inbox, and Claude is told, with the caption.
+    let ids = telegram.send_files(
+        100,
+        100,
+        vec![Upload::Photo(vec![7; 2000])],
+        "our whiteboard",
+    );
+    telegram
+        .wait_for("the photo's turn", 20, |_| claude.calls().len() == 2)
+        .await;
+    let said = &prompts(&claude)[1];
+    assert!(
+        said.contains("The user attached inbox/photo.jpg (image/jpeg, 2 KB): our whiteboard"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(inbox.join("photo.jpg")).unwrap(),
+        vec![7; 2000]
+    );
+    assert_eq!(telegram.downloads(), ids);
+
+    // Three hostile names in one album: one turn, safe names, the sent names kept in the text.
+    telegram.send_files(
+        100,
+        100,
+        vec![
+            document("../../x", "text/plain", 5),
+            document(".bashrc", "text/plain", 5),
+            document("a\u{7}b\u{1b}[2J.txt", "text/plain", 5),
+        ],
+        "three files",
+    );
+    telegram
+        .wait_for("the album's turn", 20, |_| claude.calls().len() == 3)
+        .await;
+    let said = &prompts(&claude)[2];
+    for expected in [
+        r#"inbox/x (text/plain, 1 KB, sent as "../../x")"#,
+        r#"inbox/bashrc (text/plain, 1 KB, sent as ".bashrc")"#,
+        r#"inbox/ab[2J.txt (text/plain, 1 KB, sent as "a\u{7}b\u{1b}[2J.txt")"#,
+        ": three files",
+    ] {
+        assert!(said.contains(expected), "{expected} in {said}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ab[2J.txt", "bashrc", "photo.jpg", "x"]);
+    assert!(!dir.path().join("x").exists() && !dir.path().join("workspace/x").exists());
+
+    // Over the limit: refused with the limit named, never fetched, no turn.
+    let fetched = telegram.downloads().len();
+    telegram.send_files(
+        100,
+        100,
+        vec![document("big.pdf", "application/pdf", 1_500_000)],
+        "",
+    );
+    telegram
+        .wait_for("the refusal", 20, |t| {
+            texts(t, 100)
+                .iter()
+                .any(|x| x.contains("big.pdf") && x.contains("up to 1 MB"))
+        })
+        .await;
+    assert_eq!(telegram.downloads().len(), fetched);
+    // A size the message does not state is checked as the bytes arrive.
+    telegram.send_files(
+        100,
+        100,
+        vec![Upload::Document {
+            name: "quiet.pdf".into(),
+            mime: "application/pdf".into(),
+            bytes: vec![1; 1_500_000],
+            stated_size: Some(None),
+        }],
+        "",
+    );
+    telegram
+        .wait_for("the second refusal", 20, |t| {
+            texts(t, 100)
+                .iter()
+                .any(|x| x.contains("quiet.pdf") && x.contains("up to 1 MB"))
+        })
+        .await;
+    assert!(!inbox.join("quiet.pdf").exists());
+
+    // An album split over two polls still makes one turn.
+    let (_, first) = telegram.file_message(100, 100, document("one.md", "text/markdown", 3));
+    let (_, second) = telegram.file_message(100, 100, document("two.md", "text/markdown", 3));
+    let album = |mut m: serde_json::Value| {
+        m["media_group_id"] = json!("split");
+        m
+    };
+    telegram.push_message(album(first));
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    telegram.push_message(album(second));
+    telegram
+        .wait_for("the split album's turn", 20, |_| claude.calls().len() == 4)
+        .await;
+    let said = &prompts(&claude)[3];
+    assert!(
+        said.contains("inbox/one.md") && said.contains("inbox/two.md"),
+        "{said}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(claude.calls().len(), 4, "one turn for the whole album");
+    assert!(telegram.faults().is_empty(), "{:?}", telegram.faults());
 }
