@@ -110,7 +110,7 @@ impl Core {
                 (adapter.to_string(), scrubbed)
             })
             .collect();
-        Router::new(
+        let router = Router::new(
             Arc::new(self.store.clone()),
             self.planner.clone(),
             RouterSettings {
@@ -118,7 +118,9 @@ impl Core {
                 ..router_settings(config)
             },
             outbounds,
-        )
+        );
+        tokio::spawn(router.clone().expire_questions());
+        router
     }
 }
 
@@ -132,6 +134,8 @@ fn router_settings(config: &Config) -> RouterSettings {
         allowed_roles: config.discord_allowed_roles.clone(),
         progress_interval: config.progress_interval,
         max_attachment_bytes: config.max_attachment_bytes,
+        approvers: config.approvers.clone(),
+        approval_timeout: config.approval_timeout,
         plan_budget_usd: config.plan_budget_usd,
         user_daily_budget_usd: config.user_daily_budget_usd,
         audit: Some(Audit::new(&config.state_dir)),

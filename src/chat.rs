@@ -36,6 +36,12 @@ pub enum Action {
     Cancel,
     /// Lifts a pause of the circuit breaker.
     Resume,
+    /// Answers the plan's question: let Claude make this one call.
+    AllowOnce,
+    /// Answers the plan's question: allow calls like it (its domain) for the rest of the plan.
+    AllowForPlan,
+    /// Answers the plan's question: refuse the call.
+    Deny,
 }
 
 impl Action {
@@ -46,6 +52,9 @@ impl Action {
             Action::Finalize => "fin",
             Action::Cancel => "can",
             Action::Resume => "res",
+            Action::AllowOnce => "aon",
+            Action::AllowForPlan => "apl",
+            Action::Deny => "den",
         }
     }
 
@@ -55,6 +64,9 @@ impl Action {
             "fin" => Some(Action::Finalize),
             "can" => Some(Action::Cancel),
             "res" => Some(Action::Resume),
+            "aon" => Some(Action::AllowOnce),
+            "apl" => Some(Action::AllowForPlan),
+            "den" => Some(Action::Deny),
             _ => None,
         }
     }
@@ -92,6 +104,10 @@ pub enum InboundKind {
     Text(String),
     Button {
         action: Action,
+        revision: u64,
+    },
+    /// planbot's own: the question at this revision went unanswered too long.
+    QuestionExpired {
         revision: u64,
     },
     /// Files sent in one message (a Telegram album, several Discord attachments), with the

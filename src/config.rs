@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::claude::approval::APPROVABLE;
 use crate::claude::env as child_env;
 use crate::claude::{CommonArgs, RunnerConfig, Sandbox, SandboxMode, ToolPolicy, tool_policy};
 use crate::planning::{DEFAULT_PHASES, Phase, PlanSettings, parse_phases};
@@ -85,6 +86,13 @@ pub struct Config {
     pub prompts_dir: Option<PathBuf>,
     /// `adapter:user_id` entries allowed to plan; the console's local user always is.
     pub allowed_users: Vec<String>,
+    /// `PLANBOT_APPROVERS`: `adapter:user_id` entries who may answer any plan's questions
+    /// (besides the person who started it).
+    pub approvers: Vec<String>,
+    /// `PLANBOT_APPROVABLE_TOOLS`: tools whose calls the user allows or denies by button.
+    pub approvable_tools: Vec<String>,
+    /// `PLANBOT_APPROVAL_TIMEOUT_SECS`: an unanswered question is denied after this.
+    pub approval_timeout: Duration,
     pub phases: Vec<Phase>,
     pub max_turns: u32,
     pub retry_max_turns: u32,
@@ -158,6 +166,9 @@ struct FileConfig {
     workspace_dir: Option<PathBuf>,
     prompts_dir: Option<PathBuf>,
     allowed_users: Option<Vec<String>>,
+    approvers: Option<Vec<String>>,
+    approvable_tools: Option<Vec<String>>,
+    approval_timeout_secs: Option<u64>,
     phases: Option<Vec<String>>,
     max_turns: Option<u32>,
     retry_max_turns: Option<u32>,
@@ -253,6 +264,20 @@ impl Config {
                 .list("PLANBOT_ALLOWED_USERS")
                 .or(file.allowed_users.take())
                 .unwrap_or_default(),
+            approvers: e
+                .list("PLANBOT_APPROVERS")
+                .or(file.approvers.take())
+                .unwrap_or_default(),
+            approvable_tools: e
+                .list("PLANBOT_APPROVABLE_TOOLS")
+                .or(file.approvable_tools.take())
+                .unwrap_or_else(|| vec!["WebFetch".into()]),
+            approval_timeout: Duration::from_secs(e.bounded(
+                "PLANBOT_APPROVAL_TIMEOUT_SECS",
+                file.approval_timeout_secs.take(),
+                10..=A_WEEK_SECS,
+                600,
+            )?),
             phases,
             max_turns: e.bounded(
                 "PLANBOT_MAX_TURNS",
@@ -371,14 +396,32 @@ impl Config {
                 ),
             ));
         }
-        for user in &self.allowed_users {
-            let valid = user
-                .split_once(':')
-                .is_some_and(|(adapter, id)| !adapter.is_empty() && !id.is_empty());
-            if !valid {
+        for (name, users) in [
+            ("PLANBOT_ALLOWED_USERS", &self.allowed_users),
+            ("PLANBOT_APPROVERS", &self.approvers),
+        ] {
+            for user in users {
+                let valid = user
+                    .split_once(':')
+                    .is_some_and(|(adapter, id)| !adapter.is_empty() && !id.is_empty());
+                if !valid {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "{user:?} is not of the form adapter:user_id (e.g. telegram:12345)"
+                        ),
+                    ));
+                }
+            }
+        }
+        for tool in &self.approvable_tools {
+            if !APPROVABLE.contains(&tool.as_str()) {
                 return Err(invalid(
-                    "PLANBOT_ALLOWED_USERS",
-                    format!("{user:?} is not of the form adapter:user_id (e.g. telegram:12345)"),
+                    "PLANBOT_APPROVABLE_TOOLS",
+                    format!(
+                        "{tool:?} cannot be approved by button; only {} can (they touch no local path)",
+                        APPROVABLE.join(" and ")
+                    ),
                 ));
             }
         }
@@ -436,7 +479,20 @@ impl Config {
 
     /// The tool lists every turn gets.
     pub fn tool_policy(&self) -> ToolPolicy {
-        tool_policy(&self.claude_args.allowed_tools, &self.webfetch_domains)
+        tool_policy(
+            &self.claude_args.allowed_tools,
+            &self.webfetch_domains,
+            &self.approvable(),
+        )
+    }
+
+    /// The tools asked about by button: none without the path guard, which answers for them.
+    pub fn approvable(&self) -> Vec<String> {
+        if self.path_guard {
+            self.approvable_tools.clone()
+        } else {
+            Vec::new()
+        }
     }
 
     /// What weakens the agent's confinement, for a warning at start-up.
@@ -556,12 +612,18 @@ impl Config {
     pub fn plan_settings(&self, common: CommonArgs) -> PlanSettings {
         let root = absolute(&self.workspace_dir);
         PlanSettings {
-            common,
             max_turns: self.max_turns,
             retry_max_turns: self.retry_max_turns,
             retry_delay: self.retry_delay,
             workspace_root: root,
             phases: self.phases.clone(),
+            approvable: if common.path_guard.is_some() {
+                self.approvable()
+            } else {
+                Vec::new()
+            },
+            webfetch_domains: self.webfetch_domains.clone(),
+            common,
         }
     }
 }

@@ -46,6 +46,18 @@ enum Hook {
     PathGuard {
         #[arg(long)]
         workspace: PathBuf,
+        /// A tool whose calls the user approves (asked about unless allowed below).
+        #[arg(long)]
+        approvable: Vec<String>,
+        /// An allowance of the plan: `WebFetch(domain:<host>)` or a tool's name.
+        #[arg(long)]
+        allow: Vec<String>,
+        /// The one call the user allowed once (`{"tool":…,"input":…}`).
+        #[arg(long)]
+        allow_call: Option<String>,
+        /// The one call the user denied.
+        #[arg(long)]
+        deny_call: Option<String>,
     },
 }
 
@@ -59,10 +71,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The hook runs once per tool call: no configuration, no tracing, no runtime.
     if let Command::Hook {
-        hook: Hook::PathGuard { workspace },
-    } = &cli.command
+        hook:
+            Hook::PathGuard {
+                workspace,
+                approvable,
+                allow,
+                allow_call,
+                deny_call,
+            },
+    } = cli.command
     {
-        return ExitCode::from(planbot::claude::guard::run(workspace) as u8);
+        let approvals = planbot::claude::approval::Approvals::from_hook_args(
+            approvable,
+            allow,
+            allow_call.as_deref(),
+            deny_call.as_deref(),
+        );
+        return ExitCode::from(planbot::claude::guard::run(&workspace, &approvals) as u8);
     }
     let config = match planbot::config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,

@@ -85,10 +85,16 @@ impl Walls {
     /// One line per wall, for the log and `planbot check`: (up, what).
     pub fn describe(&self, config: &Config) -> Vec<(bool, String)> {
         let policy = config.tool_policy();
+        let approvable = config.approvable();
+        let asked = if approvable.is_empty() {
+            String::new()
+        } else {
+            format!("; asked by button: {}", approvable.join(", "))
+        };
         let mut lines = vec![(
             true,
             format!(
-                "wall 1, tools: {} (allowed: {}; always denied: {})",
+                "wall 1, tools: {} (allowed: {}{asked}; always denied: {})",
                 policy.tools.join(", "),
                 policy.allow.join(", "),
                 policy.deny.join(", ")

@@ -171,8 +171,8 @@ fn components(actions: &[Offer]) -> Value {
         .take(5)
         .map(|offer| {
             let style = match offer.action {
-                Action::Finalize => 3,
-                Action::Cancel => 4,
+                Action::Finalize | Action::AllowOnce | Action::AllowForPlan => 3,
+                Action::Cancel | Action::Deny => 4,
                 Action::Advance | Action::Resume => 1,
             };
             let label: String = offer.label.chars().take(LABEL_LIMIT).collect();

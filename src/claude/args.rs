@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use super::approval::Approvals;
+
 /// Settings that are the same for every turn, from configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommonArgs {
@@ -55,6 +57,8 @@ pub struct TurnArgs {
     pub system_prompt_file: Option<PathBuf>,
     /// The turn's workspace, where the path guard confines it.
     pub workspace: Option<PathBuf>,
+    /// What the path guard answers for approvable tools in this turn.
+    pub approvals: Approvals,
 }
 
 /// Builds the argv (without the program name).
@@ -102,7 +106,7 @@ pub fn build_args(common: &CommonArgs, turn: &TurnArgs) -> Vec<OsString> {
     }
     if let (Some(guard), Some(workspace)) = (&common.path_guard, &turn.workspace) {
         args.push("--settings".into());
-        args.push(guard_settings(guard, workspace).into());
+        args.push(guard_settings(guard, workspace, &turn.approvals).into());
     }
     if let Some(model) = &common.model {
         args.push("--model".into());
@@ -119,18 +123,21 @@ pub fn build_args(common: &CommonArgs, turn: &TurnArgs) -> Vec<OsString> {
 }
 
 /// The `--settings` JSON that runs the path guard before every tool call.
-pub fn guard_settings(planbot: &Path, workspace: &Path) -> String {
-    let quote = |p: &Path| {
-        let text = p.to_string_lossy();
-        shlex::try_quote(&text)
+pub fn guard_settings(planbot: &Path, workspace: &Path, approvals: &Approvals) -> String {
+    let quote = |text: &str| {
+        shlex::try_quote(text)
             .map(|q| q.into_owned())
             .unwrap_or_else(|_| "/nonexistent/planbot-path-with-nul".into())
     };
-    let command = format!(
+    let mut command = format!(
         "{} hook path-guard --workspace {}",
-        quote(planbot),
-        quote(workspace)
+        quote(&planbot.to_string_lossy()),
+        quote(&workspace.to_string_lossy())
     );
+    for arg in approvals.hook_args() {
+        command.push(' ');
+        command.push_str(&quote(&arg));
+    }
     serde_json::json!({"hooks": {"PreToolUse": [
         {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": 30}]}
     ]}})
@@ -164,13 +171,19 @@ mod tests {
             resume: None,
             system_prompt_file: Some("/tmp/sys.md".into()),
             workspace: Some("/ws/todo-app".into()),
+            approvals: Approvals {
+                approvable: vec!["WebFetch".into()],
+                allowed: vec!["WebFetch(domain:docs.rs)".into()],
+                ..Approvals::default()
+            },
         };
         let args = strings(build_args(&common, &turn));
         let settings = args[args.iter().position(|a| a == "--settings").unwrap() + 1].clone();
         let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
         assert_eq!(
             settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
-            "'/opt/plan bot' hook path-guard --workspace /ws/todo-app"
+            "'/opt/plan bot' hook path-guard --workspace /ws/todo-app --approvable WebFetch \
+             --allow 'WebFetch(domain:docs.rs)'"
         );
         assert_eq!(
             args,
@@ -216,6 +229,7 @@ mod tests {
             resume: Some("abc".into()),
             system_prompt_file: None,
             workspace: None,
+            approvals: Approvals::default(),
         };
         let args = strings(build_args(&CommonArgs::default(), &turn));
         assert_eq!(

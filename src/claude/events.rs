@@ -197,6 +197,8 @@ pub struct ResultEvent {
     pub stop_reason: Option<String>,
     pub terminal_reason: Option<String>,
     pub permission_denials: Option<Vec<Value>>,
+    /// The tool call a `PreToolUse` hook deferred (`stop_reason: tool_deferred`).
+    pub deferred_tool_use: Option<Value>,
 }
 
 impl ResultEvent {
@@ -241,6 +243,7 @@ impl ResultEvent {
             terminal_reason: take("terminal_reason", &Value::is_string).and_then(as_string),
             permission_denials: take("permission_denials", &Value::is_array)
                 .and_then(|v| v.as_array().cloned()),
+            deferred_tool_use: take("deferred_tool_use", &Value::is_object),
         };
         if !misread.is_empty() {
             tracing::warn!(

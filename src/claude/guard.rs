@@ -12,6 +12,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::approval::{Answer, Approvals, ToolCall};
+
 /// Names inside the workspace that the CLI reads as instructions or configuration.
 const PROTECTED_NAMES: [&str; 4] = ["claude.md", "claude.local.md", ".claude", ".mcp.json"];
 /// Tools that touch no local path.
@@ -34,30 +36,64 @@ pub enum Verdict {
     /// No objection: the CLI's own rules decide.
     Pass,
     Deny(String),
+    /// An approvable call the user allowed.
+    Allow,
+    /// An approvable call to ask the user about: the turn ends with it.
+    Defer,
 }
 
 /// Reads one hook call from stdin and prints the verdict; the process exit code.
-pub fn run(workspace: &Path) -> i32 {
+pub fn run(workspace: &Path, approvals: &Approvals) -> i32 {
     let mut input = String::new();
     let verdict = match std::io::stdin().read_to_string(&mut input) {
         Ok(_) => match serde_json::from_str::<Value>(&input) {
             Ok(call) => {
                 let home = std::env::var_os("HOME").map(PathBuf::from);
-                check(workspace, home.as_deref(), &call)
+                decide(workspace, home.as_deref(), approvals, &call)
             }
             Err(_) => Verdict::Deny("planbot's path guard could not read the tool call".into()),
         },
         Err(_) => Verdict::Deny("planbot's path guard could not read the tool call".into()),
     };
-    if let Verdict::Deny(reason) = verdict {
-        let answer = json!({"hookSpecificOutput": {
-            "hookEventName": "PreToolUse",
-            "permissionDecision": "deny",
-            "permissionDecisionReason": reason,
-        }});
-        println!("{answer}");
+    let (decision, reason) = match verdict {
+        Verdict::Pass => return 0,
+        Verdict::Deny(reason) => ("deny", Some(reason)),
+        Verdict::Allow => ("allow", None),
+        Verdict::Defer => ("defer", None),
+    };
+    let mut answer = json!({"hookSpecificOutput": {
+        "hookEventName": "PreToolUse",
+        "permissionDecision": decision,
+    }});
+    if let Some(reason) = reason {
+        answer["hookSpecificOutput"]["permissionDecisionReason"] = json!(reason);
     }
+    println!("{answer}");
     0
+}
+
+/// Decides one call: an approvable tool's from the approvals, every other from [`check`].
+pub fn decide(
+    workspace: &Path,
+    home: Option<&Path>,
+    approvals: &Approvals,
+    call: &Value,
+) -> Verdict {
+    let tool = call.get("tool_name").and_then(Value::as_str);
+    let input = call.get("tool_input").cloned().unwrap_or(Value::Null);
+    if let Some(tool) = tool
+        && let Some(answer) = approvals.answer(&ToolCall {
+            tool: tool.to_string(),
+            input,
+        })
+    {
+        return match answer {
+            Answer::Allow => Verdict::Allow,
+            Answer::Deny(reason) => Verdict::Deny(reason),
+            Answer::Defer => Verdict::Defer,
+        };
+    }
+    check(workspace, home, call)
 }
 
 /// Decides one call: `{"tool_name": ..., "tool_input": {...}}`.

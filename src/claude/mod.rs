@@ -1,6 +1,7 @@
 //! The Claude Code CLI: argument vector, subprocess runner, stream-json events and the outcome of
 //! a turn. Nothing here knows about planning; [`crate::planning`] builds on it.
 
+pub mod approval;
 pub mod args;
 pub mod env;
 pub mod events;

@@ -4,6 +4,7 @@
 //! `subtype: success, is_error: true`), so the decision uses the exit status, the presence of a
 //! `result` line, `subtype`, `is_error`, `api_error_status`, `errors`, `num_turns` and the text.
 
+use super::approval::ToolCall;
 use super::events::{ResultEvent, Usage};
 
 /// How the process ended, as the runner saw it.
@@ -80,6 +81,8 @@ pub enum TurnStatus {
     Cancelled,
     /// The binary was not found.
     NotInstalled,
+    /// The path guard deferred an approvable tool call: the turn waits for the user's answer.
+    Deferred { call: ToolCall },
 }
 
 /// A classified turn with what it cost.
@@ -137,6 +140,7 @@ impl TurnStatus {
             TurnStatus::TimedOut { idle: false } => "the turn took too long".into(),
             TurnStatus::Cancelled => "cancelled".into(),
             TurnStatus::NotInstalled => NOT_INSTALLED_HELP.into(),
+            TurnStatus::Deferred { call } => format!("waiting to use {}", call.tool),
         }
     }
 }
@@ -328,6 +332,11 @@ fn classify_result(raw: &RawTurn, r: &ResultEvent) -> TurnStatus {
             stderr_tail: tail,
         };
     }
+    if r.stop_reason.as_deref() == Some("tool_deferred")
+        && let Some(call) = deferred_call(r)
+    {
+        return TurnStatus::Deferred { call };
+    }
     if r.num_turns.unwrap_or(0) == 0
         && let Some(rest) = text.trim().strip_prefix(UNKNOWN_COMMAND)
     {
@@ -335,6 +344,18 @@ fn classify_result(raw: &RawTurn, r: &ResultEvent) -> TurnStatus {
         return TurnStatus::UnknownSkill { name };
     }
     TurnStatus::Answered { text }
+}
+
+/// The call a deferred turn waits on: `deferred_tool_use`'s `name` and `input`.
+fn deferred_call(r: &ResultEvent) -> Option<ToolCall> {
+    let deferred = r.deferred_tool_use.as_ref()?;
+    Some(ToolCall {
+        tool: deferred.get("name")?.as_str()?.to_string(),
+        input: deferred
+            .get("input")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null),
+    })
 }
 
 /// `API Error: 529 Overloaded...` carries the status in its text.

@@ -29,8 +29,13 @@ pub struct ToolPolicy {
     pub unsafe_entries: Vec<String>,
 }
 
-/// Builds the policy from `PLANBOT_ALLOWED_TOOLS` and `PLANBOT_WEBFETCH_DOMAINS`.
-pub fn tool_policy(allowed: &[String], webfetch_domains: &[String]) -> ToolPolicy {
+/// Builds the policy from `PLANBOT_ALLOWED_TOOLS`, `PLANBOT_WEBFETCH_DOMAINS` and the tools the
+/// user approves by button (they exist, are not denied, and the path guard answers for them).
+pub fn tool_policy(
+    allowed: &[String],
+    webfetch_domains: &[String],
+    approvable: &[String],
+) -> ToolPolicy {
     let mut policy = ToolPolicy::default();
     let add_tool = |tools: &mut Vec<String>, name: &str| {
         if !tools.iter().any(|t| t == name) {
@@ -59,6 +64,9 @@ pub fn tool_policy(allowed: &[String], webfetch_domains: &[String]) -> ToolPolic
         for domain in webfetch_domains {
             policy.allow.push(format!("WebFetch(domain:{domain})"));
         }
+    }
+    for tool in approvable {
+        add_tool(&mut policy.tools, tool);
     }
     let named = |tool: &str| policy.tools.iter().any(|t| t == tool);
     let mut deny: Vec<String> = DANGEROUS
@@ -109,7 +117,7 @@ mod tests {
 
     #[test]
     fn the_default_set_is_scoped_to_the_workspace() {
-        let policy = tool_policy(&list("Read(./**),Edit(./**),WebSearch,Skill"), &[]);
+        let policy = tool_policy(&list("Read(./**),Edit(./**),WebSearch,Skill"), &[], &[]);
         assert_eq!(
             policy.tools,
             list("Read,Glob,Grep,Edit,Write,WebSearch,Skill")
@@ -129,7 +137,7 @@ mod tests {
 
     #[test]
     fn webfetch_only_for_listed_domains() {
-        let policy = tool_policy(&list("Read(./**)"), &list("example.com,docs.rs"));
+        let policy = tool_policy(&list("Read(./**)"), &list("example.com,docs.rs"), &[]);
         assert!(policy.tools.contains(&"WebFetch".to_string()));
         assert!(
             policy
@@ -155,11 +163,21 @@ mod tests {
             "WebFetch(domain:*)",
             "Task",
         ] {
-            let policy = tool_policy(&[entry.to_string()], &[]);
+            let policy = tool_policy(&[entry.to_string()], &[], &[]);
             assert_eq!(policy.unsafe_entries, vec![entry.to_string()], "{entry}");
         }
-        let policy = tool_policy(&list("Bash"), &[]);
+        let policy = tool_policy(&list("Bash"), &[], &[]);
         assert!(!policy.deny.contains(&"Bash".to_string()));
         assert!(policy.deny.contains(&"Edit(./CLAUDE.md)".to_string()));
+    }
+
+    #[test]
+    fn an_approvable_tool_exists_but_is_neither_allowed_nor_denied() {
+        let policy = tool_policy(&list("Read(./**),WebSearch"), &[], &list("WebFetch"));
+        assert!(policy.tools.contains(&"WebFetch".to_string()));
+        assert!(!policy.allow.iter().any(|a| a.starts_with("WebFetch")));
+        assert!(!policy.deny.iter().any(|d| d.starts_with("WebFetch")));
+        assert!(policy.deny.contains(&"Bash".to_string()));
+        assert!(policy.unsafe_entries.is_empty());
     }
 }

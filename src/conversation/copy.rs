@@ -1,5 +1,7 @@
 //! Every text the conversation shows a user, in one place so that wording is reviewed together.
 
+use super::decide::QuestionAnswer;
+use crate::claude::approval::ToolCall;
 use crate::planning::PhaseStatus;
 use crate::planning::state::{EntryStatus, SessionEntry};
 
@@ -27,6 +29,56 @@ pub fn file_not_received(name: &str) -> String {
         "`{}` could not be received; try sending it again.",
         name.escape_debug()
     )
+}
+
+/// What Claude asks to do, as a question.
+pub fn question(call: &ToolCall) -> String {
+    match (call.tool.as_str(), call.url()) {
+        ("WebFetch", Some(_)) => format!("Claude wants to fetch {}", call.summary()),
+        ("WebSearch", _) => format!("Claude wants to search the web for “{}”", call.summary()),
+        (tool, _) => format!("Claude wants to use {tool}: {}", call.summary()),
+    }
+}
+
+/// The label of the button that allows calls like `call` for the rest of the plan.
+pub fn allow_for_plan(call: &ToolCall) -> Option<String> {
+    match call.tool.as_str() {
+        "WebFetch" => call.domain().map(|d| format!("Allow {d} for this plan")),
+        tool => Some(format!("Allow {tool} for this plan")),
+    }
+}
+
+pub fn awaiting_answer(call: &ToolCall) -> String {
+    format!(
+        "Claude is waiting for an answer first: {}. Press Allow or Deny under that question (or /cancel).",
+        question(call)
+    )
+}
+
+pub const NOT_YOURS: &str =
+    "Only the person who started this plan, or an approver, can answer this question.";
+
+/// The note above the reply that follows an answer.
+pub fn answered(call: &ToolCall, answer: QuestionAnswer, timeout: std::time::Duration) -> String {
+    let secs = timeout.as_secs();
+    let waited = if secs < 120 {
+        format!("{secs} s")
+    } else {
+        format!("{} min", secs / 60)
+    };
+    let what = call.summary();
+    match answer {
+        QuestionAnswer::AllowOnce => format!("Allowed once: {} {what}", call.tool),
+        QuestionAnswer::AllowForPlan => format!(
+            "Allowed for this plan: {}",
+            call.plan_rule().unwrap_or_else(|| call.tool.clone())
+        ),
+        QuestionAnswer::Deny => format!("Denied: {} {what}", call.tool),
+        QuestionAnswer::Expired => format!(
+            "No answer within {waited}, so {} was denied: {what}",
+            call.tool
+        ),
+    }
 }
 
 pub const NOT_PAUSED: &str = "This plan is not paused.";
@@ -194,7 +246,7 @@ pub fn status(entry: &SessionEntry) -> String {
         EntryStatus::Planning => "waiting for you",
     };
     let minutes = (chrono::Utc::now() - entry.started_at).num_minutes().max(0);
-    format!(
+    let mut text = format!(
         "`{}`: phase {} of {}, /{}{ready}\nDone: {done}\nTurns: {}, cost ${:.2}, started {} min ago, {state}.",
         entry.slug,
         entry.phase_number(),
@@ -203,7 +255,20 @@ pub fn status(entry: &SessionEntry) -> String {
         entry.turns,
         entry.total_cost_usd,
         minutes
-    )
+    );
+    if !entry.approved.is_empty() {
+        text.push_str(&format!(
+            "\nAllowed for this plan: {}",
+            entry.approved.join(", ")
+        ));
+    }
+    if let Some(pending) = &entry.pending_approval {
+        text.push_str(&format!(
+            "\nWaiting for an answer: {}",
+            question(&pending.call)
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -220,6 +285,52 @@ mod tests {
             ("NOTHING_PLANNED_HINT", NOTHING_PLANNED_HINT.to_string()),
             ("NOT_PAUSED", NOT_PAUSED.to_string()),
             ("FILES_NEED_A_PLAN", FILES_NEED_A_PLAN.to_string()),
+            ("question: fetch", question(&sample_fetch())),
+            (
+                "question: search",
+                question(&ToolCall {
+                    tool: "WebSearch".into(),
+                    input: serde_json::json!({"query": "family todo apps"}),
+                }),
+            ),
+            (
+                "allow_for_plan",
+                allow_for_plan(&sample_fetch()).unwrap_or_default(),
+            ),
+            ("awaiting_answer", awaiting_answer(&sample_fetch())),
+            ("NOT_YOURS", NOT_YOURS.to_string()),
+            (
+                "answered: once",
+                answered(
+                    &sample_fetch(),
+                    QuestionAnswer::AllowOnce,
+                    std::time::Duration::from_secs(600),
+                ),
+            ),
+            (
+                "answered: plan",
+                answered(
+                    &sample_fetch(),
+                    QuestionAnswer::AllowForPlan,
+                    std::time::Duration::from_secs(600),
+                ),
+            ),
+            (
+                "answered: deny",
+                answered(
+                    &sample_fetch(),
+                    QuestionAnswer::Deny,
+                    std::time::Duration::from_secs(600),
+                ),
+            ),
+            (
+                "answered: expired",
+                answered(
+                    &sample_fetch(),
+                    QuestionAnswer::Expired,
+                    std::time::Duration::from_secs(600),
+                ),
+            ),
             (
                 "file_too_large",
                 file_too_large("spec.pdf", Some(25 << 20), 20 << 20),
@@ -392,6 +503,13 @@ mod tests {
 
     use crate::conversation::sample_entry;
 
+    fn sample_fetch() -> ToolCall {
+        ToolCall {
+            tool: "WebFetch".into(),
+            input: serde_json::json!({"url": "https://example.com/pricing", "prompt": "Prices?"}),
+        }
+    }
+
     /// Every text here, rendered with sample values, is well-formed: no runs of spaces (a lost
     /// line continuation), no placeholder left, no pair of words said twice in a row.
     #[test]
@@ -420,5 +538,23 @@ mod tests {
                 assert!(!again, "doubled {pair:?}: {text:?}");
             }
         }
+    }
+
+    #[test]
+    fn status_shows_the_plans_allowances_and_its_open_question() {
+        let mut asking = sample_entry();
+        asking.approved = vec!["WebFetch(domain:docs.rs)".into()];
+        asking.pending_approval = Some(crate::planning::state::PendingApproval {
+            call: sample_fetch(),
+            asked_at: chrono::Utc::now(),
+        });
+        let text = status(&asking);
+        assert!(
+            text.contains("\nAllowed for this plan: WebFetch(domain:docs.rs)")
+                && text.ends_with(
+                    "\nWaiting for an answer: Claude wants to fetch https://example.com/pricing"
+                ),
+            "{text}"
+        );
     }
 }

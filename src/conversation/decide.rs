@@ -2,6 +2,7 @@
 //! in the plan's state, decided with no I/O. The chat's worker carries the [`Decision`] out.
 
 use crate::chat::{Action, FileRef, InboundKind};
+use crate::claude::approval::ToolCall;
 use crate::commands::Command;
 use crate::planning::state::SessionEntry;
 use crate::planning::validate_slug;
@@ -20,6 +21,30 @@ pub struct Limits {
     pub user_daily_budget_usd: Option<f64>,
     /// What the sender has spent today (UTC).
     pub user_spent_today: f64,
+    /// The sender may answer the plan's questions (started it, or is an approver).
+    pub may_answer: bool,
+}
+
+/// The user's answer to a question about a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuestionAnswer {
+    AllowOnce,
+    AllowForPlan,
+    Deny,
+    /// Nobody answered in time: denied.
+    Expired,
+}
+
+impl QuestionAnswer {
+    /// As the audit log records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuestionAnswer::AllowOnce => "allow-once",
+            QuestionAnswer::AllowForPlan => "allow-for-plan",
+            QuestionAnswer::Deny => "deny",
+            QuestionAnswer::Expired => "deny-unanswered",
+        }
+    }
 }
 
 /// A planning step that runs Claude.
@@ -30,6 +55,11 @@ pub enum Op {
     Respond(String),
     Advance,
     Finalize,
+    /// Resume the session with the answer to the question it waits on.
+    Answer {
+        call: ToolCall,
+        answer: QuestionAnswer,
+    },
 }
 
 /// What to do.
@@ -39,6 +69,8 @@ pub enum Decision {
     Reply(String),
     /// A button press whose moment has passed: answered privately, nothing changes.
     Stale,
+    /// A question's button pressed by someone who may not answer it: refused privately.
+    NotYours,
     /// Nothing to say (chatter in a group while nothing is planned).
     Ignore,
     /// Create the plan `slug` for `idea`, then run its first turn.
@@ -72,6 +104,17 @@ pub fn decide(
         InboundKind::Button { action, revision } => match entry {
             Some(entry) if entry.revision == *revision => act(*action, entry, limits),
             _ => Decision::Stale,
+        },
+        InboundKind::QuestionExpired { revision } => match entry {
+            Some(entry) if entry.revision == *revision => match &entry.pending_approval {
+                // Not gated: an unanswered question must end even past a budget.
+                Some(pending) => Decision::Turn(Op::Answer {
+                    call: pending.call.clone(),
+                    answer: QuestionAnswer::Expired,
+                }),
+                None => Decision::Ignore,
+            },
+            _ => Decision::Ignore,
         },
         InboundKind::Text(text) => match entry {
             Some(entry) => gate(entry, limits, Op::Respond(text.clone())),
@@ -116,6 +159,25 @@ fn act(action: Action, entry: &SessionEntry, limits: &Limits) -> Decision {
         Action::Advance if entry.next_phase().is_none() => Decision::AskFinalize,
         Action::Advance => gate(entry, limits, Op::Advance),
         Action::Finalize => gate(entry, limits, Op::Finalize),
+        Action::AllowOnce | Action::AllowForPlan | Action::Deny => {
+            let answer = match action {
+                Action::AllowOnce => QuestionAnswer::AllowOnce,
+                Action::AllowForPlan => QuestionAnswer::AllowForPlan,
+                _ => QuestionAnswer::Deny,
+            };
+            match &entry.pending_approval {
+                None => Decision::Stale,
+                Some(_) if !limits.may_answer => Decision::NotYours,
+                Some(pending) => gate(
+                    entry,
+                    limits,
+                    Op::Answer {
+                        call: pending.call.clone(),
+                        answer,
+                    },
+                ),
+            }
+        }
     }
 }
 
@@ -151,6 +213,11 @@ fn start(args: &str, limits: &Limits) -> Decision {
 /// A turn of `entry`, unless the breaker or a budget stops it. Finalizing stays possible past
 /// the plan's own budget: a plan must never be stuck without a way to its final document.
 fn gate(entry: &SessionEntry, limits: &Limits, op: Op) -> Decision {
+    if let Some(pending) = &entry.pending_approval
+        && !matches!(op, Op::Answer { .. })
+    {
+        return Decision::Reply(copy::awaiting_answer(&pending.call));
+    }
     if entry.paused {
         return Decision::Refuse {
             text: copy::paused(),
@@ -229,6 +296,7 @@ mod tests {
                     .join(" ")
             ),
             Decision::Stale => "stale".into(),
+            Decision::NotYours => "not-yours".into(),
             Decision::Ignore => "ignore".into(),
             Decision::Start { slug, .. } => format!("start:{slug}"),
             Decision::Turn(op) => format!("turn:{op:?}"),
@@ -378,6 +446,7 @@ mod tests {
                 Action::Cancel,
                 Action::Resume,
             ] {
+                // (The question's buttons have a test of their own.)
                 let stale = InboundKind::Button {
                     action,
                     revision: 3,
@@ -398,6 +467,7 @@ mod tests {
                         Action::Finalize => "finalize",
                         Action::Cancel => "cancel",
                         Action::Resume => "resume",
+                        _ => unreachable!("only the phase buttons are listed"),
                     }
                 );
                 let by_button = decide(entry.as_ref(), true, &current, &limits);
@@ -425,6 +495,73 @@ mod tests {
             decide(Some(&plan()), false, &text, &Limits::default()),
             Decision::Turn(_)
         ));
+    }
+
+    #[test]
+    fn a_question_is_answered_only_by_who_may_and_holds_other_steps() {
+        let mut asking = plan();
+        asking.pending_approval = Some(crate::planning::state::PendingApproval {
+            call: ToolCall {
+                tool: "WebFetch".into(),
+                input: serde_json::json!({"url": "https://example.com/pricing"}),
+            },
+            asked_at: chrono::Utc::now(),
+        });
+        let press = |action| InboundKind::Button {
+            action,
+            revision: 4,
+        };
+        let may = Limits {
+            may_answer: true,
+            ..Limits::default()
+        };
+        let stranger = Limits::default();
+        for (action, answer) in [
+            (Action::AllowOnce, QuestionAnswer::AllowOnce),
+            (Action::AllowForPlan, QuestionAnswer::AllowForPlan),
+            (Action::Deny, QuestionAnswer::Deny),
+        ] {
+            assert!(matches!(
+                decide(Some(&asking), true, &press(action), &may),
+                Decision::Turn(Op::Answer { answer: a, .. }) if a == answer
+            ));
+            assert_eq!(
+                decide(Some(&asking), true, &press(action), &stranger),
+                Decision::NotYours
+            );
+            // No question open: the button's moment has passed.
+            assert_eq!(
+                decide(Some(&plan()), true, &press(action), &may),
+                Decision::Stale
+            );
+        }
+        for input in ["more context", "/advance", "/finalize"] {
+            let got = decide(Some(&asking), true, &parse_text(input), &may);
+            assert!(
+                kind(&got).starts_with("reply:Claude is waiting"),
+                "{input}: {got:?}"
+            );
+        }
+        assert_eq!(
+            decide(Some(&asking), true, &parse_text("/cancel"), &may),
+            Decision::Cancel
+        );
+        let expired = |revision| InboundKind::QuestionExpired { revision };
+        assert!(matches!(
+            decide(Some(&asking), false, &expired(4), &stranger),
+            Decision::Turn(Op::Answer {
+                answer: QuestionAnswer::Expired,
+                ..
+            })
+        ));
+        assert_eq!(
+            decide(Some(&asking), false, &expired(3), &stranger),
+            Decision::Ignore
+        );
+        assert_eq!(
+            decide(Some(&plan()), false, &expired(4), &stranger),
+            Decision::Ignore
+        );
     }
 
     #[test]

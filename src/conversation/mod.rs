@@ -6,7 +6,7 @@ pub mod decide;
 mod turn;
 mod worker;
 
-pub use decide::{BREAKER_FAILURES, Decision, Limits, Op, decide};
+pub use decide::{BREAKER_FAILURES, Decision, Limits, Op, QuestionAnswer, decide};
 
 /// A plan in its first phase of two, for the module's tests.
 #[cfg(test)]

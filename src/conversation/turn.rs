@@ -9,8 +9,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{BREAKER_FAILURES, Op, copy};
+use super::{BREAKER_FAILURES, Op, QuestionAnswer, copy};
+use crate::audit::AuditLine;
 use crate::chat::{Action, Attachment, MessageKind, MessageRef, Offer, Outgoing};
+use crate::claude::approval::ToolCall;
 use crate::claude::{Progress, TurnStatus};
 use crate::planning::state::{EntryStatus, SessionEntry};
 use crate::planning::workspace::WorkspaceError;
@@ -33,6 +35,11 @@ impl ChatWorker {
     ) {
         let cost_before = entry.total_cost_usd;
         entry.status = EntryStatus::Running;
+        if let Op::Answer { call, answer } = &op {
+            // Answered: the question is closed from here on, whatever the turn does.
+            entry.pending_approval = None;
+            self.audit_answer(&entry, call, *answer);
+        }
         // "typing" is the first sign of life: it goes out while the plan is saved as running.
         let (saved, ()) = tokio::join!(
             self.store().put(&self.chat, entry.clone()),
@@ -67,6 +74,21 @@ impl ChatWorker {
                 Op::Respond(text) => Ok(session.respond(text, cancel, &mut on_progress).await),
                 Op::Advance => session.advance(cancel, &mut on_progress).await,
                 Op::Finalize => session.finalize(cancel, &mut on_progress).await,
+                Op::Answer { call, answer } => {
+                    let allow = matches!(
+                        answer,
+                        QuestionAnswer::AllowOnce | QuestionAnswer::AllowForPlan
+                    );
+                    let for_plan = *answer == QuestionAnswer::AllowForPlan;
+                    let mut reply = session
+                        .answer_question(call.clone(), allow, for_plan, cancel, &mut on_progress)
+                        .await;
+                    let timeout = self.router.inner.approval_timeout;
+                    reply
+                        .notices
+                        .insert(0, copy::answered(call, *answer, timeout));
+                    Ok(reply)
+                }
             };
             done.cancel();
             result
@@ -85,6 +107,24 @@ impl ChatWorker {
         let entry = session.into_state();
         self.conclude(entry, &op, result, cost_before, progress_ref)
             .await;
+    }
+
+    /// Every answer to a question is an audit line of its own: who, the tool, what it would do,
+    /// the answer.
+    fn audit_answer(&self, entry: &SessionEntry, call: &ToolCall, answer: QuestionAnswer) {
+        if let Some(audit) = &self.router.inner.audit {
+            audit.append(AuditLine {
+                slug: Some(entry.slug.clone()),
+                phase: Some(entry.phase.clone()),
+                outcome: format!("{} {} {}", answer.name(), call.tool, call.summary()),
+                ..AuditLine::new(
+                    &self.chat,
+                    self.user.clone(),
+                    "approval".into(),
+                    std::time::Instant::now(),
+                )
+            });
+        }
     }
 
     /// After a turn: spending, the audit record, the breaker, saving, and the reply.
@@ -108,6 +148,7 @@ impl ChatWorker {
                 ReplyOutcome::Answered(_) => "answered".to_string(),
                 ReplyOutcome::Failed(status) => status.describe(),
                 ReplyOutcome::Cancelled => "cancelled".to_string(),
+                ReplyOutcome::Deferred(call) => format!("asked: {} {}", call.tool, call.summary()),
             },
             Err(e) => e.to_string(),
         };
@@ -321,6 +362,14 @@ fn reply_message(entry: &SessionEntry, reply: &Reply) -> Outgoing {
     for notice in &reply.notices {
         text.push_str(&format!("_{notice}_\n\n"));
     }
+    if let ReplyOutcome::Deferred(call) = &reply.outcome {
+        if !reply.text.trim().is_empty() {
+            text.push_str(reply.text.trim());
+            text.push_str("\n\n");
+        }
+        text.push_str(&format!("❓ {}", copy::question(call)));
+        return Outgoing::reply(text).with_actions(question_offers(entry, call));
+    }
     text.push_str(if reply.text.trim().is_empty() {
         copy::EMPTY_REPLY
     } else {
@@ -353,6 +402,21 @@ fn progress_view(working: &str, elapsed: Duration, text: &str, queued: bool) -> 
         view.push_str(tail.trim_start());
     }
     view
+}
+
+/// Allow once, allow for the plan (where there is something to name), deny.
+fn question_offers(entry: &SessionEntry, call: &ToolCall) -> Vec<Offer> {
+    let offer = |label: String, action| Offer {
+        label,
+        action,
+        revision: entry.revision,
+    };
+    let mut offers = vec![offer("Allow once".into(), Action::AllowOnce)];
+    if let Some(label) = copy::allow_for_plan(call) {
+        offers.push(offer(label, Action::AllowForPlan));
+    }
+    offers.push(offer("Deny".into(), Action::Deny));
+    offers
 }
 
 fn phase_offers(entry: &SessionEntry, reply: &Reply) -> Vec<Offer> {

@@ -22,12 +22,11 @@ impl ChatWorker {
         entry: Option<SessionEntry>,
         cancel: &CancellationToken,
     ) {
-        let decision = decide(
-            entry.as_ref(),
-            inbound.private,
-            &inbound.kind,
-            &self.limits(),
-        );
+        let limits = Limits {
+            may_answer: self.router.may_answer(&inbound, entry.as_ref()),
+            ..self.limits()
+        };
+        let decision = decide(entry.as_ref(), inbound.private, &inbound.kind, &limits);
         let Some(entry) = entry else {
             match decision {
                 Decision::Reply(text) => self.say(text).await,
@@ -42,6 +41,7 @@ impl ChatWorker {
         match decision {
             Decision::Reply(text) => self.say(text).await,
             Decision::Stale => self.ephemeral(&inbound, STALE).await,
+            Decision::NotYours => self.ephemeral(&inbound, copy::NOT_YOURS).await,
             Decision::Ignore | Decision::Start { .. } => {}
             Decision::Turn(op) => self.run_turn(entry, op, cancel).await,
             Decision::Receive { files, caption } => {
@@ -188,6 +188,7 @@ impl ChatWorker {
             user_spent_today: self
                 .router
                 .spent_today(&format!("{}:{}", self.chat.adapter, self.user)),
+            may_answer: false,
         }
     }
 
@@ -206,7 +207,7 @@ impl ChatWorker {
             planner.new_plan(&chat.adapter, &chat.channel, &slug_owned, &idea)
         })
         .await;
-        let entry = match created.unwrap_or_else(|e| Err(PlanError::Internal(e.to_string()))) {
+        let mut entry = match created.unwrap_or_else(|e| Err(PlanError::Internal(e.to_string()))) {
             Ok(entry) => entry,
             Err(e) => {
                 tracing::error!(error = %e, "could not create a plan");
@@ -214,6 +215,7 @@ impl ChatWorker {
                 return;
             }
         };
+        entry.started_by = Some(format!("{}:{}", inbound.chat.adapter, inbound.user));
         self.say(copy::planning(&slug, entry.phases.len(), &entry.phase))
             .await;
         self.run_turn(entry, Op::Start, cancel).await;

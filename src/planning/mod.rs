@@ -16,12 +16,13 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::claude::approval::{Approvals, ToolCall};
 use crate::claude::{
     CommonArgs, Progress, Runner, TurnArgs, TurnOutcome, TurnSpec, TurnStatus, build_args, classify,
 };
 pub use phases::{DEFAULT_PHASES, Phase, parse_phases};
 pub use prompts::{PhaseStatus, Prompts, Vars};
-use state::{EntryStatus, RecapItem, SessionEntry};
+use state::{EntryStatus, PendingApproval, RecapItem, SessionEntry};
 use workspace::{Ownership, WorkspaceError};
 
 /// Longest recap kept per phase, in items and characters per item.
@@ -42,6 +43,10 @@ pub struct PlanSettings {
     pub workspace_root: PathBuf,
     /// The phases of a new plan.
     pub phases: Vec<Phase>,
+    /// Tools whose calls the user allows or denies by button (the path guard asks).
+    pub approvable: Vec<String>,
+    /// `PLANBOT_WEBFETCH_DOMAINS`: fetched without asking.
+    pub webfetch_domains: Vec<String>,
 }
 
 /// What planning needs to run turns: a cheap handle.
@@ -70,6 +75,8 @@ pub enum ReplyOutcome {
     Failed(TurnStatus),
     /// Cancelled by the user.
     Cancelled,
+    /// Claude waits for the user to allow or deny a tool call (kept in the plan's state).
+    Deferred(ToolCall),
 }
 
 impl Reply {
@@ -229,6 +236,9 @@ impl Planner {
             revision: 0,
             failures: 0,
             paused: false,
+            started_by: None,
+            pending_approval: None,
+            approved: Vec::new(),
             extra: Default::default(),
         })
     }
@@ -238,11 +248,18 @@ impl Planner {
 pub struct PlanningSession {
     pub state: SessionEntry,
     planner: Planner,
+    /// The user's answer to the plan's question, for the turn that resumes it: the call, and
+    /// whether it is allowed.
+    answer: Option<(ToolCall, bool)>,
 }
 
 impl PlanningSession {
     pub fn new(planner: Planner, state: SessionEntry) -> Self {
-        PlanningSession { state, planner }
+        PlanningSession {
+            state,
+            planner,
+            answer: None,
+        }
     }
 
     pub fn into_state(self) -> SessionEntry {
@@ -298,6 +315,56 @@ impl PlanningSession {
         };
         self.run_step(Step::Respond, attempt, Some(wrapped), cancel, progress)
             .await
+    }
+
+    /// Resumes the session with the user's answer to the question it waits on: the path guard
+    /// allows or denies exactly that call, and the turn goes on from there. `for_plan` also
+    /// allows calls like it (the same domain, or the tool) for the rest of the plan.
+    pub async fn answer_question(
+        &mut self,
+        call: ToolCall,
+        allow: bool,
+        for_plan: bool,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Reply {
+        if allow
+            && for_plan
+            && let Some(rule) = call.plan_rule()
+            && !self.state.approved.contains(&rule)
+        {
+            self.state.approved.push(rule);
+        }
+        self.answer = Some((call, allow));
+        let attempt = self.continuation("");
+        let reply = self
+            .run_step(Step::Respond, attempt, None, cancel, progress)
+            .await;
+        self.answer = None;
+        reply
+    }
+
+    /// What the path guard answers for approvable tools in the next turn.
+    fn approvals(&self) -> Approvals {
+        let settings = &self.planner.settings;
+        let mut allowed = self.state.approved.clone();
+        allowed.extend(
+            settings
+                .webfetch_domains
+                .iter()
+                .map(|d| format!("WebFetch(domain:{})", d.to_ascii_lowercase())),
+        );
+        let (allow_call, deny_call) = match &self.answer {
+            Some((call, true)) => (Some(call.clone()), None),
+            Some((call, false)) => (None, Some(call.clone())),
+            None => (None, None),
+        };
+        Approvals {
+            approvable: settings.approvable.clone(),
+            allowed,
+            allow_call,
+            deny_call,
+        }
     }
 
     /// Ends the current phase and starts the next one.
@@ -402,6 +469,8 @@ impl PlanningSession {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Reply {
         let mut attempt = first;
+        // A new turn supersedes any question still open.
+        self.state.pending_approval = None;
         let mut notices: Vec<String> = self.clear_instruction_files().await.into_iter().collect();
         let mut denied: Vec<String> = Vec::new();
         let (mut skill_fallback, mut max_turns_retry, mut api_retry, mut recap_restart) =
@@ -415,6 +484,17 @@ impl PlanningSession {
                 }
             }
             match outcome.status {
+                TurnStatus::Deferred { call } => {
+                    self.state.pending_approval = Some(PendingApproval {
+                        call: call.clone(),
+                        asked_at: Utc::now(),
+                    });
+                    return Reply {
+                        text: String::new(),
+                        outcome: ReplyOutcome::Deferred(call),
+                        notices,
+                    };
+                }
                 TurnStatus::Answered { text } => {
                     if !denied.is_empty() {
                         notices.push(notice::denied(&denied));
@@ -581,6 +661,7 @@ impl PlanningSession {
                                 resume: None,
                                 system_prompt_file: Some(path),
                                 workspace: Some(self.state.cwd.clone()),
+                                approvals: self.approvals(),
                             },
                             prompt.clone(),
                         )
@@ -611,6 +692,7 @@ impl PlanningSession {
                     resume: Some(id.clone()),
                     system_prompt_file: None,
                     workspace: Some(self.state.cwd.clone()),
+                    approvals: self.approvals(),
                 },
                 prompt.clone(),
             ),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::prompts::PhaseStatus;
+use crate::claude::approval::ToolCall;
 
 /// Longest `last_text_excerpt` kept.
 const EXCERPT_CHARS: usize = 500;
@@ -31,6 +32,13 @@ pub struct RecapItem {
     /// `user` or `assistant`.
     pub role: String,
     pub text: String,
+}
+
+/// A question the plan waits on: may Claude make this call?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub call: ToolCall,
+    pub asked_at: DateTime<Utc>,
 }
 
 /// One chat's plan, as stored under `"<adapter>:<channel>"`.
@@ -92,6 +100,16 @@ pub struct SessionEntry {
     /// Paused by the circuit breaker until the user says /resume.
     #[serde(default)]
     pub paused: bool,
+    /// Who started the plan (`adapter:user`): who may answer its questions, besides
+    /// `PLANBOT_APPROVERS`. Plans from before it was recorded have none.
+    #[serde(default)]
+    pub started_by: Option<String>,
+    /// A tool call Claude waits on, for the user to allow or deny.
+    #[serde(default)]
+    pub pending_approval: Option<PendingApproval>,
+    /// What the user allowed for the whole plan: `WebFetch(domain:<host>)`, or a tool's name.
+    #[serde(default)]
+    pub approved: Vec<String>,
     /// Fields written by a newer planbot, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

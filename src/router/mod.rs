@@ -22,7 +22,7 @@ pub use crate::chat::{
 use crate::commands::{Command, help_text};
 use crate::conversation::copy;
 use crate::planning::Planner;
-use crate::planning::state::EntryStatus;
+use crate::planning::state::{EntryStatus, SessionEntry};
 use crate::store::SessionStore;
 use crate::sync::Locked;
 use worker::{ChatWorker, Worker, WorkerShared};
@@ -51,6 +51,10 @@ pub struct RouterSettings {
     pub progress_interval: Duration,
     /// Files sent to a plan larger than this are refused.
     pub max_attachment_bytes: u64,
+    /// `adapter:user_id` entries who may answer any plan's questions.
+    pub approvers: Vec<String>,
+    /// An unanswered question is denied after this.
+    pub approval_timeout: Duration,
     /// No turn starts for a plan that has spent this much.
     pub plan_budget_usd: Option<f64>,
     /// No turn starts for a user who has spent this much today (UTC).
@@ -75,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) allowed_roles: Vec<String>,
     pub(crate) progress_interval: Duration,
     pub(crate) max_attachment_bytes: u64,
+    pub(crate) approvers: HashSet<String>,
+    pub(crate) approval_timeout: Duration,
     pub(crate) plan_budget_usd: Option<f64>,
     pub(crate) user_daily_budget_usd: Option<f64>,
     pub(crate) audit: Option<Audit>,
@@ -117,6 +123,8 @@ impl Router {
                 allowed_roles: settings.allowed_roles,
                 progress_interval: settings.progress_interval,
                 max_attachment_bytes: settings.max_attachment_bytes,
+                approvers: settings.approvers.into_iter().collect(),
+                approval_timeout: settings.approval_timeout,
                 plan_budget_usd: settings.plan_budget_usd,
                 user_daily_budget_usd: settings.user_daily_budget_usd,
                 audit: settings.audit,
@@ -158,6 +166,53 @@ impl Router {
         }
     }
 
+    /// Whether the sender of `inbound` may answer the questions of the plan `entry`: who started
+    /// it (anyone allowed, for a plan from before that was recorded), or an approver.
+    pub(crate) fn may_answer(&self, inbound: &Inbound, entry: Option<&SessionEntry>) -> bool {
+        let sender = format!("{}:{}", inbound.chat.adapter, inbound.user);
+        let starter = entry.and_then(|e| e.started_by.as_deref());
+        starter.is_none_or(|s| s == sender) || self.inner.approvers.contains(&sender)
+    }
+
+    /// Denies the questions nobody answered within the timeout (each as a job of its chat, so
+    /// the chat hears it); runs until planbot closes.
+    pub async fn expire_questions(self) {
+        let timeout = self.inner.approval_timeout;
+        let every = (timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let timeout = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        loop {
+            tokio::time::sleep(every).await;
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(all) = self.inner.store.all().await else {
+                continue;
+            };
+            let now = chrono::Utc::now();
+            for (chat, entry) in all {
+                let overdue = entry.status == EntryStatus::Planning
+                    && entry
+                        .pending_approval
+                        .as_ref()
+                        .is_some_and(|p| now - p.asked_at >= timeout);
+                let outbound = self.inner.outbounds.get(&chat.adapter).cloned();
+                if let (true, Some(outbound)) = (overdue, outbound) {
+                    let inbound = Inbound {
+                        chat,
+                        user: "planbot".into(),
+                        private: false,
+                        kind: InboundKind::QuestionExpired {
+                            revision: entry.revision,
+                        },
+                        interaction: None,
+                        membership: None,
+                    };
+                    self.enqueue(inbound, outbound);
+                }
+            }
+        }
+    }
+
     /// Takes one event from a front end. Returns at once; the work happens in the chat's worker.
     pub async fn handle(&self, inbound: Inbound) {
         let Some(outbound) = self.inner.outbounds.get(&inbound.chat.adapter).cloned() else {
@@ -180,24 +235,28 @@ impl Router {
             );
             return;
         }
-        if let InboundKind::Button { revision, .. } = inbound.kind {
+        if let InboundKind::Button { action, revision } = inbound.kind {
             // Answered at once, so that the front end can stop its button spinner: a press on a
-            // button that is no longer current changes nothing; a current one is acknowledged
-            // and queued (and checked again when its turn comes).
-            let current = self
-                .inner
-                .store
-                .get(&inbound.chat)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|entry| entry.revision == revision);
-            let note = if current { "" } else { STALE };
+            // button that is no longer current changes nothing, nor does an answer to a question
+            // from someone who may not give it; a current one is acknowledged and queued (and
+            // checked again when its turn comes).
+            let entry = self.inner.store.get(&inbound.chat).await.ok().flatten();
+            let current = entry.as_ref().is_some_and(|e| e.revision == revision);
+            let question = matches!(
+                action,
+                Action::AllowOnce | Action::AllowForPlan | Action::Deny
+            );
+            let refused = current && question && !self.may_answer(&inbound, entry.as_ref());
+            let note = match (current, refused) {
+                (false, _) => STALE,
+                (true, true) => copy::NOT_YOURS,
+                (true, false) => "",
+            };
             // An empty acknowledgement only where there is an interaction to close.
             if inbound.interaction.is_some() || !note.is_empty() {
                 self.send_later(&outbound, &inbound.chat, Outgoing::answer(&inbound, note));
             }
-            if !current {
+            if !note.is_empty() {
                 return;
             }
         }

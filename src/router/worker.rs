@@ -187,6 +187,7 @@ impl ChatWorker {
             InboundKind::Command { name, .. } => name.clone(),
             InboundKind::Text(_) => "message".into(),
             InboundKind::Files { files, .. } => format!("files:{}", files.len()),
+            InboundKind::QuestionExpired { .. } => "question-expired".into(),
             InboundKind::Button { action, .. } => format!("button:{}", action.code()),
         };
         self.user = inbound.user.clone();

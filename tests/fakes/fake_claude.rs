@@ -11,7 +11,8 @@
 //!   (`text` or an echo, `delay_ms` after the result, then `write` `body` into its cwd, then
 //!   exit), `no_result`
 //!   (`exit`, `text`), `garbage`,
-//!   `replay` (`file`, `exit`: print a recorded stream verbatim), `slow` (`delay_ms`, then echo).
+//!   `replay` (`file`, `exit`: print a recorded stream verbatim), `slow` (`delay_ms`, then echo),
+//!   `defer` (`tool`, `input`: the turn ends waiting on that call, as a hook's `defer` makes it).
 //!
 //! - `FAKE_CLAUDE_REPLAY` (benchmarks): print that recorded stream and exit, nothing else. With
 //!   `FAKE_CLAUDE_REPLAY_DELAY_MS` it pauses that long after the first text it prints (or before
@@ -131,6 +132,17 @@ fn run_step(dir: &Path, args: &[String], stdin: &str, cwd: &Path, step: &Value) 
             }
             assistant(&session, &text);
             result(&session, "success", false, Some(&text), 1, None);
+        }
+        "defer" => {
+            // As when a PreToolUse hook answered `defer`: the turn ends waiting on the call.
+            let call = json!({"id": "toolu_fake", "name": step["tool"], "input": step["input"]});
+            print_line(
+                &json!({"type": "result", "subtype": "success", "is_error": false,
+                "num_turns": 1, "result": "", "stop_reason": "tool_deferred",
+                "terminal_reason": "tool_deferred", "deferred_tool_use": call,
+                "session_id": session, "total_cost_usd": 0.001,
+                "usage": {"input_tokens": 10, "output_tokens": 20}}),
+            );
         }
         "max_turns" => {
             let max = value_of(args, "--max-turns").unwrap_or_default();

@@ -107,6 +107,28 @@ impl RealClaude {
         }
     }
 
+    /// Lets `WebFetch` reach `page`: its certificate trusted, and no check of the domain with
+    /// claude.ai first (unreachable here; `skipWebFetchPreflight` in the user's settings).
+    pub fn allow_web(&self, page: &crate::web_page::WebPage) {
+        let settings = self.home.path().join(".claude");
+        std::fs::create_dir_all(&settings).unwrap();
+        std::fs::write(
+            settings.join("settings.json"),
+            r#"{"skipWebFetchPreflight": true}"#,
+        )
+        .unwrap();
+        let launcher = std::fs::read_to_string(self.launcher()).unwrap();
+        let trusted = launcher.replacen(
+            "#!/bin/sh\n",
+            &format!(
+                "#!/bin/sh\nexport NODE_EXTRA_CA_CERTS='{}'\n",
+                page.cert.display()
+            ),
+            1,
+        );
+        std::fs::write(self.launcher(), trusted).unwrap();
+    }
+
     pub fn launcher(&self) -> PathBuf {
         self.home.path().join("claude")
     }

@@ -109,3 +109,90 @@ fn paths_inside_pass_and_everything_else_is_denied() {
         );
     }
 }
+
+/// The guard's decision word for `input` with approvals on its command line (`pass` for none).
+fn decision(ws: &Path, extra: &[&str], input: &[u8]) -> String {
+    let mut child = crate::console::planbot()
+        .args(["hook", "path-guard", "--workspace"])
+        .arg(ws)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    if stdout.trim().is_empty() {
+        return "pass".into();
+    }
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    answer["hookSpecificOutput"]["permissionDecision"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn approvable_calls_are_deferred_unless_answered_and_nothing_else_can_be_approved() {
+    let ws = tempfile::tempdir().unwrap();
+    let fetch = |url: &str| call("WebFetch", json!({"url": url, "prompt": "Prices?"}));
+    let pricing = json!({"tool": "WebFetch", "input": {"prompt": "Prices?", "url": "https://example.com/pricing"}}).to_string();
+    let approvable = ["--approvable", "WebFetch"];
+    assert_eq!(
+        decision(
+            ws.path(),
+            &approvable,
+            &fetch("https://example.com/pricing")
+        ),
+        "defer"
+    );
+    let once = [&approvable[..], &["--allow-call", &pricing]].concat();
+    assert_eq!(
+        decision(ws.path(), &once, &fetch("https://example.com/pricing")),
+        "allow"
+    );
+    assert_eq!(
+        decision(ws.path(), &once, &fetch("https://example.com/other")),
+        "defer"
+    );
+    let denied = [&approvable[..], &["--deny-call", &pricing]].concat();
+    assert_eq!(
+        decision(ws.path(), &denied, &fetch("https://example.com/pricing")),
+        "deny"
+    );
+    let plan = [
+        &approvable[..],
+        &["--allow", "WebFetch(domain:example.com)"],
+    ]
+    .concat();
+    assert_eq!(
+        decision(ws.path(), &plan, &fetch("https://example.com/any")),
+        "allow"
+    );
+    assert_eq!(
+        decision(ws.path(), &plan, &fetch("https://evil.example.net/")),
+        "defer"
+    );
+    // Not approvable: the guard's own rules, as before.
+    assert_eq!(
+        decision(ws.path(), &[], &fetch("https://example.com/pricing")),
+        "pass"
+    );
+    // Naming a tool that touches paths or runs commands approvable changes nothing.
+    let bash = call("Bash", json!({"command": "cat /etc/passwd"}));
+    let wide = [
+        "--approvable",
+        "Bash",
+        "--allow",
+        "Bash",
+        "--approvable",
+        "Read",
+        "--allow",
+        "Read",
+    ];
+    assert_eq!(decision(ws.path(), &wide, &bash), "deny");
+    let outside = call("Read", json!({"file_path": "/etc/passwd"}));
+    assert_eq!(decision(ws.path(), &wide, &outside), "deny");
+}

@@ -1,6 +1,7 @@
 //! planbot's integration tests: one binary, one module per area, fakes of outside services in
 //! `util` and `tests/fakes/`.
 
+mod approvals;
 mod bench;
 mod classify;
 mod console;
@@ -18,3 +19,4 @@ mod store;
 mod telegram;
 mod util;
 mod wait;
+mod web_page;

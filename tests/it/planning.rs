@@ -26,6 +26,8 @@ pub fn planner_on(runner: Runner, workspace_root: PathBuf, max_turns: u32) -> Pl
         retry_delay: Duration::from_millis(10),
         workspace_root,
         phases: parse_phases(DEFAULT_PHASES).unwrap(),
+        approvable: Vec::new(),
+        webfetch_domains: Vec::new(),
     };
     Planner::new(runner, Prompts::default(), settings)
 }

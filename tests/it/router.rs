@@ -126,6 +126,8 @@ impl Harness {
             allowed_roles: Vec::new(),
             progress_interval: Duration::from_millis(50),
             max_attachment_bytes: 1024,
+            approvers: Vec::new(),
+            approval_timeout: Duration::from_secs(600),
             plan_budget_usd: None,
             user_daily_budget_usd: None,
             audit: Some(planbot::audit::Audit::new(state.path())),

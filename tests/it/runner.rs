@@ -21,6 +21,7 @@ fn spec(fake: &FakeClaude, prompt: &str, partial: bool) -> TurnSpec {
         resume: None,
         system_prompt_file: None,
         workspace: None,
+        approvals: Default::default(),
     };
     TurnSpec {
         args: build_args(&common, &turn),

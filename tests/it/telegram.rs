@@ -793,3 +793,72 @@ async fn files_photos_and_albums_land_in_the_plans_inbox() {
     assert_eq!(claude.calls().len(), 4, "one turn for the whole album");
     assert!(telegram.faults().is_empty(), "{:?}", telegram.faults());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_question_is_denied_after_the_timeout() {
+    let fetch = json!({"url": "https://example.com/pricing", "prompt": "Prices?"});
+    let (claude, telegram, dir, _planbot) = started_with(
+        json!([{"kind": "echo"}, {"kind": "defer", "tool": "WebFetch", "input": fetch}]),
+        &[("PLANBOT_APPROVAL_TIMEOUT_SECS", "10")],
+    )
+    .await;
+    telegram.message(100, 100, "/plan web an idea", None);
+    telegram
+        .wait_for("the first reply", 20, |t| with_buttons(t, 100).len() == 1)
+        .await;
+    telegram.message(100, 100, "look at their pricing", None);
+    telegram
+        .wait_for("the question", 20, |t| {
+            texts(t, 100)
+                .last()
+                .is_some_and(|x| x.contains("Claude wants to fetch https://example.com/pricing"))
+        })
+        .await;
+    let question = with_buttons(&telegram, 100).pop().unwrap();
+    // While it waits, other steps are held with a pointer to the question.
+    telegram.message(100, 100, "and their features", None);
+    telegram
+        .wait_for("the hold", 20, |t| {
+            texts(t, 100)
+                .last()
+                .is_some_and(|x| x.starts_with("Claude is waiting for an answer first"))
+        })
+        .await;
+    assert_eq!(claude.calls().len(), 2);
+    telegram
+        .wait_for("the denial", 40, |t| {
+            texts(t, 100)
+                .iter()
+                .any(|x| x.contains("No answer within 10 s, so WebFetch was denied"))
+        })
+        .await;
+    // The session was resumed with the call denied, by its tool and input.
+    let calls = claude.calls();
+    assert_eq!(calls.len(), 3);
+    let argv: Vec<String> = calls[2]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert!(argv.contains(&"--resume".to_string()));
+    let settings = &argv[argv.iter().position(|a| a == "--settings").unwrap() + 1];
+    assert!(settings.contains("--deny-call"), "{settings}");
+    assert!(!settings.contains("--allow-call"), "{settings}");
+    // The question's buttons are stale now.
+    let cb = telegram.press(100, &question, &button(question.buttons(), "Allow once"));
+    telegram
+        .wait_for("the answer", 10, |t| t.callback_answered(&cb))
+        .await;
+    assert!(
+        telegram
+            .callback_text(&cb)
+            .is_some_and(|t| t.contains("no longer current"))
+    );
+    assert_eq!(claude.calls().len(), 3);
+    let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("deny-unanswered WebFetch https://example.com/pricing"),
+        "{audit}"
+    );
+}
