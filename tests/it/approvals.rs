@@ -31,7 +31,7 @@ async fn start(dir: &std::path::Path, claude: &RealClaude, telegram: &FakeTelegr
         ],
     );
     telegram
-        .wait_for("start-up", 30, |t| setups(t) > before)
+        .wait_for("start-up", 90, |t| setups(t) > before)
         .await;
     running
 }
@@ -129,7 +129,7 @@ async fn web_fetches_wait_for_the_users_answer_with_the_real_cli() {
         // Another user's press is refused privately and changes nothing.
         let press = telegram.press(OTHER, &question, &button(question.buttons(), "Allow once"));
         telegram
-            .wait_for("the refusal", 20, |t| t.callback_answered(&press))
+            .wait_for("the refusal", 60, |t| t.callback_answered(&press))
             .await;
         assert!(
             telegram
@@ -182,7 +182,7 @@ async fn web_fetches_wait_for_the_users_answer_with_the_real_cli() {
         let before = telegram.messages(CHAT).len();
         telegram.message(CHAT, STARTER, "/status", None);
         telegram
-            .wait_for("the status", 20, |t| t.messages(CHAT).len() > before)
+            .wait_for("the status", 60, |t| t.messages(CHAT).len() > before)
             .await;
         let status = telegram.messages(CHAT).last().unwrap().text.clone();
         assert!(
