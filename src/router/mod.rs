@@ -319,6 +319,8 @@ impl Router {
                     ..
                 }
             );
+        // planbot's own jobs are not announced as queued.
+        let internal = matches!(inbound.kind, InboundKind::QuestionExpired { .. });
         let note = {
             let mut workers = self.inner.workers.locked();
             let worker = workers
@@ -333,7 +335,7 @@ impl Router {
             } else {
                 shared.waiting.fetch_add(1, Ordering::SeqCst);
                 match worker.jobs.try_send(shared.job(inbound, is_cancel)) {
-                    Ok(()) => (busy && !is_cancel).then(|| copy::queued(waiting + 1)),
+                    Ok(()) => (busy && !is_cancel && !internal).then(|| copy::queued(waiting + 1)),
                     Err(_) => {
                         // Only a run of /cancel can fill the channel; the jobs it cancelled
                         // are dropped as the worker reaches them.
