@@ -389,7 +389,7 @@ impl Bench {
 
     async fn close(self) {
         self.router.shutdown(Duration::from_secs(5)).await;
-        self.core.store.close().await;
+        self.core.close().await;
     }
 }
 

@@ -14,11 +14,12 @@ use crate::audit::Audit;
 use crate::chat::Outbound;
 use crate::claude::Runner;
 use crate::config::Config;
-use crate::planning::state::EntryStatus;
+use crate::planning::state::{EntryStatus, SessionEntry};
 use crate::planning::{Planner, Prompts};
 use crate::router::{Router, RouterSettings};
 use crate::scrub::{ScrubbedOutbound, Scrubber};
-use crate::store::{self, LoadReport, StateLock, Store, StoreError};
+use crate::store::{self, LoadReport, SessionStore, StateLock, Store, StoreError};
+use crate::store_pg::PgStore;
 use crate::walls::Walls;
 
 /// Why planbot could not run.
@@ -40,7 +41,12 @@ pub enum AppError {
 
 /// The pieces every front end shares (also what `planbot-bench` drives in-process).
 pub struct Core {
-    pub store: Store,
+    pub store: Arc<dyn SessionStore>,
+    /// The file store, closed at shutdown (its writer thread flushes).
+    file_store: Option<Store>,
+    /// With PostgreSQL: the state dir's lock, and the connection holding the database for this
+    /// planbot, both held until it exits.
+    _held: Option<(StateLock, deadpool_postgres::Object)>,
     pub planner: Planner,
     /// When the state came from `planning.json.bak` because the file was damaged: the
     /// backup's time, which every chat is told.
@@ -56,7 +62,28 @@ impl Core {
             .await
             .map_err(AppError::Unsupported)?;
         walls.log(config);
-        let (store, report) = Store::open(&config.state_dir)?;
+        let (store, file_store, held, report) = match &config.database_url {
+            None => {
+                let (store, report) = Store::open(&config.state_dir)?;
+                let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
+                (shared, Some(store), None, report)
+            }
+            Some(url) => {
+                // The state dir still holds the lock, the running claude groups and the offsets.
+                std::fs::create_dir_all(&config.state_dir).map_err(|source| StoreError::Write {
+                    path: config.state_dir.clone(),
+                    source,
+                })?;
+                let lock = StateLock::acquire(&config.state_dir)?;
+                let (store, claim, report) = open_database(url, config.database_pool_size).await?;
+                (
+                    Arc::new(store) as Arc<dyn SessionStore>,
+                    None,
+                    Some((lock, claim)),
+                    report,
+                )
+            }
+        };
         // Only the lock holder gets here: groups left by a killed planbot are its own to end,
         // before any chat resumes their sessions.
         let reaped = crate::claude::reap_orphans(&config.pid_dir());
@@ -95,6 +122,8 @@ impl Core {
         });
         Ok(Core {
             store,
+            file_store,
+            _held: held,
             planner,
             restored_from_backup,
         })
@@ -111,7 +140,7 @@ impl Core {
             })
             .collect();
         let router = Router::new(
-            Arc::new(self.store.clone()),
+            self.store.clone(),
             self.planner.clone(),
             RouterSettings {
                 restored_from_backup: self.restored_from_backup.clone(),
@@ -122,6 +151,42 @@ impl Core {
         tokio::spawn(router.clone().expire_questions());
         router
     }
+}
+
+impl Core {
+    /// Closes the store (the file store's writer flushes and stops).
+    pub async fn close(&self) {
+        if let Some(store) = &self.file_store {
+            store.clone().close().await;
+        }
+    }
+}
+
+/// Opens PostgreSQL: migrated, held for this planbot, turns cut off by a stop marked interrupted.
+async fn open_database(
+    url: &crate::config::Secret,
+    pool_size: usize,
+) -> Result<(PgStore, deadpool_postgres::Object, LoadReport), StoreError> {
+    let store = PgStore::new(url, pool_size)?;
+    let version = store.migrate().await?;
+    let claim = store.claim().await?;
+    let interrupted = store.recover().await?;
+    let sessions = store.all().await?.len();
+    tracing::info!(
+        database = %crate::store_pg::describe_url(url.expose()),
+        version,
+        sessions,
+        "plans are in PostgreSQL"
+    );
+    Ok((
+        store,
+        claim,
+        LoadReport {
+            sessions,
+            interrupted,
+            ..LoadReport::default()
+        },
+    ))
 }
 
 fn router_settings(config: &Config) -> RouterSettings {
@@ -161,7 +226,7 @@ pub async fn run_console(
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     console::run(router.clone(), outbound, stdin, interrupts, shutdown).await;
     router.shutdown(config.shutdown_grace).await;
-    core.store.close().await;
+    core.close().await;
     Ok(())
 }
 
@@ -222,7 +287,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let (telegram_result, discord_result) = tokio::join!(telegram_run, discord_run);
     // No new events are taken; running turns get the grace period, then are interrupted.
     router.shutdown(config.shutdown_grace).await;
-    core.store.close().await;
+    core.close().await;
     tracing::info!("planbot stopped");
     telegram_result
         .and(discord_result)
@@ -256,7 +321,15 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
             ),
         ),
     }
-    check_state(&config.state_dir, running, &mut say);
+    check_state(
+        &config.state_dir,
+        running,
+        config.database_url.is_none(),
+        &mut say,
+    );
+    if let Some(url) = &config.database_url {
+        check_database(url, config.database_pool_size, &mut say).await;
+    }
     match Walls::raise(config, &cli).await {
         Ok(walls) => {
             // A wall that is down was allowed by the configuration (validated at load, and
@@ -273,7 +346,7 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
 
 /// The state directory: writable, held by a planbot or not (as `running` expects), and its
 /// `planning.json` healthy.
-fn check_state(dir: &Path, running: bool, say: &mut impl FnMut(bool, String)) {
+fn check_state(dir: &Path, running: bool, file_store: bool, say: &mut impl FnMut(bool, String)) {
     match std::fs::create_dir_all(dir).and_then(|()| probe_write(dir)) {
         Ok(()) => say(true, format!("state dir {} is writable", dir.display())),
         Err(e) => say(
@@ -286,6 +359,9 @@ fn check_state(dir: &Path, running: bool, say: &mut impl FnMut(bool, String)) {
         (Err(e), false) => say(false, e.to_string()),
         (Ok(()), true) => say(false, "planbot is not running on this state dir".into()),
         (Err(_), true) => say(true, "planbot is running on this state dir".into()),
+    }
+    if !file_store {
+        return;
     }
     match store::inspect(dir) {
         Ok((state, report)) => {
@@ -310,6 +386,68 @@ fn check_state(dir: &Path, running: bool, say: &mut impl FnMut(bool, String)) {
             }
         }
         Err(e) => say(false, e.to_string()),
+    }
+}
+
+/// `planbot migrate-state --to postgres`: copies `planning.json` into an empty database, with
+/// planbot stopped (the state dir's lock is taken for the copy). Returns what it did.
+pub async fn migrate_state(config: &Config) -> Result<String, AppError> {
+    let Some(url) = &config.database_url else {
+        return Err(AppError::Unsupported(
+            "set PLANBOT_DATABASE_URL to the database to copy the plans into".into(),
+        ));
+    };
+    let _lock = StateLock::acquire(&config.state_dir)?;
+    let (state, report) = store::inspect(&config.state_dir)?;
+    if let Some(problem) = &report.problem {
+        return Err(AppError::Unsupported(format!(
+            "planning.json needs attention first ({problem}); see `planbot check`"
+        )));
+    }
+    let target = PgStore::new(url, 2)?;
+    target.migrate().await?;
+    if !target.is_empty().await? {
+        return Err(AppError::Unsupported(format!(
+            "the database at {} already holds plans; migrate-state copies into an empty one only",
+            crate::store_pg::describe_url(url.expose())
+        )));
+    }
+    target.import(&state.sessions).await?;
+    Ok(format!(
+        "Copied {} plans from {} into PostgreSQL at {}. planning.json is left as it was; planbot uses the database while PLANBOT_DATABASE_URL is set.",
+        state.sessions.len(),
+        config.state_dir.join("planning.json").display(),
+        crate::store_pg::describe_url(url.expose())
+    ))
+}
+
+/// PostgreSQL, when it holds the plans: reachable, and migrated.
+async fn check_database(
+    url: &crate::config::Secret,
+    pool_size: usize,
+    say: &mut impl FnMut(bool, String),
+) {
+    let target = crate::store_pg::describe_url(url.expose());
+    let status = match PgStore::new(url, pool_size) {
+        Ok(store) => store.status(url).await,
+        Err(e) => Err(e),
+    };
+    match status {
+        Ok(s) if s.version == s.latest => say(
+            true,
+            format!(
+                "store: PostgreSQL at {target}, reachable, migrated (schema {}), {} plans",
+                s.version, s.sessions
+            ),
+        ),
+        Ok(s) => say(
+            true,
+            format!(
+                "store: PostgreSQL at {target}, reachable, schema {} of {}: planbot migrates it when it starts",
+                s.version, s.latest
+            ),
+        ),
+        Err(e) => say(false, format!("store: PostgreSQL at {target}: {e}")),
     }
 }
 
@@ -395,12 +533,24 @@ fn installed_skills() -> Vec<String> {
 }
 
 /// `planbot sessions`: a table of planning.json.
-pub fn sessions_table(config: &Config) -> Result<String, StoreError> {
-    let (state, _) = store::inspect(&config.state_dir)?;
+pub async fn sessions_table(config: &Config) -> Result<String, StoreError> {
+    let sessions: Vec<(String, SessionEntry)> = match &config.database_url {
+        None => store::inspect(&config.state_dir)?
+            .0
+            .sessions
+            .into_iter()
+            .collect(),
+        Some(url) => PgStore::new(url, 2)?
+            .all()
+            .await?
+            .into_iter()
+            .map(|(chat, entry)| (chat.to_string(), entry))
+            .collect(),
+    };
     let audit = crate::audit::summary(&config.state_dir)
         .map(|s| format!("\n{s}\n"))
         .unwrap_or_default();
-    if state.sessions.is_empty() {
+    if sessions.is_empty() {
         return Ok(format!("No plans in progress.\n{audit}"));
     }
     let mut rows = vec![[
@@ -411,7 +561,7 @@ pub fn sessions_table(config: &Config) -> Result<String, StoreError> {
         "COST".into(),
         "LAST ACTIVITY".into(),
     ]];
-    for (key, e) in &state.sessions {
+    for (key, e) in &sessions {
         rows.push([
             key.clone(),
             e.slug.clone(),

@@ -62,7 +62,11 @@ const AN_HOUR_MS: u64 = 3600 * 1000;
 const MAX_CONCURRENT_RUNS: usize = 10_000;
 
 /// planbot's own secrets: never passed to `claude`.
-const SECRET_VARS: [&str; 2] = ["TELEGRAM_BOT_TOKEN", "DISCORD_TOKEN"];
+const SECRET_VARS: [&str; 3] = [
+    "TELEGRAM_BOT_TOKEN",
+    "DISCORD_TOKEN",
+    "PLANBOT_DATABASE_URL",
+];
 /// Keys `claude` needs, whose values must still never appear in a message.
 const API_KEY_VARS: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"];
 
@@ -123,6 +127,11 @@ pub struct Config {
     pub max_attachment_bytes: u64,
     /// Base delay of the one retry after an overloaded API.
     pub retry_delay: Duration,
+    /// `PLANBOT_DATABASE_URL`: plans in PostgreSQL instead of `planning.json` (a secret: it
+    /// may hold a password).
+    pub database_url: Option<Secret>,
+    /// `PLANBOT_DATABASE_POOL_SIZE`: connections to PostgreSQL at most.
+    pub database_pool_size: usize,
     pub telegram_token: Option<Secret>,
     pub telegram_api_url: String,
     pub discord_token: Option<Secret>,
@@ -169,6 +178,7 @@ struct FileConfig {
     approvers: Option<Vec<String>>,
     approvable_tools: Option<Vec<String>>,
     approval_timeout_secs: Option<u64>,
+    database_pool_size: Option<usize>,
     phases: Option<Vec<String>>,
     max_turns: Option<u32>,
     retry_max_turns: Option<u32>,
@@ -245,7 +255,15 @@ impl Config {
                 )
             })?,
         };
-        let child = ChildSide::of(&e, &mut file, [&telegram_token, &discord_token]);
+        let database_url = e
+            .str("PLANBOT_DATABASE_URL")
+            .filter(|u| !u.trim().is_empty())
+            .map(Secret::new);
+        let child = ChildSide::of(
+            &e,
+            &mut file,
+            [&telegram_token, &discord_token, &database_url],
+        );
         let config = Config {
             claude_bin: e
                 .path("PLANBOT_CLAUDE_BIN")
@@ -331,6 +349,13 @@ impl Config {
                 0..=AN_HOUR_MS,
                 2000,
             )?),
+            database_pool_size: e.bounded(
+                "PLANBOT_DATABASE_POOL_SIZE",
+                file.database_pool_size.take(),
+                2..=256,
+                8,
+            )?,
+            database_url,
             telegram_token,
             telegram_api_url: e
                 .str("TELEGRAM_API_URL")
@@ -413,6 +438,14 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(url) = &self.database_url
+            && let Err(e) = <tokio_postgres::Config as std::str::FromStr>::from_str(url.expose())
+        {
+            return Err(invalid(
+                "PLANBOT_DATABASE_URL",
+                format!("not a PostgreSQL URL (postgres://user:password@host:port/db): {e}"),
+            ));
         }
         for tool in &self.approvable_tools {
             if !APPROVABLE.contains(&tool.as_str()) {
@@ -701,7 +734,7 @@ struct ChildSide {
 }
 
 impl ChildSide {
-    fn of(e: &Env, file: &mut FileConfig, tokens: [&Option<Secret>; 2]) -> ChildSide {
+    fn of(e: &Env, file: &mut FileConfig, tokens: [&Option<Secret>; 3]) -> ChildSide {
         let secret_env = e
             .list("PLANBOT_SECRET_ENV")
             .or(file.secret_env.take())

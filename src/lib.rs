@@ -8,7 +8,8 @@
 //! - [`walls`]: the agent's confinement, raised once at start-up and reported by `check`.
 //! - [`planning`]: a plan's phases, prompts, the policies for each way a turn ends, and its state
 //!   between turns (`SessionEntry`, the format of `planning.json`'s sessions).
-//! - [`store`]: `planning.json`, owned by one thread, written atomically and durably.
+//! - [`store`]: the `SessionStore` trait; `planning.json`, owned by one thread, written atomically
+//!   and durably. [`store_pg`]: the same in PostgreSQL (`PLANBOT_DATABASE_URL`).
 //! - [`durable`]: replacing a file so that a crash leaves it whole, old or new.
 //! - [`chat`]: the platform-neutral vocabulary front ends speak (`Inbound`, `Outgoing`, `Outbound`).
 //! - [`commands`]: the one command table behind `/help`, Telegram's menu and Discord's commands.
@@ -33,6 +34,7 @@ pub mod router;
 pub mod scrub;
 pub mod shutdown;
 pub mod store;
+pub mod store_pg;
 pub mod sync;
 pub mod telemetry;
 pub mod walls;

@@ -23,8 +23,15 @@ enum Command {
     Run,
     /// Plan in this terminal: no bot token needed.
     Console,
-    /// List the plans in progress (planning.json).
+    /// List the plans in progress (planning.json, or PostgreSQL).
     Sessions,
+    /// Copy the plans of planning.json into the PostgreSQL database of PLANBOT_DATABASE_URL
+    /// (an empty one; planbot stopped).
+    MigrateState {
+        /// Where to: `postgres`.
+        #[arg(long, value_parser = ["postgres"])]
+        to: String,
+    },
     /// Check the configuration, claude, the state dir, the agent's walls and the phase skills;
     /// non-zero on a problem.
     Check {
@@ -116,7 +123,14 @@ fn main() -> ExitCode {
                 planbot::shutdown::cancel_on_signal(shutdown.clone());
                 planbot::app::run(config, shutdown).await
             }
-            Command::Sessions => match planbot::app::sessions_table(&config) {
+            Command::MigrateState { .. } => match planbot::app::migrate_state(&config).await {
+                Ok(done) => {
+                    println!("{done}");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Command::Sessions => match planbot::app::sessions_table(&config).await {
                 Ok(table) => {
                     print!("{table}");
                     Ok(())

@@ -163,6 +163,8 @@ pub enum StoreError {
     Locked { dir: PathBuf, holder: String },
     #[error("the store has shut down")]
     Closed,
+    #[error("PostgreSQL: {0}")]
+    Database(String),
 }
 
 /// What loading found, for the log and `planbot check`.

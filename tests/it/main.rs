@@ -12,6 +12,7 @@ mod fake_telegram;
 mod guard;
 mod messages_api;
 mod planning;
+mod postgres;
 mod redteam;
 mod router;
 mod runner;

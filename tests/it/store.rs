@@ -486,6 +486,57 @@ async fn conformance(store: &dyn SessionStore) {
     assert_eq!(store.remove(&a).await.unwrap(), Some(first));
     assert_eq!(store.get(&a).await.unwrap(), None);
     assert_eq!(store.all().await.unwrap().len(), 1);
+    // A forum topic's key holds a colon; fields of a newer planbot are kept as they are.
+    let topic = ChatKey::new("telegram", "-100:7");
+    let mut third = entry("telegram:-100:7", 3);
+    (third.adapter, third.channel_id) = ("telegram".into(), "-100:7".into());
+    third
+        .extra
+        .insert("future_field".into(), serde_json::json!({"kept": ["ü", 1]}));
+    store.put(&topic, third.clone()).await.unwrap();
+    assert_eq!(store.get(&topic).await.unwrap(), Some(third.clone()));
+    assert!(store.all().await.unwrap().contains(&(topic.clone(), third)));
+    store.remove(&topic).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_keeps_plans_by_chat_and_migrates_once() {
+    let Some(pg) = crate::postgres::Postgres::start("the_postgres_store_keeps_plans_by_chat")
+    else {
+        return;
+    };
+    let url = planbot::config::Secret::new(pg.database("conformance").await);
+    let store = planbot::store_pg::PgStore::new(&url, 4).unwrap();
+    assert_eq!(store.status(&url).await.unwrap().version, 0);
+    let version = store.migrate().await.unwrap();
+    assert!(version >= 1);
+    // Twice, and by two at once: each migration applies once.
+    let other = planbot::store_pg::PgStore::new(&url, 2).unwrap();
+    let (a, b) = tokio::join!(store.migrate(), other.migrate());
+    assert_eq!((a.unwrap(), b.unwrap()), (version, version));
+    conformance(&store).await;
+    // Writes are committed: a new pool sees what the suite left.
+    let left = SessionStore::all(&other).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0.to_string(), "discord:2");
+    let status = store.status(&url).await.unwrap();
+    assert_eq!(
+        (status.version, status.latest, status.sessions),
+        (version, version, 1)
+    );
+    assert_eq!(status.target, format!("127.0.0.1:{}/conformance", pg.port));
+    // At start-up a turn cut off by a stop is marked interrupted, the others left alone.
+    let chat = planbot::chat::ChatKey::new("telegram", "9");
+    let mut running = entry("telegram:9", 1);
+    running.status = planbot::planning::state::EntryStatus::Running;
+    store.put(&chat, running).await.unwrap();
+    assert_eq!(store.recover().await.unwrap(), ["telegram:9"]);
+    let after = store.get(&chat).await.unwrap().unwrap();
+    assert_eq!(
+        after.status,
+        planbot::planning::state::EntryStatus::Interrupted
+    );
+    assert!(store.recover().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -1,0 +1,340 @@
+//! The PostgreSQL store, selected by `PLANBOT_DATABASE_URL`: the same [`SessionStore`] as
+//! `planning.json`, one row per chat, for a team that wants its plans in a database it already
+//! backs up (and, as the replicas issue goes on, for several planbots at once).
+//!
+//! The URL's own options are honoured (`sslmode=disable|prefer|require`, `connect_timeout`, …);
+//! TLS is rustls with the Mozilla roots. Migrations are embedded and applied at start-up under an
+//! advisory lock, each in its own transaction, recorded in `planbot_migrations`. A commit is
+//! durable when it returns (PostgreSQL's `synchronous_commit`, on by default).
+//!
+//! Until chats are leased to replicas, one planbot uses a database: it holds a session-level
+//! advisory lock for as long as it runs, and a second one refuses to start.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use crate::chat::ChatKey;
+use crate::config::Secret;
+use crate::planning::state::SessionEntry;
+use crate::store::{SessionStore, StoreError};
+
+/// The schema, in order; a database records how far it got.
+const MIGRATIONS: [(i32, &str); 1] = [(
+    1,
+    "CREATE TABLE planbot_sessions (
+        chat text PRIMARY KEY,
+        entry jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )",
+)];
+/// The advisory lock key of migrations (any constant; "planbot" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0070_6c61_6e62_6f74;
+/// The advisory lock key held by the one planbot using the database.
+const INSTANCE_LOCK: i64 = MIGRATION_LOCK + 1;
+
+/// A database error as the operator reads it: the server's message, never the URL.
+fn db_error(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(format!("{what}: {e}"))
+}
+
+/// Plans in PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+/// What `planbot check` reports about the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgStatus {
+    /// `host:port/dbname`, without credentials.
+    pub target: String,
+    pub version: i32,
+    pub latest: i32,
+    pub sessions: i64,
+}
+
+/// `host:port/dbname` of a URL, for messages (no user, no password).
+pub fn describe_url(url: &str) -> String {
+    match tokio_postgres::Config::from_str(url) {
+        Ok(config) => {
+            let host = config
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            let db = config.get_dbname().unwrap_or("postgres");
+            format!("{host}:{port}/{db}")
+        }
+        Err(_) => "an unreadable PLANBOT_DATABASE_URL".into(),
+    }
+}
+
+impl PgStore {
+    /// A pool of at most `size` connections to `url` (nothing is connected yet).
+    pub fn new(url: &Secret, size: usize) -> Result<PgStore, StoreError> {
+        let config = tokio_postgres::Config::from_str(url.expose())
+            .map_err(|e| db_error("PLANBOT_DATABASE_URL", e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| db_error("TLS", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .build()
+            .map_err(|e| db_error("the connection pool", e))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| db_error("could not reach PostgreSQL", e))
+    }
+
+    /// Applies the migrations this database lacks; returns its version.
+    pub async fn migrate(&self) -> Result<i32, StoreError> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS planbot_migrations (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )",
+            )
+            .await
+            .map_err(|e| db_error("creating planbot_migrations", e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("migrating", e))?;
+        // One migrating planbot at a time; the lock ends with the transaction.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| db_error("migrating", e))?;
+        let mut version = current_version(&tx).await?;
+        for (step, sql) in MIGRATIONS {
+            if step <= version {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| db_error(&format!("migration {step}"), e))?;
+            tx.execute(
+                "INSERT INTO planbot_migrations (version) VALUES ($1)",
+                &[&step],
+            )
+            .await
+            .map_err(|e| db_error(&format!("migration {step}"), e))?;
+            version = step;
+        }
+        tx.commit().await.map_err(|e| db_error("migrating", e))?;
+        Ok(version)
+    }
+
+    /// Reachable, how far migrated, how many plans: for `planbot check` (changes nothing).
+    pub async fn status(&self, url: &Secret) -> Result<PgStatus, StoreError> {
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('planbot_migrations') IS NOT NULL", &[])
+            .await
+            .map_err(|e| db_error("reading the schema", e))?
+            .get(0);
+        let version = if exists {
+            current_version(&client).await?
+        } else {
+            0
+        };
+        let sessions = if version >= 1 {
+            client
+                .query_one("SELECT count(*) FROM planbot_sessions", &[])
+                .await
+                .map_err(|e| db_error("counting plans", e))?
+                .get(0)
+        } else {
+            0
+        };
+        Ok(PgStatus {
+            target: describe_url(url.expose()),
+            version,
+            latest: latest_version(),
+            sessions,
+        })
+    }
+
+    /// Holds the database for this planbot until it exits: a second planbot on the same database
+    /// is refused (replicas need chat leases first). The returned client keeps the lock.
+    pub async fn claim(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        // A connection kept out of the pool: the lock lives as long as it does.
+        let client = self.client().await?;
+        let held: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
+            .await
+            .map_err(|e| db_error("claiming the database", e))?
+            .get(0);
+        if !held {
+            return Err(StoreError::Database(
+                "another planbot already uses this database; one planbot per database until replicas are supported".into(),
+            ));
+        }
+        Ok(client)
+    }
+
+    /// At start-up, as the file store does: a turn that was running when planbot stopped is
+    /// marked interrupted, so the next message resumes it. Returns the chats marked.
+    pub async fn recover(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE planbot_sessions SET entry = jsonb_set(entry, '{status}', '\"interrupted\"'),
+                 updated_at = now() WHERE entry->>'status' = 'running' RETURNING chat",
+                &[],
+            )
+            .await
+            .map_err(|e| db_error("marking interrupted turns", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Whether the database holds no plan (`migrate-state` refuses to overwrite one that does).
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM planbot_sessions", &[])
+            .await
+            .map_err(|e| db_error("counting plans", e))?
+            .get(0);
+        Ok(n == 0)
+    }
+
+    /// Copies plans in, all or none.
+    pub async fn import(
+        &self,
+        sessions: &BTreeMap<String, SessionEntry>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("importing", e))?;
+        for (chat, entry) in sessions {
+            let json = serde_json::to_value(entry).map_err(|e| db_error("encoding a plan", e))?;
+            tx.execute(
+                "INSERT INTO planbot_sessions (chat, entry) VALUES ($1, $2)",
+                &[chat, &json],
+            )
+            .await
+            .map_err(|e| db_error(&format!("importing {chat}"), e))?;
+        }
+        tx.commit().await.map_err(|e| db_error("importing", e))
+    }
+}
+
+fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+async fn current_version(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<i32, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM planbot_migrations",
+            &[],
+        )
+        .await
+        .map_err(|e| db_error("reading the schema version", e))?;
+    Ok(row.get(0))
+}
+
+fn decode(chat: &str, value: serde_json::Value) -> Result<SessionEntry, StoreError> {
+    serde_json::from_value(value).map_err(|e| db_error(&format!("the plan of {chat}"), e))
+}
+
+fn key_of(chat: &str) -> ChatKey {
+    match chat.split_once(':') {
+        Some((adapter, channel)) => ChatKey::new(adapter, channel),
+        None => ChatKey::new(chat, ""),
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        let key = chat.to_string();
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT entry FROM planbot_sessions WHERE chat = $1",
+                &[&key],
+            )
+            .await
+            .map_err(|e| db_error("reading a plan", e))?;
+        row.map(|r| decode(&key, r.get(0))).transpose()
+    }
+
+    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError> {
+        let key = chat.to_string();
+        let json = serde_json::to_value(&entry).map_err(|e| db_error("encoding a plan", e))?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO planbot_sessions (chat, entry) VALUES ($1, $2)
+                 ON CONFLICT (chat) DO UPDATE SET entry = EXCLUDED.entry, updated_at = now()",
+                &[&key, &json],
+            )
+            .await
+            .map_err(|e| db_error("saving a plan", e))?;
+        Ok(())
+    }
+
+    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        let key = chat.to_string();
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "DELETE FROM planbot_sessions WHERE chat = $1 RETURNING entry",
+                &[&key],
+            )
+            .await
+            .map_err(|e| db_error("removing a plan", e))?;
+        row.map(|r| decode(&key, r.get(0))).transpose()
+    }
+
+    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT chat, entry FROM planbot_sessions ORDER BY chat",
+                &[],
+            )
+            .await
+            .map_err(|e| db_error("listing plans", e))?;
+        rows.into_iter()
+            .map(|r| {
+                let chat: String = r.get(0);
+                let entry = decode(&chat, r.get(1))?;
+                Ok((key_of(&chat), entry))
+            })
+            .collect()
+    }
+}

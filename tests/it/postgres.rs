@@ -1,0 +1,289 @@
+//! A real PostgreSQL for the tests (Debian's `postgresql` package): each test starts its own
+//! cluster in a temp dir, on 127.0.0.1 and a free port, as a non-root user when the tests run as
+//! root, and stops it when dropped. Without PostgreSQL installed a test says so and skips, unless
+//! `PLANBOT_REQUIRE_POSTGRES` is set (CI sets it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+/// The newest installed server's `bin` directory.
+fn server_bin() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `program` as the cluster's owner: `nobody` when running as root (the server refuses root).
+fn as_owner(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut command: Command, what: &str) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    /// A running cluster, or `None` (after saying so) when PostgreSQL is not installed.
+    pub fn start(test: &str) -> Option<Postgres> {
+        let Some(bin) = server_bin() else {
+            if std::env::var_os("PLANBOT_REQUIRE_POSTGRES").is_some() {
+                panic!(
+                    "{test}: PostgreSQL is required (PLANBOT_REQUIRE_POSTGRES) but no /usr/lib/postgresql/*/bin/initdb is installed; apt-get install postgresql"
+                );
+            }
+            eprintln!("SKIPPED {test}: PostgreSQL is not installed (apt-get install postgresql)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        }
+        let data = dir.path().join("data");
+        let mut initdb = as_owner(&bin.join("initdb"));
+        initdb
+            .args(["--auth=trust", "--username=planbot", "--no-sync", "-D"])
+            .arg(&data);
+        run(initdb, "initdb");
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut start = as_owner(&bin.join("pg_ctl"));
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -h 127.0.0.1 -k {} -c fsync=off",
+                dir.path().display()
+            ))
+            .args(["-w", "-t", "60", "start"]);
+        run(start, "pg_ctl start");
+        Some(Postgres { dir, bin, port })
+    }
+
+    /// A URL to database `db` (created by [`Postgres::database`]) as the cluster's superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://planbot@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// A new, empty database; its URL.
+    pub async fn database(&self, name: &str) -> String {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        self.url(name)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut stop = as_owner(&self.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
+        let _ = stop.output();
+    }
+}
+
+/// `planbot <args>` in `dir` on the fake `claude`, with `env`; (success, stdout + stderr).
+fn planbot_in(dir: &Path, claude: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = crate::console::planbot()
+        .args(args)
+        .current_dir(dir)
+        .env("PLANBOT_CLAUDE_BIN", claude)
+        .env("PLANBOT_STATE_DIR", dir.join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.join("workspace"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A console session piped in, on a blocking thread; its stdout.
+async fn console(dir: &Path, claude: &Path, input: &str, env: &[(&str, &str)]) -> String {
+    let (dir, claude, input) = (dir.to_path_buf(), claude.to_path_buf(), input.to_string());
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = crate::console::console(&dir, &claude, &input, &env);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_live_in_postgres_across_restarts_and_one_planbot_holds_a_database() {
+    let Some(pg) = Postgres::start("plans_live_in_postgres") else {
+        return;
+    };
+    let fake = crate::util::FakeClaude::new(serde_json::json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    // A password in the URL (trust auth ignores it) must never be shown.
+    let url = pg
+        .database("plans")
+        .await
+        .replace("planbot@", "planbot:s3cret-pass@");
+    let env = [("PLANBOT_DATABASE_URL", url.as_str())];
+    let out = console(
+        dir.path(),
+        &fake.bin(),
+        "/plan pg-app an idea\nfamilies\n",
+        &env,
+    )
+    .await;
+    assert!(out.contains("Planning `pg-app`"), "{out}");
+    assert!(
+        !dir.path().join("state/planning.json").exists(),
+        "the plan went to the database, not to planning.json"
+    );
+    // A restart continues the same Claude session, from the database.
+    console(dir.path(), &fake.bin(), "more\n", &env).await;
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 3);
+    let session = crate::util::arg_after(&calls[1], "--resume")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        crate::util::arg_after(&calls[2], "--resume"),
+        Some(session.as_str())
+    );
+
+    let (ok, sessions) = planbot_in(dir.path(), &fake.bin(), &["sessions"], &env);
+    assert!(
+        ok && sessions.contains("console:local") && sessions.contains("pg-app"),
+        "{sessions}"
+    );
+    let (_, check) = planbot_in(dir.path(), &fake.bin(), &["check"], &env);
+    let expected = format!(
+        "ok   store: PostgreSQL at 127.0.0.1:{}/plans, reachable, migrated (schema 1), 1 plans",
+        pg.port
+    );
+    assert!(check.contains(&expected), "{check}");
+    assert!(!check.contains("planning.json"), "{check}");
+
+    // A second planbot on the same database is refused while the first runs.
+    let mut first = crate::console::planbot()
+        .arg("console")
+        .current_dir(dir.path())
+        .env("PLANBOT_CLAUDE_BIN", fake.bin())
+        .env("PLANBOT_STATE_DIR", dir.path().join("state"))
+        .env("PLANBOT_WORKSPACE_DIR", dir.path().join("workspace"))
+        .envs(env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut refused = (true, String::new());
+    for _ in 0..100 {
+        refused = planbot_in(other.path(), &fake.bin(), &["console"], &env);
+        if !refused.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(first.stdin.take());
+    let _ = first.wait();
+    assert!(!refused.0, "{}", refused.1);
+    assert!(
+        refused
+            .1
+            .contains("another planbot already uses this database"),
+        "{}",
+        refused.1
+    );
+    for text in [&out, &sessions, &check, &refused.1] {
+        assert!(
+            !text.contains("s3cret-pass"),
+            "the password was shown: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_state_copies_planning_json_into_an_empty_database_only() {
+    let Some(pg) = Postgres::start("migrate_state_copies_planning_json") else {
+        return;
+    };
+    let fake = crate::util::FakeClaude::new(serde_json::json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    console(dir.path(), &fake.bin(), "/plan moved an idea\n", &[]).await;
+    let url = pg.database("target").await;
+    let env = [("PLANBOT_DATABASE_URL", url.as_str())];
+    let (ok, said) = planbot_in(
+        dir.path(),
+        &fake.bin(),
+        &["migrate-state", "--to", "postgres"],
+        &env,
+    );
+    assert!(ok && said.contains("Copied 1 plans"), "{said}");
+    let (ok, again) = planbot_in(
+        dir.path(),
+        &fake.bin(),
+        &["migrate-state", "--to", "postgres"],
+        &env,
+    );
+    assert!(!ok && again.contains("already holds plans"), "{again}");
+    // planbot on the database continues the copied plan's session.
+    console(dir.path(), &fake.bin(), "after the move\n", &env).await;
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(crate::util::arg_after(&calls[1], "--resume").is_some());
+    let (ok, sessions) = planbot_in(dir.path(), &fake.bin(), &["sessions"], &env);
+    assert!(ok && sessions.contains("moved"), "{sessions}");
+}
