@@ -358,8 +358,9 @@ fn the_health_check_passes_while_planbot_runs_and_fails_when_it_does_not() {
     assert!(text.contains("planbot is not running"), "{text}");
 }
 
-/// Runs `program` as the user the dumpability test plays (nobody, when the tests run as root).
-fn as_test_user(program: &std::path::Path) -> Command {
+/// Runs `program` as another user than planbot's when the tests run as root (nobody, as the
+/// dumpability test and the PostgreSQL server need), else as the tests' own user.
+pub fn as_test_user(program: &std::path::Path) -> Command {
     use std::os::unix::fs::MetadataExt;
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     if root {

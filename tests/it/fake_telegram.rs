@@ -308,6 +308,11 @@ impl FakeTelegram {
         if !message.markup.is_null() {
             msg["reply_markup"] = message.markup.clone();
         }
+        // A message in a forum topic carries it, as Telegram's does.
+        if let Some(thread) = message.thread {
+            msg["message_thread_id"] = json!(thread);
+            msg["is_topic_message"] = json!(true);
+        }
         self.push(
             json!({"callback_query": {"id": id, "from": user_json(user), "message": msg,
             "chat_instance": "ci", "data": data}}),

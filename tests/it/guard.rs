@@ -7,11 +7,13 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-/// The guard's decision for `input` with the workspace `ws`: `Some(reason)` when denied.
-fn guard(ws: &Path, input: &[u8]) -> Option<String> {
+/// The hook's answer for `input` with the workspace `ws` and `extra` arguments (`None`: it said
+/// nothing, so the CLI's rules decide).
+fn hook(ws: &Path, extra: &[&str], input: &[u8]) -> Option<Value> {
     let mut child = crate::console::planbot()
         .args(["hook", "path-guard", "--workspace"])
         .arg(ws)
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -20,10 +22,12 @@ fn guard(ws: &Path, input: &[u8]) -> Option<String> {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
-    if stdout.trim().is_empty() {
-        return None;
-    }
-    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    (!stdout.trim().is_empty()).then(|| serde_json::from_str(&stdout).unwrap())
+}
+
+/// The guard's decision for `input` with the workspace `ws`: `Some(reason)` when denied.
+fn guard(ws: &Path, input: &[u8]) -> Option<String> {
+    let answer = hook(ws, &[], input)?;
     assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "deny");
     Some(answer["hookSpecificOutput"]["permissionDecisionReason"].to_string())
 }
@@ -112,26 +116,12 @@ fn paths_inside_pass_and_everything_else_is_denied() {
 
 /// The guard's decision word for `input` with approvals on its command line (`pass` for none).
 fn decision(ws: &Path, extra: &[&str], input: &[u8]) -> String {
-    let mut child = crate::console::planbot()
-        .args(["hook", "path-guard", "--workspace"])
-        .arg(ws)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    if stdout.trim().is_empty() {
-        return "pass".into();
-    }
-    let answer: Value = serde_json::from_str(&stdout).unwrap();
-    answer["hookSpecificOutput"]["permissionDecision"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    hook(ws, extra, input).map_or("pass".into(), |answer| {
+        answer["hookSpecificOutput"]["permissionDecision"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
 }
 
 #[test]

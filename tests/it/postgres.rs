@@ -32,19 +32,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-/// `program` as the cluster's owner: `nobody` when running as root (the server refuses root).
-fn as_owner(program: &Path) -> Command {
-    if is_root() {
-        let mut command = Command::new("setpriv");
-        command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
 fn run(mut command: Command, what: &str) {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
@@ -72,7 +59,7 @@ impl Postgres {
             std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
         }
         let data = dir.path().join("data");
-        let mut initdb = as_owner(&bin.join("initdb"));
+        let mut initdb = crate::console::as_test_user(&bin.join("initdb"));
         initdb
             .args(["--auth=trust", "--username=planbot", "--no-sync", "-D"])
             .arg(&data);
@@ -81,7 +68,7 @@ impl Postgres {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let mut start = as_owner(&bin.join("pg_ctl"));
+        let mut start = crate::console::as_test_user(&bin.join("pg_ctl"));
         start
             .arg("-D")
             .arg(&data)
@@ -122,7 +109,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let mut stop = as_owner(&self.bin.join("pg_ctl"));
+        let mut stop = crate::console::as_test_user(&self.bin.join("pg_ctl"));
         stop.arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-m", "immediate", "-w", "stop"]);

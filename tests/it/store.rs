@@ -84,18 +84,22 @@ fn crash_at_any_instant_loses_no_acknowledged_update() {
         .spawn()
         .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (first_ack, started) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("ack ") {
                     let (key, i) = rest.split_once(' ').unwrap();
                     acks.push((key.to_string(), i.parse::<u32>().unwrap()));
+                    let _ = first_ack.send(());
                 }
             }
             acks
         });
-        // Kill at a random moment: sometimes during start-up, mostly mid-write.
-        std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(0..60)));
+        // Kill at a random moment once the writer is writing (counted from its first
+        // acknowledgement, so a loaded machine's slow start-up changes nothing): mid-write.
+        let _ = started.recv_timeout(std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(0..30)));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -333,6 +337,95 @@ async fn unknown_entry_fields_survive_a_rewrite() {
 }
 
 /// The child of the full-disk test, run inside a private mount namespace on a tiny tmpfs.
+/// The child of the sync-order test: two saves of `planning.json`, then a clean close.
+#[tokio::test]
+#[ignore = "run by saves_are_synced_before_they_replace_the_file_and_the_directory_after"]
+async fn sync_order_child() {
+    let Ok(dir) = std::env::var("SYNC_DIR") else {
+        return;
+    };
+    let (store, _) = Store::open(Path::new(&dir)).unwrap();
+    store.put("console:a", entry("a", 1)).await.unwrap();
+    store.put("console:a", entry("a", 2)).await.unwrap();
+    store.close().await;
+}
+
+/// SIGKILL keeps the page cache, so only the system calls can show durability: every rename
+/// onto `planning.json` follows an fsync of the file renamed, and is followed by an fsync of the
+/// directory (`strace -f -y` names each fd's path).
+#[test]
+fn saves_are_synced_before_they_replace_the_file_and_the_directory_after() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        if std::env::var_os("PLANBOT_REQUIRE_STRACE").is_some() {
+            panic!("strace is required (PLANBOT_REQUIRE_STRACE): apt-get install strace");
+        }
+        eprintln!("SKIPPED saves_are_synced_before_they_replace_the_file: strace is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let log = dir.path().join("strace.log");
+    let out = Command::new("strace")
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::sync_order_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SYNC_DIR", &state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let dir_path = state.canonicalize().unwrap().display().to_string();
+    let target = format!("{dir_path}/planning.json\"");
+    let lines: Vec<&str> = calls.lines().collect();
+    let renames: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.contains("rename") && l.trim_end().ends_with("= 0") && l.contains(&target)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(renames.len() >= 2, "two saves, two renames:\n{calls}");
+    for &at in &renames {
+        let temp = lines[at]
+            .split('"')
+            .nth(1)
+            .unwrap_or_else(|| panic!("no source path in {}", lines[at]));
+        let synced_before = lines[..at].iter().any(|l| {
+            (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("<{temp}>"))
+        });
+        assert!(
+            synced_before,
+            "{temp} renamed before it was synced:\n{calls}"
+        );
+        let dir_synced_after = lines[at + 1..]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains(&format!("<{dir_path}>")));
+        assert!(
+            dir_synced_after,
+            "the directory was not synced after the rename:\n{calls}"
+        );
+    }
+}
+
 #[tokio::test]
 #[ignore = "run by a_full_disk_keeps_the_old_file"]
 async fn full_disk_child() {

@@ -376,6 +376,25 @@ async fn forum_topics_are_chats_of_their_own_and_bot_suffixes_are_checked() {
         messages.iter().all(|m| m.thread == Some(7)),
         "replies stay in the topic"
     );
+    // A press in the topic acts on the topic's plan (the press carries the topic).
+    let offer = with_buttons(&telegram, -100).remove(0);
+    let before = telegram.messages(-100).len();
+    let cb = telegram.press(105, &offer, &button(offer.buttons(), "Continue"));
+    telegram
+        .wait_for("the next phase in the topic", 20, |t| {
+            t.callback_answered(&cb)
+                && t.messages(-100).len() > before
+                && with_buttons(t, -100)
+                    .last()
+                    .is_some_and(|m| m.id != offer.id)
+        })
+        .await;
+    assert!(
+        telegram.callback_text(&cb).is_none_or(|t| t.is_empty()),
+        "not answered as stale: {:?}",
+        telegram.callback_text(&cb)
+    );
+    assert!(telegram.messages(-100).iter().all(|m| m.thread == Some(7)));
     assert!(
         texts(&telegram, -100)
             .iter()
