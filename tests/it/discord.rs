@@ -511,3 +511,63 @@ async fn attachments_land_in_the_plans_inbox_from_discords_cdn_only() {
     assert_eq!(claude.calls().len(), 2, "nothing arrived, so no turn");
     assert!(discord.faults().is_empty(), "{:?}", discord.faults());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_resumes_after_a_reconnect_and_identifies_after_an_invalid_session() {
+    let (claude, discord, _dir, _planbot) = started(json!([])).await;
+    discord.slash(
+        CHANNEL,
+        USER,
+        Some(GUILD),
+        "plan",
+        &[
+            ("slug", "steady"),
+            ("description", "a plan across reconnects"),
+        ],
+    );
+    discord
+        .wait_for("the first reply", 30, |d| {
+            with_buttons(d, CHANNEL).len() == 1
+        })
+        .await;
+    assert_eq!(discord.connections(), (1, 0));
+
+    // RECONNECT: planbot resumes its session, and a message sent meanwhile is not lost.
+    discord.ask_to_reconnect();
+    discord.say(CHANNEL, USER, "sent while reconnecting", false);
+    discord
+        .wait_for("the resume", 30, |d| d.connections().1 == 1)
+        .await;
+    discord
+        .wait_for("the answer to the missed message", 30, |_| {
+            claude.calls().len() == 2
+        })
+        .await;
+    assert!(
+        claude.calls()[1]["stdin"]
+            .as_str()
+            .unwrap()
+            .contains("sent while reconnecting")
+    );
+    assert_eq!(discord.connections().0, 1, "resumed, not identified again");
+
+    // INVALID_SESSION: planbot identifies anew and goes on serving.
+    discord.invalidate_sessions();
+    discord
+        .wait_for("a new session", 30, |d| d.connections().0 == 2)
+        .await;
+    discord.say(CHANNEL, USER, "after a new session", false);
+    discord
+        .wait_for("the answer after the new session", 30, |_| {
+            claude.calls().len() == 3
+        })
+        .await;
+    // The new session keeps its heartbeats (a stop would close it, as a fault).
+    let beats = discord.heartbeats();
+    discord
+        .wait_for("heartbeats on the new session", 30, |d| {
+            d.heartbeats() >= beats + 2
+        })
+        .await;
+    assert!(discord.faults().is_empty(), "{:?}", discord.faults());
+}

@@ -106,6 +106,12 @@ struct Inner {
     /// The attachment paths downloaded, in order.
     downloads: Vec<String>,
     identified: usize,
+    /// RESUMEs accepted.
+    resumes: usize,
+    /// Every dispatched event, for a RESUME to replay what a session missed.
+    history: Vec<Value>,
+    /// Session ids handed out by READY.
+    session_ids: Vec<String>,
     heartbeats: usize,
     sequence: u64,
 }
@@ -243,6 +249,9 @@ impl FakeDiscord {
         }
         let (events_tx, mut events) = mpsc::unbounded_channel::<Value>();
         let mut identified = false;
+        // Discord closes a connection whose heartbeats stop (a zombie): the interval, with slack.
+        let deadline = Duration::from_millis(HEARTBEAT_MS * 2 + 500);
+        let mut last_beat = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 frame = ws.next() => {
@@ -254,6 +263,7 @@ impl FakeDiscord {
                     };
                     match payload["op"].as_u64() {
                         Some(1) => {
+                            last_beat = tokio::time::Instant::now();
                             self.inner.lock().unwrap().heartbeats += 1;
                             let ack = json!({"op": 11, "d": null, "s": null, "t": null});
                             if ws.send(Frame::Text(ack.to_string())).await.is_err() { return; }
@@ -263,15 +273,90 @@ impl FakeDiscord {
                             identified = true;
                             if ws.send(Frame::Text(ready.to_string())).await.is_err() { return; }
                         }
+                        Some(6) => {
+                            let Some(replay) = self.resume(&payload["d"], &events_tx) else {
+                                // Unknown session: Discord answers INVALID_SESSION, not resumable.
+                                let invalid = json!({"op": 9, "d": false, "s": null, "t": null});
+                                let _ = ws.send(Frame::Text(invalid.to_string())).await;
+                                continue;
+                            };
+                            identified = true;
+                            for event in replay {
+                                if ws.send(Frame::Text(event.to_string())).await.is_err() { return; }
+                            }
+                        }
                         _ => {}
                     }
                 }
                 event = events.recv(), if identified => {
                     let Some(event) = event else { return };
                     if ws.send(Frame::Text(event.to_string())).await.is_err() { return; }
+                    // After RECONNECT or INVALID_SESSION Discord ends the connection.
+                    if matches!(event["op"].as_u64(), Some(7) | Some(9)) {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(last_beat + deadline) => {
+                    self.inner.lock().unwrap().faults.push("gateway: heartbeats stopped; connection closed".into());
+                    let _ = ws.close(None).await;
+                    return;
                 }
             }
         }
+    }
+
+    /// Checks a RESUME; the missed events and RESUMED to answer it with, or `None` when the
+    /// session cannot be resumed.
+    fn resume(&self, d: &Value, events: &mpsc::UnboundedSender<Value>) -> Option<Vec<Value>> {
+        let mut inner = self.inner.lock().unwrap();
+        let token = d["token"].as_str().unwrap_or("");
+        if token != TOKEN && token != format!("Bot {TOKEN}") {
+            inner
+                .faults
+                .push("gateway: RESUME with a wrong token".into());
+            return None;
+        }
+        let session = d["session_id"].as_str().unwrap_or("");
+        if !inner.session_ids.iter().any(|s| s == session) {
+            return None;
+        }
+        let seen = d["seq"].as_u64().unwrap_or(0);
+        let mut replay: Vec<Value> = inner
+            .history
+            .iter()
+            .filter(|e| e["s"].as_u64().is_some_and(|s| s > seen))
+            .cloned()
+            .collect();
+        inner.sequence += 1;
+        replay.push(json!({"op": 0, "t": "RESUMED", "s": inner.sequence, "d": {}}));
+        inner.resumes += 1;
+        inner.sessions.push(events.clone());
+        Some(replay)
+    }
+
+    /// Sends RECONNECT (op 7) to every session: each should reconnect and RESUME.
+    pub fn ask_to_reconnect(&self) {
+        let frame = json!({"op": 7, "d": null, "s": null, "t": null});
+        self.inner
+            .lock()
+            .unwrap()
+            .sessions
+            .retain(|s| s.send(frame.clone()).is_ok());
+    }
+
+    /// Sends INVALID_SESSION (op 9, not resumable) to every session: each should IDENTIFY anew.
+    pub fn invalidate_sessions(&self) {
+        let frame = json!({"op": 9, "d": false, "s": null, "t": null});
+        let mut inner = self.inner.lock().unwrap();
+        inner.sessions.retain(|s| s.send(frame.clone()).is_ok());
+        inner.session_ids.clear();
+    }
+
+    /// (IDENTIFYs, RESUMEs) accepted so far.
+    pub fn connections(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap();
+        (inner.identified, inner.resumes)
     }
 
     /// Checks an IDENTIFY; the READY to answer it with, or `None` to close the connection.
@@ -292,6 +377,8 @@ impl FakeDiscord {
         inner.identified += 1;
         inner.sequence += 1;
         inner.sessions.push(events.clone());
+        let session = format!("session{}", inner.identified);
+        inner.session_ids.push(session);
         Some(json!({"op": 0, "t": "READY", "s": inner.sequence, "d": {
             "v": 10, "user": user_json(BOT_ID, true), "guilds": [{"id": GUILD.to_string(), "unavailable": true}],
             "session_id": format!("session{}", inner.identified),
@@ -304,6 +391,7 @@ impl FakeDiscord {
         let mut inner = self.inner.lock().unwrap();
         inner.sequence += 1;
         let event = json!({"op": 0, "t": kind, "s": inner.sequence, "d": data});
+        inner.history.push(event.clone());
         inner.sessions.retain(|s| s.send(event.clone()).is_ok());
     }
 
