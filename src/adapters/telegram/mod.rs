@@ -8,7 +8,6 @@
 //! durably before they are handled, so a restart never answers a message twice.
 
 use std::future::IntoFuture;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,16 +16,14 @@ use futures_util::StreamExt;
 use teloxide::net::Download;
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, EditMessageTextSetters,
-    GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+    SendDocumentSetters, SendMessageSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, CallbackQuery, CallbackQueryId, ChatAction, ChatId, FileId,
-    InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, Message, MessageId,
-    ParseMode, ThreadId, Update, UpdateKind,
+    CallbackQueryId, ChatAction, ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup,
+    InputFile, LinkPreviewOptions, MessageId, ParseMode, ThreadId,
 };
 use teloxide::{ApiError, Bot, RequestError};
-use tokio_util::sync::CancellationToken;
 
 /// Every text goes out with link previews off: Telegram would otherwise fetch any URL the agent
 /// put in a reply, a way to send data out.
@@ -38,17 +35,17 @@ const NO_PREVIEW: LinkPreviewOptions = LinkPreviewOptions {
     show_above_text: false,
 };
 
+mod poller;
+mod updates;
+
+pub use poller::Poller;
+
 use super::lane::{Call, Lanes, Pace, Pacing, Recent, Retry, Verdict};
 use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};
 use crate::chat::{
-    ChatKey, FetchError, FileRef, Inbound, InboundKind, MessageKind, MessageRef, Offer, Outbound,
-    Outgoing, SendError,
+    ChatKey, FetchError, FileRef, MessageKind, MessageRef, Offer, Outbound, Outgoing, SendError,
 };
-use crate::commands::COMMANDS;
 use crate::config::Secret;
-use crate::durable::write_durably;
-use crate::router::Router;
-use crate::sync::Locked;
 
 pub const ADAPTER: &str = "telegram";
 /// Under Telegram's 4096 (counted on the HTML, which is longer than the text Telegram counts).
@@ -80,7 +77,7 @@ const REMEMBERED: usize = 4096;
 /// "typing" lasts about 5 s in Telegram clients.
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 /// The long-polling timeout; teloxide's HTTP client waits 17 s.
-const POLL_SECS: u32 = 10;
+pub(crate) const POLL_SECS: u32 = 10;
 
 /// A message part: the HTML to send and the plain text to fall back to.
 struct Part {
@@ -514,7 +511,7 @@ impl Outbound for TelegramOutbound {
             .get_file(FileId(file.id.clone()))
             .await
             .map_err(|e| FetchError::Failed(format!("getFile: {}", self.redact(&e))))?;
-        if let Some(e) = known_size(meta.size).and_then(too_large) {
+        if let Some(e) = updates::known_size(meta.size).and_then(too_large) {
             return Err(e);
         }
         // The download URL holds the token: errors are read without it.
@@ -542,349 +539,9 @@ impl Outbound for TelegramOutbound {
     }
 }
 
-/// The long-polling loop: runs until `shutdown`.
-pub struct Poller {
-    pub outbound: Arc<TelegramOutbound>,
-    pub router: Router,
-    /// Where the last handled update id is kept.
-    pub offset_file: PathBuf,
-}
-
-impl Poller {
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
-        let bot = self.outbound.bot.clone();
-        let me = tokio::select! {
-            me = bot.get_me() => me.map_err(|e| format!("Telegram getMe failed: {}", self.outbound.redact(&e)))?,
-            _ = shutdown.cancelled() => return Ok(()),
-        };
-        let username = me.username.clone().unwrap_or_default();
-        tracing::info!(bot = %username, "Telegram front end started");
-        let commands = COMMANDS
-            .iter()
-            .map(|spec| BotCommand::new(spec.name, spec.menu));
-        if let Err(e) = bot.set_my_commands(commands).await {
-            tracing::warn!(error = %self.outbound.redact(&e), "could not register the command menu");
-        }
-        self.router.announce_interrupted(ADAPTER).await;
-
-        let mut last_done = read_offset(&self.offset_file);
-        let offsets = Arc::new(std::sync::Mutex::new(OffsetRecord {
-            path: self.offset_file.clone(),
-            file: None,
-        }));
-        let mut failures = 0u32;
-        // The album last held back for more of its files (held once, then handled).
-        let mut waited_for: Option<(i64, String)> = None;
-        loop {
-            let request = bot
-                .get_updates()
-                .offset(last_done.map_or(0, |id| id.saturating_add(1)))
-                .timeout(POLL_SECS)
-                .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
-            let updates = tokio::select! {
-                updates = request => updates,
-                _ = shutdown.cancelled() => return Ok(()),
-            };
-            let updates = match updates {
-                Ok(updates) => {
-                    failures = 0;
-                    updates
-                }
-                Err(e) => {
-                    failures += 1;
-                    let wait = match &e {
-                        RequestError::RetryAfter(wait) => wait.duration(),
-                        _ => Duration::from_millis(500 * 2u64.pow(failures.min(6))),
-                    };
-                    tracing::warn!(error = %self.outbound.redact(&e), ?wait, "getUpdates failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => continue,
-                        _ = shutdown.cancelled() => return Ok(()),
-                    }
-                }
-            };
-            let mut fresh: Vec<_> = updates
-                .into_iter()
-                .filter(|u| last_done.is_none_or(|done| (u.id.0 as i32) > done))
-                .collect();
-            // An album arrives as one update per file, possibly over more than one batch. One
-            // that ends the batch is left unconfirmed and fetched again a moment later, with
-            // whatever else of it has arrived, so that it makes one turn.
-            let trailing = trailing_album(&fresh);
-            let mut held = None;
-            if let Some((album, first)) = trailing
-                && waited_for.as_ref() != Some(&album)
-            {
-                held = Some(fresh.split_off(first));
-                waited_for = Some(album);
-            }
-            let Some(newest) = fresh.iter().map(|u| u.id.0 as i32).max() else {
-                if held.is_some() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(ALBUM_WAIT) => {}
-                        _ = shutdown.cancelled() => return Ok(()),
-                    }
-                }
-                continue;
-            };
-            // The batch is recorded before it is handled: after a crash it is skipped, never
-            // answered twice.
-            last_done = Some(newest);
-            record_offset(&offsets, newest).await;
-            for item in gather(fresh) {
-                match item {
-                    Item::Messages(messages) => self.on_message(&messages, &username).await,
-                    Item::Callback(query) => self.on_callback(*query).await,
-                }
-            }
-            if held.is_some() {
-                tokio::select! {
-                    _ = tokio::time::sleep(ALBUM_WAIT) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-            }
-        }
-    }
-
-    /// One message, or the messages of one album.
-    async fn on_message(&self, messages: &[Message], username: &str) {
-        let Some(message) = messages.first() else {
-            return;
-        };
-        let Some(from) = message.from.as_ref() else {
-            return;
-        };
-        if from.is_bot {
-            return;
-        }
-        let files: Vec<FileRef> = messages.iter().filter_map(file_of).collect();
-        if !files.is_empty() {
-            let caption = messages
-                .iter()
-                .find_map(|m| m.caption().filter(|c| !c.trim().is_empty()))
-                .unwrap_or("")
-                .to_string();
-            let inbound = Inbound {
-                kind: InboundKind::Files { files, caption },
-                ..Inbound::from_text(
-                    chat_key(message),
-                    &from.id.0.to_string(),
-                    message.chat.is_private(),
-                    "",
-                )
-            };
-            self.router.handle(inbound).await;
-            return;
-        }
-        let Some(text) = message.text().or_else(|| message.caption()) else {
-            return;
-        };
-        // A command addressed to another bot in a group is not ours.
-        if let Some(head) = text
-            .strip_prefix('/')
-            .and_then(|t| t.split_whitespace().next())
-            && let Some((_, bot)) = head.split_once('@')
-            && !bot.eq_ignore_ascii_case(username)
-        {
-            return;
-        }
-        let chat = chat_key(message);
-        let inbound = Inbound::from_text(
-            chat,
-            &from.id.0.to_string(),
-            message.chat.is_private(),
-            text,
-        );
-        self.router.handle(inbound).await;
-    }
-
-    async fn on_callback(&self, query: CallbackQuery) {
-        let Some(message) = query.message.as_ref() else {
-            let _ = self
-                .outbound
-                .bot
-                .answer_callback_query(query.id.clone())
-                .await;
-            return;
-        };
-        let chat = match message {
-            teloxide::types::MaybeInaccessibleMessage::Regular(m) => chat_key(m),
-            other => ChatKey::new(ADAPTER, other.chat().id.0.to_string()),
-        };
-        let parsed = query.data.as_deref().and_then(Offer::parse_payload);
-        let Some((action, revision)) = parsed else {
-            let _ = self
-                .outbound
-                .answer(
-                    &chat,
-                    &query.id.0,
-                    crate::conversation::copy::FOREIGN_BUTTON,
-                )
-                .await;
-            return;
-        };
-        let inbound = Inbound {
-            chat,
-            user: query.from.id.0.to_string(),
-            private: message.chat().is_private(),
-            kind: InboundKind::Button { action, revision },
-            interaction: Some(query.id.0.clone()),
-            membership: None,
-        };
-        self.router.handle(inbound).await;
-    }
-}
-
-/// How long an album that ends a batch is given for the rest of its files to arrive.
-const ALBUM_WAIT: Duration = Duration::from_millis(700);
-
-/// What one or more updates amount to.
-enum Item {
-    /// A message, or all the messages of one album in the batch.
-    Messages(Vec<Message>),
-    Callback(Box<CallbackQuery>),
-}
-
-/// The album (chat and media group) whose file ends the batch, and where its first file is.
-fn trailing_album(updates: &[Update]) -> Option<((i64, String), usize)> {
-    let album = |u: &Update| match &u.kind {
-        UpdateKind::Message(m) => m.media_group_id().map(|g| (m.chat.id.0, g.0.clone())),
-        _ => None,
-    };
-    let last = album(updates.last()?)?;
-    let first = updates
-        .iter()
-        .position(|u| album(u).as_ref() == Some(&last))?;
-    Some((last, first))
-}
-
-/// The batch's updates in order, each album's messages together where its first one was.
-fn gather(updates: Vec<Update>) -> Vec<Item> {
-    let mut items: Vec<Item> = Vec::new();
-    let mut albums: std::collections::HashMap<(i64, String), usize> = Default::default();
-    for update in updates {
-        match update.kind {
-            UpdateKind::Message(message) => {
-                let album = message
-                    .media_group_id()
-                    .map(|g| (message.chat.id.0, g.0.clone()));
-                if let Some(album) = album {
-                    if let Some(&i) = albums.get(&album)
-                        && let Some(Item::Messages(messages)) = items.get_mut(i)
-                    {
-                        messages.push(message);
-                        continue;
-                    }
-                    albums.insert(album, items.len());
-                }
-                items.push(Item::Messages(vec![message]));
-            }
-            UpdateKind::CallbackQuery(query) => items.push(Item::Callback(Box::new(query))),
-            _ => {}
-        }
-    }
-    items
-}
-
-/// A file's size as Telegram stated it (teloxide reads an absent one as `u32::MAX`).
-fn known_size(size: u32) -> Option<u64> {
-    (size != u32::MAX).then_some(u64::from(size))
-}
-
-/// The file a message carries: a document, or a photo's largest size.
-fn file_of(message: &Message) -> Option<FileRef> {
-    let size = known_size;
-    if let Some(doc) = message.document() {
-        return Some(FileRef {
-            id: doc.file.id.0.clone(),
-            name: doc.file_name.clone(),
-            mime: doc.mime_type.as_ref().map(|m| m.essence_str().to_string()),
-            size: size(doc.file.size),
-        });
-    }
-    let largest = message
-        .photo()?
-        .iter()
-        .max_by_key(|p| u64::from(p.width) * u64::from(p.height))?;
-    Some(FileRef {
-        id: largest.file.id.0.clone(),
-        name: None,
-        mime: Some("image/jpeg".into()),
-        size: size(largest.file.size),
-    })
-}
-
-fn chat_key(message: &Message) -> ChatKey {
-    match message.thread_id.filter(|_| message.is_topic_message) {
-        Some(thread) => ChatKey::new(ADAPTER, format!("{}:{}", message.chat.id.0, thread.0.0)),
-        None => ChatKey::new(ADAPTER, message.chat.id.0.to_string()),
-    }
-}
-
-/// Records `newest` as handled, with one sync off the async threads; a failure is logged.
-async fn record_offset(offsets: &Arc<std::sync::Mutex<OffsetRecord>>, newest: i32) {
-    let record = offsets.clone();
-    let written = tokio::task::spawn_blocking(move || record.locked().write(newest))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-    if let Err(e) = written {
-        tracing::error!(error = %e, "could not record the Telegram update offset");
-    }
-}
-
-/// The last handled update id, on disk: a fixed-width record rewritten in place and synced (one
-/// `fdatasync`, no temp file, rename or directory sync on the path of every message). The
-/// record is one small write at offset 0, which a crash cannot tear.
-struct OffsetRecord {
-    path: PathBuf,
-    /// Open once the file is known to be complete.
-    file: Option<std::fs::File>,
-}
-
-impl OffsetRecord {
-    fn write(&mut self, id: i32) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let record = format!("{id:<23}\n");
-        match &self.file {
-            Some(file) => {
-                file.write_all_at(record.as_bytes(), 0)?;
-                file.sync_data()
-            }
-            None => {
-                // The first time: a complete file of the record's width, put in place durably.
-                write_durably(&self.path, record.as_bytes(), false)?;
-                self.file = Some(std::fs::OpenOptions::new().write(true).open(&self.path)?);
-                Ok(())
-            }
-        }
-    }
-}
-
-fn read_offset(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_offset_record_is_rewritten_in_place_and_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("telegram.offset");
-        std::fs::write(&path, "7").unwrap();
-        assert_eq!(read_offset(&path), Some(7));
-        let mut record = OffsetRecord {
-            path: path.clone(),
-            file: None,
-        };
-        for id in [123_456_789, 5, 1_000] {
-            record.write(id).unwrap();
-            assert_eq!(read_offset(&path), Some(id));
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
-        }
-    }
 
     #[test]
     fn chat_keys_and_targets() {
