@@ -267,12 +267,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         let Some(outbound) = telegram else {
             return Ok(());
         };
-        let poller = telegram::Poller {
-            outbound,
-            router: router.clone(),
-            offset_file: config.state_dir.join("telegram.offset"),
+        let result = match &config.telegram_webhook_url {
+            Some(url) => {
+                let webhook = telegram::Webhook {
+                    outbound,
+                    router: router.clone(),
+                    url: url::Url::parse(url).map_err(|e| e.to_string())?,
+                    secret: config
+                        .telegram_webhook_secret
+                        .clone()
+                        .ok_or("TELEGRAM_WEBHOOK_SECRET is not set")?,
+                    addr: config.http_addr,
+                };
+                webhook.run(stop.clone()).await
+            }
+            None => {
+                let poller = telegram::Poller {
+                    outbound,
+                    router: router.clone(),
+                    offset_file: config.state_dir.join("telegram.offset"),
+                };
+                poller.run(stop.clone()).await
+            }
         };
-        let result = poller.run(stop.clone()).await;
         stop.cancel();
         result
     };

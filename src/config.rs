@@ -134,6 +134,12 @@ pub struct Config {
     pub database_pool_size: usize,
     pub telegram_token: Option<Secret>,
     pub telegram_api_url: String,
+    /// `TELEGRAM_WEBHOOK_URL`: Telegram posts updates there instead of planbot polling.
+    pub telegram_webhook_url: Option<String>,
+    /// `TELEGRAM_WEBHOOK_SECRET`: every webhook request must carry it.
+    pub telegram_webhook_secret: Option<Secret>,
+    /// `PLANBOT_HTTP_ADDR`: where planbot serves HTTP (the webhook, `/healthz`).
+    pub http_addr: std::net::SocketAddr,
     pub discord_token: Option<Secret>,
     pub discord_api_url: String,
     /// Commands are registered in this guild only, and only this guild (and direct messages)
@@ -259,10 +265,19 @@ impl Config {
             .str("PLANBOT_DATABASE_URL")
             .filter(|u| !u.trim().is_empty())
             .map(Secret::new);
+        let webhook_secret = e
+            .str("TELEGRAM_WEBHOOK_SECRET")
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
         let child = ChildSide::of(
             &e,
             &mut file,
-            [&telegram_token, &discord_token, &database_url],
+            [
+                &telegram_token,
+                &discord_token,
+                &database_url,
+                &webhook_secret,
+            ],
         );
         let config = Config {
             claude_bin: e
@@ -356,6 +371,14 @@ impl Config {
                 8,
             )?,
             database_url,
+            telegram_webhook_url: e
+                .str("TELEGRAM_WEBHOOK_URL")
+                .filter(|u| !u.trim().is_empty())
+                .map(str::to_string),
+            telegram_webhook_secret: webhook_secret,
+            http_addr: e
+                .parse("PLANBOT_HTTP_ADDR")?
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
             telegram_token,
             telegram_api_url: e
                 .str("TELEGRAM_API_URL")
@@ -437,6 +460,29 @@ impl Config {
                         ),
                     ));
                 }
+            }
+        }
+        if let Some(url) = &self.telegram_webhook_url {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                invalid("TELEGRAM_WEBHOOK_URL", format!("{url:?} is not a URL: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "TELEGRAM_WEBHOOK_URL",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            let secret_ok = self.telegram_webhook_secret.as_ref().is_some_and(|s| {
+                let s = s.expose();
+                (1..=256).contains(&s.len())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+            if !secret_ok {
+                return Err(invalid(
+                    "TELEGRAM_WEBHOOK_SECRET",
+                    "is required with TELEGRAM_WEBHOOK_URL (anyone can reach a webhook; only Telegram knows the secret): 1 to 256 of A-Z, a-z, 0-9, _ and -".to_string(),
+                ));
             }
         }
         if let Some(url) = &self.database_url
@@ -734,7 +780,7 @@ struct ChildSide {
 }
 
 impl ChildSide {
-    fn of(e: &Env, file: &mut FileConfig, tokens: [&Option<Secret>; 3]) -> ChildSide {
+    fn of(e: &Env, file: &mut FileConfig, tokens: [&Option<Secret>; 4]) -> ChildSide {
         let secret_env = e
             .list("PLANBOT_SECRET_ENV")
             .or(file.secret_env.take())
@@ -748,6 +794,15 @@ impl ChildSide {
         let parent: BTreeMap<String, String> =
             e.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut secret_values: Vec<Secret> = tokens.into_iter().flatten().cloned().collect();
+        // A database URL's password on its own, too.
+        if let Some(password) = e
+            .str("PLANBOT_DATABASE_URL")
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.password().map(str::to_string))
+            .filter(|p| p.len() >= 8)
+        {
+            secret_values.push(Secret::new(password));
+        }
         for name in secret_env.iter().map(String::as_str).chain(API_KEY_VARS) {
             if let Some(value) = e.str(name).filter(|v| v.len() >= 8) {
                 secret_values.push(Secret::new(value));
@@ -1023,6 +1078,74 @@ mod tests {
                 .allowed_tools
                 .contains(&"WebFetch(domain:docs.rs)".into())
         );
+    }
+
+    #[test]
+    fn new_settings_are_checked_and_name_themselves() {
+        for (vars, named) in [
+            (
+                vec![("TELEGRAM_WEBHOOK_URL", "https://bot.example/hook")],
+                "TELEGRAM_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("TELEGRAM_WEBHOOK_URL", "https://bot.example/hook"),
+                    ("TELEGRAM_WEBHOOK_SECRET", "has space"),
+                ],
+                "TELEGRAM_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("TELEGRAM_WEBHOOK_URL", "ftp://bot.example/hook"),
+                    ("TELEGRAM_WEBHOOK_SECRET", "ok"),
+                ],
+                "TELEGRAM_WEBHOOK_URL",
+            ),
+            (
+                vec![("PLANBOT_HTTP_ADDR", "everywhere")],
+                "PLANBOT_HTTP_ADDR",
+            ),
+            (
+                vec![("PLANBOT_DATABASE_URL", "postgres://u:pw@h:notaport/db")],
+                "PLANBOT_DATABASE_URL",
+            ),
+            (
+                vec![("PLANBOT_APPROVABLE_TOOLS", "WebFetch,Bash")],
+                "PLANBOT_APPROVABLE_TOOLS",
+            ),
+            (vec![("PLANBOT_APPROVERS", "telegram")], "PLANBOT_APPROVERS"),
+            (
+                vec![("PLANBOT_APPROVAL_TIMEOUT_SECS", "1")],
+                "PLANBOT_APPROVAL_TIMEOUT_SECS",
+            ),
+            (
+                vec![("PLANBOT_MAX_ATTACHMENT_MB", "0")],
+                "PLANBOT_MAX_ATTACHMENT_MB",
+            ),
+        ] {
+            let err = Config::from_sources(None, &env(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(named), "{vars:?}: {err}");
+            assert!(
+                !err.contains("pw@"),
+                "the database password was shown: {err}"
+            );
+        }
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("PLANBOT_DATABASE_URL", "postgres://u:db-password-1@h/db"),
+                ("TELEGRAM_WEBHOOK_SECRET", "hook-secret-99"),
+            ]),
+        )
+        .unwrap();
+        let secrets: Vec<&str> = c.secret_values.iter().map(|s| s.expose()).collect();
+        assert!(secrets.contains(&"postgres://u:db-password-1@h/db"));
+        assert!(secrets.contains(&"hook-secret-99"));
+        assert!(secrets.contains(&"db-password-1"));
+        assert_eq!(c.approvable_tools, ["WebFetch"]);
+        assert_eq!(c.http_addr.port(), 8080);
     }
 
     #[test]

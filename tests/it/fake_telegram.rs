@@ -98,6 +98,10 @@ struct Inner {
     files: HashMap<String, (Vec<u8>, String)>,
     /// The file ids whose bytes were downloaded, in order.
     downloads: Vec<String>,
+    /// `getUpdates` calls so far; a waiting one whose number is no longer the latest ends.
+    polls: u64,
+    /// The webhook set (`url`, `secret_token`), if any.
+    webhook: Option<(String, String)>,
 }
 
 /// A file a person sends.
@@ -286,6 +290,33 @@ impl FakeTelegram {
     /// Pushes a message made by [`FakeTelegram::file_message`].
     pub fn push_message(&self, message: Value) {
         self.push(json!({"message": message}));
+    }
+
+    /// The webhook set (`url`, `secret_token`), if any.
+    pub fn webhook(&self) -> Option<(String, String)> {
+        self.inner.lock().unwrap().webhook.clone()
+    }
+
+    /// The next update id and message id, as [`FakeTelegram::message`] would use them, for a
+    /// test that delivers updates itself (to a webhook).
+    pub fn update(&self, chat: i64, user: i64, text: &str) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next_update += 1;
+        let id = {
+            let next = inner.next_message.entry(chat).or_insert(0);
+            *next += 1;
+            *next
+        };
+        let mut message = json!({"message_id": id, "date": 1_700_000_000, "chat": chat_json(chat),
+            "from": user_json(user), "text": text});
+        if let Some(command) = text.strip_prefix('/') {
+            let len = command
+                .split_whitespace()
+                .next()
+                .map_or(0, |c| c.encode_utf16().count() + 1);
+            message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
+        }
+        json!({"update_id": inner.next_update, "message": message})
     }
 
     /// The file ids whose bytes were downloaded, in order.
@@ -482,6 +513,27 @@ async fn handle(
             ok(json!(true))
         }
         "sendchataction" => ok(json!(true)),
+        "setwebhook" => {
+            let url = params["url"].as_str().unwrap_or("").to_string();
+            let secret = params["secret_token"].as_str().unwrap_or("").to_string();
+            let valid = secret.len() <= 256
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return fault(
+                    &mut inner,
+                    400,
+                    "Bad Request: secret token contains unallowed characters",
+                );
+            }
+            inner.webhook = (!url.is_empty()).then_some((url, secret));
+            ok(json!(true))
+        }
+        "deletewebhook" => {
+            inner.webhook = None;
+            ok(json!(true))
+        }
         "getfile" => {
             let id = params["file_id"].as_str().unwrap_or("");
             let Some((bytes, path)) = inner.files.get(id).cloned() else {
@@ -928,10 +980,29 @@ async fn get_updates(fake: &FakeTelegram, params: &Value) -> Response {
     let offset = params["offset"].as_i64().unwrap_or(0);
     let timeout = params["timeout"].as_u64().unwrap_or(0).min(10);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    // A new poll ends the one still waiting (Telegram allows one poller per token).
+    let generation = {
+        let mut inner = fake.inner.lock().unwrap();
+        if inner.webhook.is_some() {
+            return bad(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+            );
+        }
+        inner.polls += 1;
+        inner.polls
+    };
+    fake.notify.notify_waiters();
     loop {
         let notified = fake.notify.notified();
         {
             let mut inner = fake.inner.lock().unwrap();
+            if inner.polls != generation {
+                return bad(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                );
+            }
             // Updates below the offset are confirmed and forgotten, as on Telegram.
             inner
                 .updates

@@ -881,3 +881,148 @@ async fn an_unanswered_question_is_denied_after_the_timeout() {
         "{audit}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_poller_of_the_same_token_makes_one_stop_with_the_cause() {
+    let claude = FakeClaude::new(json!([]));
+    let telegram = FakeTelegram::start().await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut first = start(a.path(), &claude, &telegram);
+    telegram
+        .wait_for("start-up", 20, |t| t.commands().is_some())
+        .await;
+    let mut second = start(b.path(), &claude, &telegram);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (stopped, log, survivor) = loop {
+        if let Some(status) = first.0.try_wait().unwrap() {
+            break (status, a.path().join("planbot.log"), second);
+        }
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break (status, b.path().join("planbot.log"), first);
+        }
+        assert!(std::time::Instant::now() < deadline, "both kept polling");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(!stopped.success());
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains(
+            "another program is polling this bot's updates (Telegram answered 409 Conflict"
+        ),
+        "{log}"
+    );
+    // The other goes on serving.
+    telegram.message(100, 100, "/help", None);
+    telegram
+        .wait_for("the help", 30, |t| !t.messages(100).is_empty())
+        .await;
+    drop(survivor);
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_takes_updates_with_the_secret_only_and_each_once() {
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/telegram/hook");
+    let addr = format!("127.0.0.1:{port}");
+    let (claude, telegram, dir, _planbot) = started_with(
+        json!([]),
+        &[
+            ("TELEGRAM_WEBHOOK_URL", hook.as_str()),
+            ("TELEGRAM_WEBHOOK_SECRET", "s3cret_Token-1"),
+            ("PLANBOT_HTTP_ADDR", addr.as_str()),
+        ],
+    )
+    .await;
+    telegram
+        .wait_for("the webhook", 20, |t| t.webhook().is_some())
+        .await;
+    assert_eq!(
+        telegram.webhook(),
+        Some((hook.clone(), "s3cret_Token-1".to_string()))
+    );
+    let client = reqwest::Client::new();
+    let post = |update: &serde_json::Value, secret: Option<&str>| {
+        let mut request = client.post(&hook).json(update);
+        if let Some(secret) = secret {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+        }
+        request.send()
+    };
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // Without the secret, or with another: refused, and nothing happens.
+    let forged = telegram.update(100, 100, "/plan forged an idea");
+    assert_eq!(post(&forged, None).await.unwrap().status(), 401);
+    assert_eq!(post(&forged, Some("guess")).await.unwrap().status(), 401);
+    let plan = telegram.update(100, 100, "/plan hooked an idea");
+    assert_eq!(
+        post(&plan, Some("s3cret_Token-1")).await.unwrap().status(),
+        200
+    );
+    telegram
+        .wait_for("the first reply", 20, |t| with_buttons(t, 100).len() == 1)
+        .await;
+    // Telegram redelivers what it did not see acknowledged: handled once.
+    assert_eq!(
+        post(&plan, Some("s3cret_Token-1")).await.unwrap().status(),
+        200
+    );
+    let reply = telegram.update(100, 100, "families with kids");
+    post(&reply, Some("s3cret_Token-1")).await.unwrap();
+    telegram
+        .wait_for("the second turn", 20, |_| claude.calls().len() == 2)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        claude.calls().len(),
+        2,
+        "the redelivered /plan started nothing"
+    );
+    assert!(!texts(&telegram, 100).iter().any(|t| t.contains("forged")));
+
+    // An album's files come as separate requests, at once: one turn.
+    let (_, one) = telegram.file_message(100, 100, document("a.md", "text/markdown", 3));
+    let (_, two) = telegram.file_message(100, 100, document("b.md", "text/markdown", 3));
+    let as_update = |mut m: serde_json::Value, id: i64| {
+        m["media_group_id"] = json!("hooked-album");
+        json!({"update_id": 90_000 + id, "message": m})
+    };
+    let (first, second) = (as_update(one, 1), as_update(two, 2));
+    let (r1, r2) = tokio::join!(
+        post(&first, Some("s3cret_Token-1")),
+        post(&second, Some("s3cret_Token-1"))
+    );
+    assert_eq!(
+        (r1.unwrap().status().as_u16(), r2.unwrap().status().as_u16()),
+        (200, 200)
+    );
+    telegram
+        .wait_for("the album's turn", 20, |_| claude.calls().len() == 3)
+        .await;
+    let said = claude.calls()[2]["stdin"].as_str().unwrap().to_string();
+    assert!(
+        said.contains("inbox/a.md") && said.contains("inbox/b.md"),
+        "{said}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("planbot.log")).unwrap();
+    assert!(
+        log.contains("TELEGRAM_WEBHOOK_URL is http://"),
+        "the warning"
+    );
+    assert!(!log.contains("s3cret_Token-1"), "the secret was logged");
+    assert!(telegram.faults().is_empty(), "{:?}", telegram.faults());
+}

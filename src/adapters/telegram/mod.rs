@@ -37,8 +37,10 @@ const NO_PREVIEW: LinkPreviewOptions = LinkPreviewOptions {
 
 mod poller;
 mod updates;
+mod webhook;
 
 pub use poller::Poller;
+pub use webhook::Webhook;
 
 use super::lane::{Call, Lanes, Pace, Pacing, Recent, Retry, Verdict};
 use super::render::{reply_parts, split_markdown, telegram_html, utf16_len};

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use teloxide::RequestError;
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::prelude::Requester;
 use teloxide::types::AllowedUpdate;
+use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use super::updates::{ALBUM_WAIT, Updates, gather, trailing_album};
@@ -16,6 +16,32 @@ use super::{POLL_SECS, TelegramOutbound};
 use crate::durable::write_durably;
 use crate::router::Router;
 use crate::sync::Locked;
+
+/// Conflicts in a row (409) after which polling stops: more than a restart's overlap.
+const CONFLICTS_TO_STOP: u32 = 3;
+
+/// Why polling cannot go on, when Telegram answered 409 Conflict: another poller of the same
+/// token, or a webhook set for it.
+fn conflict(e: &RequestError) -> Option<String> {
+    let text = e.to_string();
+    if matches!(e, RequestError::Api(ApiError::TerminatedByOtherGetUpdates))
+        || text.contains("terminated by other getUpdates")
+    {
+        return Some(
+            "another program is polling this bot's updates (Telegram answered 409 Conflict: terminated by other getUpdates request). One planbot may long-poll a bot token: stop the other one, or run several planbots behind TELEGRAM_WEBHOOK_URL"
+                .into(),
+        );
+    }
+    if matches!(e, RequestError::Api(ApiError::CantGetUpdates))
+        || text.contains("webhook is active")
+    {
+        return Some(
+            "a webhook is set for this bot, so long polling gets nothing (Telegram answered 409 Conflict): set TELEGRAM_WEBHOOK_URL here too, or delete the webhook (deleteWebhook) to poll"
+                .into(),
+        );
+    }
+    None
+}
 
 /// The long-polling loop: runs until `shutdown`.
 pub struct Poller {
@@ -39,6 +65,7 @@ impl Poller {
             file: None,
         }));
         let mut failures = 0u32;
+        let mut conflicts = 0u32;
         // The album last held back for more of its files (held once, then handled).
         let mut waited_for: Option<(i64, String)> = None;
         loop {
@@ -54,9 +81,17 @@ impl Poller {
             let updates = match updates {
                 Ok(updates) => {
                     failures = 0;
+                    conflicts = 0;
                     updates
                 }
                 Err(e) => {
+                    if let Some(why) = conflict(&e) {
+                        conflicts += 1;
+                        // A restart's overlap ends within a poll or two; a second poller never.
+                        if conflicts >= CONFLICTS_TO_STOP {
+                            return Err(why);
+                        }
+                    }
                     failures += 1;
                     let wait = match &e {
                         RequestError::RetryAfter(wait) => wait.duration(),
