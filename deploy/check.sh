@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 echo "-- every setting is in planbot.env.example"
 missing=0
-for name in $(grep -o '"\(PLANBOT\|TELEGRAM\|DISCORD\)_[A-Z][A-Z_]*"' src/config.rs | tr -d '"' | sort -u); do
+names=$(grep -o '"\(PLANBOT\|TELEGRAM\|DISCORD\)_[A-Z][A-Z_]*"' -rh src/config/ | sort -u | wc -l)
+[ "$names" -ge 30 ] || { echo "found only $names settings in src/config/"; exit 1; }
+for name in $(grep -o '"\(PLANBOT\|TELEGRAM\|DISCORD\)_[A-Z][A-Z_]*"' -rh src/config/ | tr -d '"' | sort -u); do
   grep -q "^$name=" deploy/planbot.env.example || { echo "missing: $name"; missing=1; }
 done
 [ "$missing" = 0 ]
