@@ -30,6 +30,8 @@ const MIGRATIONS: [(i32, &str); 1] = [(
         updated_at timestamptz NOT NULL DEFAULT now()
     )",
 )];
+/// The longest planbot waits for a connection (to open one, or for one of the pool's).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The advisory lock key of migrations (any constant; "planbot" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0070_6c61_6e62_6f74;
 /// The advisory lock key held by the one planbot using the database.
@@ -98,8 +100,13 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A database that does not answer must not hang start-up or `planbot check`.
         let pool = Pool::builder(manager)
             .max_size(size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| db_error("the connection pool", e))?;
         Ok(PgStore { pool })

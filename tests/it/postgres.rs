@@ -274,3 +274,39 @@ async fn migrate_state_copies_planning_json_into_an_empty_database_only() {
     let (ok, sessions) = planbot_in(dir.path(), &fake.bin(), &["sessions"], &env);
     assert!(ok && sessions.contains("moved"), "{sessions}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_never_answers_fails_the_check_instead_of_hanging_it() {
+    // Accepts connections and says nothing, as a black-holed or stuck server would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let fake = crate::util::FakeClaude::new(serde_json::json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://planbot:pw-never-shown@127.0.0.1:{port}/plans");
+    let (dir_path, bin) = (dir.path().to_path_buf(), fake.bin());
+    let check = tokio::task::spawn_blocking(move || {
+        planbot_in(
+            &dir_path,
+            &bin,
+            &["check"],
+            &[("PLANBOT_DATABASE_URL", url.as_str())],
+        )
+    });
+    // A deadline of the test's own: a check that hangs fails here instead of hanging CI.
+    let (ok, out) = tokio::time::timeout(std::time::Duration::from_secs(120), check)
+        .await
+        .expect("planbot check hung on a database that never answers")
+        .unwrap();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("FAIL store: PostgreSQL at 127.0.0.1:{port}/plans")),
+        "{out}"
+    );
+    assert!(!out.contains("pw-never-shown"), "{out}");
+}
