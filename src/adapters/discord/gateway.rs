@@ -1,0 +1,314 @@
+//! The gateway side: slash commands, buttons, autocompletion and channel messages become
+//! [`Inbound`] events for the router; [`run`] connects and serves until shutdown.
+
+use super::*;
+
+/// The gateway's events, turned into the router's.
+struct Handler {
+    outbound: Arc<DiscordOutbound>,
+    router: Router,
+    guild_id: Option<u64>,
+    workspace_dir: PathBuf,
+    /// Interrupted plans are announced on the first READY only, not after each reconnect.
+    announced: AtomicBool,
+    /// A fatal gateway problem seen by a handler (e.g. the commands could not be registered).
+    failed: CancellationToken,
+}
+
+fn membership(guild: Option<GuildId>, member: Option<&Member>) -> Option<Membership> {
+    let guild = guild?;
+    Some(Membership {
+        guild: guild.get().to_string(),
+        roles: member
+            .map(|m| m.roles.iter().map(|r| r.get().to_string()).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// A slash command's options as the router's argument text: `/plan`'s slug, then description.
+fn command_args(command: &CommandInteraction) -> String {
+    let value = |name: &str| {
+        command
+            .data
+            .options
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| match &o.value {
+                CommandDataOptionValue::String(s) => Some(s.trim().to_string()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    match command.data.name.as_str() {
+        "plan" => format!("{} {}", value("slug"), value("description"))
+            .trim()
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+fn registered_commands() -> Vec<CreateCommand> {
+    COMMANDS
+        .iter()
+        .map(|spec| {
+            let command = CreateCommand::new(spec.name).description(spec.menu);
+            if spec.command != ChatCommand::Plan {
+                return command;
+            }
+            command
+                .add_option(
+                    CreateCommandOption::new(
+                        CommandOptionType::String,
+                        "slug",
+                        "A short name: lower-case letters, digits and dashes",
+                    )
+                    .required(true)
+                    .max_length(64)
+                    .set_autocomplete(true),
+                )
+                .add_option(
+                    CreateCommandOption::new(
+                        CommandOptionType::String,
+                        "description",
+                        "The idea, in a sentence or a few",
+                    )
+                    .max_length(4000),
+                )
+        })
+        .collect()
+}
+
+impl Handler {
+    async fn on_command(&self, ctx: &Context, command: CommandInteraction) {
+        let chat = chat_key(command.channel_id);
+        let args = command_args(&command);
+        let mut inbound = Inbound {
+            chat,
+            user: command.user.id.get().to_string(),
+            private: command.guild_id.is_none(),
+            kind: InboundKind::Command {
+                name: command.data.name.clone(),
+                args: args.clone(),
+            },
+            interaction: None,
+            membership: membership(command.guild_id, command.member.as_deref()),
+        };
+        // Allowed users' commands are shown to the channel (as a typed command would be);
+        // a stranger's refusal only to the stranger.
+        let public = self.router.authorize(&inbound);
+        let deferred = if public {
+            command.defer(&ctx.http).await
+        } else {
+            command.defer_ephemeral(&ctx.http).await
+        };
+        if let Err(e) = deferred {
+            tracing::warn!(error = %e, "could not acknowledge a command");
+            return;
+        }
+        if public {
+            inbound.interaction = Some(Deferred::Public.token(&command.token));
+            let echo: String = format!("**/{}** {args}", command.data.name)
+                .chars()
+                .take(MESSAGE_LIMIT)
+                .collect();
+            let http = ctx.http.clone();
+            tokio::spawn(async move {
+                let edit = quiet(json!({"content": echo}));
+                let result = http
+                    .edit_original_interaction_response(&command.token, &edit, Vec::new())
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "could not show a command");
+                }
+            });
+        } else {
+            inbound.interaction = Some(Deferred::Private.token(&command.token));
+        }
+        self.router.handle(inbound).await;
+    }
+
+    async fn on_button(&self, ctx: &Context, press: ComponentInteraction) {
+        if let Err(e) = press.defer(&ctx.http).await {
+            tracing::warn!(error = %e, "could not acknowledge a button");
+            return;
+        }
+        let interaction = Deferred::Button.token(&press.token);
+        let chat = chat_key(press.channel_id);
+        let Some((action, revision)) = Offer::parse_payload(&press.data.custom_id) else {
+            let _ = self
+                .outbound
+                .answer(&interaction, crate::conversation::copy::FOREIGN_BUTTON)
+                .await;
+            return;
+        };
+        let inbound = Inbound {
+            chat,
+            user: press.user.id.get().to_string(),
+            private: press.guild_id.is_none(),
+            kind: InboundKind::Button { action, revision },
+            interaction: Some(interaction),
+            membership: membership(press.guild_id, press.member.as_ref()),
+        };
+        self.router.handle(inbound).await;
+    }
+
+    /// `/plan`'s slug completed from the existing workspaces (for allowed users only).
+    async fn on_autocomplete(&self, ctx: &Context, command: CommandInteraction) {
+        let probe = Inbound {
+            chat: chat_key(command.channel_id),
+            user: command.user.id.get().to_string(),
+            private: command.guild_id.is_none(),
+            kind: InboundKind::Text(String::new()),
+            interaction: None,
+            membership: membership(command.guild_id, command.member.as_deref()),
+        };
+        let typed = command
+            .data
+            .autocomplete()
+            .map(|o| o.value.to_ascii_lowercase())
+            .unwrap_or_default();
+        let slugs = if self.router.authorize(&probe) {
+            channel_slugs(&self.workspace_dir, &probe.chat.to_string(), &typed)
+        } else {
+            Vec::new()
+        };
+        let mut choices = CreateAutocompleteResponse::new();
+        for slug in slugs {
+            choices = choices.add_string_choice(slug.clone(), slug);
+        }
+        let response = CreateInteractionResponse::Autocomplete(choices);
+        if let Err(e) = command.create_response(&ctx.http, response).await {
+            tracing::warn!(error = %e, "could not answer an autocomplete");
+        }
+    }
+}
+
+/// Up to 25 of this channel's slugs starting with `typed`, sorted: another channel's plans are
+/// neither offered nor revealed.
+fn channel_slugs(dir: &std::path::Path, chat: &str, typed: &str) -> Vec<String> {
+    let mut slugs = crate::planning::workspace::owned_slugs(dir, chat);
+    slugs.retain(|slug| slug.starts_with(typed));
+    slugs.truncate(25);
+    slugs
+}
+
+#[async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        tracing::info!(bot = %ready.user.name, guilds = ready.guilds.len(), "Discord front end connected");
+        self.outbound.http.set_application_id(ready.application.id);
+        let commands = registered_commands();
+        let registered = match self.guild_id {
+            Some(guild) => GuildId::new(guild)
+                .set_commands(&ctx.http, commands)
+                .await
+                .map(|c| c.len()),
+            None => Command::set_global_commands(&ctx.http, commands)
+                .await
+                .map(|c| c.len()),
+        };
+        match registered {
+            Ok(count) => tracing::info!(count, guild = ?self.guild_id, "registered slash commands"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not register the slash commands");
+                self.failed.cancel();
+                return;
+            }
+        }
+        if !self.announced.swap(true, Ordering::SeqCst) {
+            self.router.announce_interrupted(ADAPTER).await;
+        }
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        match interaction {
+            Interaction::Command(command) => self.on_command(&ctx, command).await,
+            Interaction::Component(press) => self.on_button(&ctx, press).await,
+            Interaction::Autocomplete(command) => self.on_autocomplete(&ctx, command).await,
+            _ => {}
+        }
+    }
+
+    async fn message(&self, _ctx: Context, message: serenity::all::Message) {
+        let files: Vec<FileRef> = message
+            .attachments
+            .iter()
+            .map(|a| FileRef {
+                id: a.url.clone(),
+                name: Some(a.filename.clone()),
+                mime: a.content_type.clone(),
+                size: Some(u64::from(a.size)),
+            })
+            .collect();
+        if message.author.bot || (message.content.trim().is_empty() && files.is_empty()) {
+            return;
+        }
+        let guild = message.guild_id;
+        let member_roles = message
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get().to_string()).collect())
+            .unwrap_or_default();
+        let inbound = Inbound {
+            membership: guild.map(|g| Membership {
+                guild: g.get().to_string(),
+                roles: member_roles,
+            }),
+            ..Inbound::from_text(
+                chat_key(message.channel_id),
+                &message.author.id.get().to_string(),
+                guild.is_none(),
+                &message.content,
+            )
+        };
+        let inbound = if files.is_empty() {
+            inbound
+        } else {
+            Inbound {
+                kind: InboundKind::Files {
+                    files,
+                    caption: message.content.clone(),
+                },
+                ..inbound
+            }
+        };
+        self.router.handle(inbound).await;
+    }
+}
+
+/// Connects to the gateway and serves until `shutdown` (or a fatal gateway error).
+pub async fn run(
+    outbound: Arc<DiscordOutbound>,
+    router: Router,
+    settings: DiscordSettings,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let intents = GatewayIntents::GUILD_MESSAGES
+        | GatewayIntents::DIRECT_MESSAGES
+        | GatewayIntents::MESSAGE_CONTENT;
+    let failed = CancellationToken::new();
+    let handler = Handler {
+        outbound: outbound.clone(),
+        router,
+        guild_id: settings.guild_id,
+        workspace_dir: settings.workspace_dir,
+        announced: AtomicBool::new(false),
+        failed: failed.clone(),
+    };
+    // The client takes its own Http by value; the outbound's (for interaction answers) gets the
+    // application id at READY like this one.
+    let base = settings.api_url.trim_end_matches('/');
+    let http = serenity_http(&settings.token, base);
+    let mut client = serenity::client::ClientBuilder::new_with_http(http, intents)
+        .event_handler(handler)
+        .await
+        .map_err(|e| format!("Discord client: {e}"))?;
+    let shards = client.shard_manager.clone();
+    let result = tokio::select! {
+        result = client.start() => result.map_err(|e| format!("Discord gateway: {e}")),
+        _ = shutdown.cancelled() => Ok(()),
+        _ = failed.cancelled() => Err("Discord: the slash commands could not be registered".to_string()),
+    };
+    shards.shutdown_all().await;
+    result
+}
