@@ -16,179 +16,12 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::planning::state::{EntryStatus, SessionEntry};
-use crate::sync::Locked;
 
-/// The file name inside the state directory.
-pub const STATE_FILE: &str = "planning.json";
-/// The lock held by the one running instance.
-pub const LOCK_FILE: &str = "planbot.lock";
-/// The format version this build writes.
-pub const VERSION: u64 = 1;
-/// The whole file in memory.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct State {
-    pub sessions: BTreeMap<String, SessionEntry>,
-    /// Entries that did not parse: written back unchanged, never dropped.
-    pub unreadable: BTreeMap<String, Value>,
-    /// Top-level fields of a newer version, kept.
-    pub extra: Map<String, Value>,
-}
-
-impl State {
-    /// The file's bytes: one session per line, so the file reads and diffs well.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let encoded: BTreeMap<String, Vec<u8>> = self
-            .sessions
-            .iter()
-            .map(|(key, entry)| (key.clone(), encode_entry(key, entry)))
-            .collect();
-        self.assemble(&encoded)
-    }
-
-    /// The file from already encoded sessions (see [`encode_entry`]), so that an update
-    /// re-encodes only what changed.
-    fn assemble(&self, encoded: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-        let size: usize = encoded.values().map(|e| e.len() + 2).sum();
-        let mut out = Vec::with_capacity(size + 64);
-        out.extend_from_slice(format!("{{\"version\":{VERSION},\n\"sessions\":{{").as_bytes());
-        let mut first = true;
-        let mut push = |out: &mut Vec<u8>, bytes: &[u8]| {
-            out.extend_from_slice(if first { b"\n" } else { b",\n" });
-            out.extend_from_slice(bytes);
-            first = false;
-        };
-        for (key, value) in &self.unreadable {
-            if !encoded.contains_key(key) {
-                push(&mut out, &encode_pair(key, value));
-            }
-        }
-        for bytes in encoded.values() {
-            push(&mut out, bytes);
-        }
-        out.extend_from_slice(b"\n}");
-        for (key, value) in &self.extra {
-            out.extend_from_slice(b",\n");
-            out.extend_from_slice(&encode_pair(key, value));
-        }
-        out.extend_from_slice(b"}\n");
-        out
-    }
-
-    /// Parses a file's bytes. Unreadable entries are kept aside, not fatal.
-    pub fn from_bytes(bytes: &[u8]) -> Result<State, ParseError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| ParseError::Corrupt(e.to_string()))?;
-        let Value::Object(mut top) = value else {
-            return Err(ParseError::Corrupt("the top level is not an object".into()));
-        };
-        match top.remove("version") {
-            Some(Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
-            Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v > VERSION) => {
-                return Err(ParseError::FutureVersion(n.as_u64().unwrap_or_default()));
-            }
-            other => {
-                return Err(ParseError::Corrupt(format!(
-                    "unsupported version field {other:?}"
-                )));
-            }
-        }
-        let sessions = match top.remove("sessions") {
-            Some(Value::Object(sessions)) => sessions,
-            None => Map::new(),
-            Some(_) => return Err(ParseError::Corrupt("`sessions` is not an object".into())),
-        };
-        let mut state = State {
-            extra: top,
-            ..State::default()
-        };
-        for (key, value) in sessions {
-            match SessionEntry::deserialize(&value) {
-                Ok(entry) => {
-                    state.sessions.insert(key, entry);
-                }
-                Err(e) => {
-                    tracing::error!(key, error = %e, "a stored session does not parse; it is kept as it is");
-                    state.unreadable.insert(key, value);
-                }
-            }
-        }
-        Ok(state)
-    }
-}
-
-/// One session as it stands in the file: `"key":{...}`.
-fn encode_entry(key: &str, entry: &SessionEntry) -> Vec<u8> {
-    let mut out = serde_json::to_vec(key).unwrap_or_default();
-    out.push(b':');
-    // Serializing a struct of strings, numbers and maps cannot fail.
-    let _ = serde_json::to_writer(&mut out, entry);
-    out
-}
-
-fn encode_pair<T: Serialize>(key: &str, value: &T) -> Vec<u8> {
-    let mut out = serde_json::to_vec(key).unwrap_or_default();
-    out.push(b':');
-    let _ = serde_json::to_writer(&mut out, value);
-    out
-}
-
-/// Why a state file could not be read.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ParseError {
-    #[error("not a valid planning.json: {0}")]
-    Corrupt(String),
-    #[error(
-        "planning.json has version {0}, newer than this planbot understands ({VERSION}); upgrade planbot"
-    )]
-    FutureVersion(u64),
-}
-
-/// What the store can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("could not save to {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("could not read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: ParseError },
-    #[error(
-        "another planbot already uses the state directory {dir} ({holder}); stop it or choose another PLANBOT_STATE_DIR"
-    )]
-    Locked { dir: PathBuf, holder: String },
-    #[error("the store has shut down")]
-    Closed,
-    #[error("PostgreSQL: {0}")]
-    Database(String),
-}
-
-/// What loading found, for the log and `planbot check`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LoadReport {
-    pub sessions: usize,
-    /// Keys whose turn was cut off by a crash; now `interrupted`.
-    pub interrupted: Vec<String>,
-    /// Where an unreadable file was moved.
-    pub moved_aside: Option<PathBuf>,
-    /// The backup was loaded because the main file was missing or unreadable.
-    pub from_backup: bool,
-    /// Keys of entries that did not parse (kept in the file as they are).
-    pub unreadable: Vec<String>,
-    /// The parse error of a file moved aside.
-    pub problem: Option<String>,
-}
-
-impl LoadReport {
-    /// Whether the operator must look at something.
-    pub fn is_healthy(&self) -> bool {
-        self.moved_aside.is_none() && !self.from_backup && self.unreadable.is_empty()
-    }
-}
+use super::format::encode_entry;
+use super::*;
 
 fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
@@ -378,19 +211,6 @@ enum Request {
     Close(oneshot::Sender<()>),
 }
 
-/// Where plans are kept, keyed by chat: the file store ([`Store`], `planning.json`) by default,
-/// [`MemoryStore`] for tests. Every write is durable (as the implementation defines it) when it
-/// returns.
-#[async_trait]
-pub trait SessionStore: Send + Sync {
-    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError>;
-    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError>;
-    /// Removes the chat's plan; returns what was there.
-    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError>;
-    /// Every plan, with its chat.
-    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError>;
-}
-
 #[async_trait]
 impl SessionStore for Store {
     async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
@@ -419,42 +239,6 @@ impl SessionStore for Store {
                 .collect()
         })
         .await
-    }
-}
-
-/// The store's in-memory twin: the same behaviour without a disk, for tests.
-#[derive(Default)]
-pub struct MemoryStore {
-    sessions: std::sync::Mutex<BTreeMap<ChatKey, SessionEntry>>,
-}
-
-impl MemoryStore {
-    fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<ChatKey, SessionEntry>> {
-        self.sessions.locked()
-    }
-}
-
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
-        Ok(self.sessions().get(chat).cloned())
-    }
-
-    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError> {
-        self.sessions().insert(chat.clone(), entry);
-        Ok(())
-    }
-
-    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
-        Ok(self.sessions().remove(chat))
-    }
-
-    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {
-        Ok(self
-            .sessions()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
     }
 }
 

@@ -1,0 +1,110 @@
+//! Where plans are kept, keyed by chat: the [`SessionStore`] trait; `planning.json` ([`Store`],
+//! the default, in [`file`]), its format ([`format`]), and an in-memory twin for tests. The
+//! PostgreSQL store is [`crate::store_pg`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::chat::ChatKey;
+use crate::planning::state::SessionEntry;
+use crate::sync::Locked;
+
+pub mod file;
+pub mod format;
+
+pub use file::{StateLock, Store, inspect};
+pub use format::{LOCK_FILE, ParseError, STATE_FILE, State, VERSION};
+
+/// What the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not save to {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("could not read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: ParseError },
+    #[error(
+        "another planbot already uses the state directory {dir} ({holder}); stop it or choose another PLANBOT_STATE_DIR"
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error("the store has shut down")]
+    Closed,
+    #[error("PostgreSQL: {0}")]
+    Database(String),
+}
+
+/// What loading found, for the log and `planbot check`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    pub sessions: usize,
+    /// Keys whose turn was cut off by a crash; now `interrupted`.
+    pub interrupted: Vec<String>,
+    /// Where an unreadable file was moved.
+    pub moved_aside: Option<PathBuf>,
+    /// The backup was loaded because the main file was missing or unreadable.
+    pub from_backup: bool,
+    /// Keys of entries that did not parse (kept in the file as they are).
+    pub unreadable: Vec<String>,
+    /// The parse error of a file moved aside.
+    pub problem: Option<String>,
+}
+
+impl LoadReport {
+    /// Whether the operator must look at something.
+    pub fn is_healthy(&self) -> bool {
+        self.moved_aside.is_none() && !self.from_backup && self.unreadable.is_empty()
+    }
+}
+
+/// Where plans are kept, keyed by chat: the file store ([`Store`], `planning.json`) by default,
+/// [`MemoryStore`] for tests. Every write is durable (as the implementation defines it) when it
+/// returns.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError>;
+    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError>;
+    /// Removes the chat's plan; returns what was there.
+    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError>;
+    /// Every plan, with its chat.
+    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError>;
+}
+
+/// The store's in-memory twin: the same behaviour without a disk, for tests.
+#[derive(Default)]
+pub struct MemoryStore {
+    sessions: std::sync::Mutex<BTreeMap<ChatKey, SessionEntry>>,
+}
+
+impl MemoryStore {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<ChatKey, SessionEntry>> {
+        self.sessions.locked()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        Ok(self.sessions().get(chat).cloned())
+    }
+
+    async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError> {
+        self.sessions().insert(chat.clone(), entry);
+        Ok(())
+    }
+
+    async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
+        Ok(self.sessions().remove(chat))
+    }
+
+    async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {
+        Ok(self
+            .sessions()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
