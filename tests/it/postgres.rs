@@ -215,15 +215,51 @@ async fn plans_live_in_postgres_across_restarts_and_one_planbot_holds_a_database
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let other = tempfile::tempdir().unwrap();
-    let mut refused = (true, String::new());
-    for _ in 0..100 {
-        refused = planbot_in(other.path(), &fake.bin(), &["console"], &env);
-        if !refused.0 {
+    // Once the first holds the database (its advisory lock is visible), a second is refused.
+    let (client, connection) = tokio_postgres::connect(&pg.url("plans"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let held: i64 = client
+            // The instance lock (key 0x00706c616e626f75), not the one migrations take briefly.
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND classid = 7367777 AND objid = 1851944821",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if held > 0 {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first planbot exited"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first planbot never held the database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    let other = tempfile::tempdir().unwrap();
+    let (other_path, bin) = (other.path().to_path_buf(), fake.bin());
+    let env_owned: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let refused = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env_owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        planbot_in(&other_path, &bin, &["console"], &env)
+    })
+    .await
+    .unwrap();
     drop(first.stdin.take());
     let _ = first.wait();
     assert!(!refused.0, "{}", refused.1);
