@@ -373,7 +373,9 @@ impl Bench {
         let config = Config::from_sources(None, &env).map_err(|e| e.to_string())?;
         let core = Core::build(&config).await.map_err(|e| e.to_string())?;
         let out = Arc::new(Recorder::new());
-        let router = core.router(&config, vec![("console", out.clone() as Arc<dyn Outbound>)]);
+        let router = core
+            .router(&config, vec![("console", out.clone() as Arc<dyn Outbound>)])
+            .await;
         Ok(Bench { core, router, out })
     }
 

@@ -130,7 +130,11 @@ impl Core {
     }
 
     /// The one router, over every front end that runs.
-    pub fn router(&self, config: &Config, outbounds: Vec<(&str, Arc<dyn Outbound>)>) -> Router {
+    pub async fn router(
+        &self,
+        config: &Config,
+        outbounds: Vec<(&str, Arc<dyn Outbound>)>,
+    ) -> Router {
         let scrubber = Scrubber::new(&config.secret_values);
         let outbounds: HashMap<String, Arc<dyn Outbound>> = outbounds
             .into_iter()
@@ -139,12 +143,21 @@ impl Core {
                 (adapter.to_string(), scrubbed)
             })
             .collect();
+        let settings = router_settings(config);
+        let audit = settings.audit.clone();
+        let today = chrono::Utc::now().date_naive();
+        let spent_today = tokio::task::spawn_blocking(move || {
+            audit.map(|a| a.spend_on(today)).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
         let router = Router::new(
             self.store.clone(),
             self.planner.clone(),
             RouterSettings {
                 restored_from_backup: self.restored_from_backup.clone(),
-                ..router_settings(config)
+                spent_today,
+                ..settings
             },
             outbounds,
         );
@@ -205,6 +218,7 @@ fn router_settings(config: &Config) -> RouterSettings {
         user_daily_budget_usd: config.user_daily_budget_usd,
         audit: Some(Audit::new(&config.state_dir)),
         restored_from_backup: None,
+        spent_today: HashMap::new(),
     }
 }
 
@@ -218,7 +232,9 @@ pub async fn run_console(
     let core = Core::build(&config).await?;
     let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let outbound = ConsoleOutbound::new(Box::new(std::io::stdout()), live);
-    let router = core.router(&config, vec![(console::ADAPTER, outbound.clone())]);
+    let router = core
+        .router(&config, vec![(console::ADAPTER, outbound.clone())])
+        .await;
     if live {
         println!("{}", crate::conversation::copy::CONSOLE_WELCOME);
     }
@@ -261,7 +277,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         }
         None => None,
     };
-    let router = core.router(&config, outbounds);
+    let router = core.router(&config, outbounds).await;
     let stop = shutdown.child_token();
     let telegram_run = async {
         let Some(outbound) = telegram else {

@@ -63,6 +63,9 @@ pub struct RouterSettings {
     pub audit: Option<Audit>,
     /// When the state was restored from `planning.json.bak` (the backup's time), at start-up.
     pub restored_from_backup: Option<String>,
+    /// What each `adapter:user` has spent today (UTC), read from the audit log before the router
+    /// is built (off the async threads: the log can be long).
+    pub spent_today: HashMap<String, f64>,
 }
 
 /// Routes every front end's events. A cheap handle.
@@ -109,11 +112,7 @@ impl Router {
         outbounds: HashMap<String, Arc<dyn Outbound>>,
     ) -> Router {
         let today = chrono::Utc::now().date_naive();
-        let spent = settings
-            .audit
-            .as_ref()
-            .map(|a| a.spend_on(today))
-            .unwrap_or_default();
+        let spent = settings.spent_today;
         Router {
             inner: Arc::new(Inner {
                 store,

@@ -162,19 +162,26 @@ impl StateLock {
             .truncate(false)
             .open(&path)
             .map_err(write_err)?;
-        match file.try_lock() {
+        // A health check's probe holds the lock for an instant: a start-up that meets one
+        // tries again for a moment rather than fail.
+        let mut tries = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(fs::TryLockError::WouldBlock) if tries < LOCK_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
                 return Err(StoreError::Locked {
                     dir: dir.to_owned(),
-                    holder: if holder.is_empty() {
-                        "holder unknown".into()
-                    } else {
-                        holder.to_string()
-                    },
+                    holder: holder(&text),
                 });
             }
             Err(fs::TryLockError::Error(e)) => return Err(write_err(e)),
@@ -192,11 +199,38 @@ impl StateLock {
         Ok(StateLock { _file: file })
     }
 
-    /// Whether the lock is free right now (for `planbot check`).
+    /// Whether the lock is free right now (for `planbot check`): a shared lock taken and let go
+    /// at once, which changes nothing in the file (a planbot starting meanwhile waits it out).
     pub fn probe(dir: &Path) -> Result<(), StoreError> {
-        StateLock::acquire(dir).map(drop)
+        let path = dir.join(LOCK_FILE);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            // No lock file: nobody ever held it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+                dir: dir.to_owned(),
+                holder: holder(&fs::read_to_string(&path).unwrap_or_default()),
+            }),
+            Err(fs::TryLockError::Error(source)) => Err(StoreError::Read { path, source }),
+        }
     }
 }
+
+/// Who holds the lock, as its file says.
+fn holder(text: &str) -> String {
+    match text.trim() {
+        "" => "holder unknown".into(),
+        holder => holder.to_string(),
+    }
+}
+
+/// How often, and how long apart, a start-up tries a lock a probe holds.
+const LOCK_TRIES: u32 = 40;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// Changes one entry in place and returns how to answer its caller once the write is done.

@@ -329,19 +329,22 @@ fn the_health_check_passes_while_planbot_runs_and_fails_when_it_does_not() {
             .output()
             .unwrap()
     };
+    let log = std::fs::File::create(dir.path().join("console.log")).unwrap();
     let mut running = console_in(dir.path(), &fake.bin())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     // planbot takes a moment to start and lock its state dir: ask until it holds it (bounded,
     // generously: the machine may be busy with other tests).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut healthy = check();
-    for _ in 0..500 {
-        if healthy.status.success() {
-            break;
+    while !healthy.status.success() && std::time::Instant::now() < deadline {
+        if let Some(status) = running.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+            panic!("the console exited ({status}) before the check passed:\n{log}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(50));
         healthy = check();
     }
     let text = String::from_utf8_lossy(&healthy.stdout).into_owned();

@@ -193,6 +193,12 @@ impl FakeTelegram {
 
     /// A person writes in a chat (private when `chat > 0`), optionally in a forum topic.
     pub fn message(&self, chat: i64, user: i64, text: &str, thread: Option<i64>) {
+        let message = self.text_message(chat, user, text, thread);
+        self.push(json!({"message": message}));
+    }
+
+    /// A text message from `user` in `chat` (not yet sent), with its command entity.
+    fn text_message(&self, chat: i64, user: i64, text: &str, thread: Option<i64>) -> Value {
         let id = {
             let mut inner = self.inner.lock().unwrap();
             let next = inner.next_message.entry(chat).or_insert(0);
@@ -212,7 +218,7 @@ impl FakeTelegram {
                 .map_or(0, |c| c.encode_utf16().count() + 1);
             message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
         }
-        self.push(json!({"message": message}));
+        message
     }
 
     /// A person sends files in one message (several make an album, the caption on the first).
@@ -300,22 +306,9 @@ impl FakeTelegram {
     /// The next update id and message id, as [`FakeTelegram::message`] would use them, for a
     /// test that delivers updates itself (to a webhook).
     pub fn update(&self, chat: i64, user: i64, text: &str) -> Value {
+        let message = self.text_message(chat, user, text, None);
         let mut inner = self.inner.lock().unwrap();
         inner.next_update += 1;
-        let id = {
-            let next = inner.next_message.entry(chat).or_insert(0);
-            *next += 1;
-            *next
-        };
-        let mut message = json!({"message_id": id, "date": 1_700_000_000, "chat": chat_json(chat),
-            "from": user_json(user), "text": text});
-        if let Some(command) = text.strip_prefix('/') {
-            let len = command
-                .split_whitespace()
-                .next()
-                .map_or(0, |c| c.encode_utf16().count() + 1);
-            message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
-        }
         json!({"update_id": inner.next_update, "message": message})
     }
 

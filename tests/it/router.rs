@@ -128,6 +128,7 @@ impl Harness {
             max_attachment_bytes: 1024,
             approvers: Vec::new(),
             approval_timeout: Duration::from_secs(600),
+            spent_today: Default::default(),
             plan_budget_usd: None,
             user_daily_budget_usd: None,
             audit: Some(planbot::audit::Audit::new(state.path())),

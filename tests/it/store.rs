@@ -189,6 +189,42 @@ async fn a_second_instance_is_refused_and_named() {
     let (_again, _) = Store::open(dir.path()).unwrap();
 }
 
+#[test]
+fn a_health_check_never_makes_a_starting_planbot_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probing = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut probes = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = planbot::store::StateLock::probe(&path);
+                probes += 1;
+            }
+            probes
+        })
+    };
+    // Starts and stops meet the probes at every instant; none is refused.
+    for _ in 0..50 {
+        let lock = planbot::store::StateLock::acquire(&path).expect("refused by a probe");
+        let holder = std::fs::read_to_string(path.join("planbot.lock")).unwrap();
+        assert!(
+            holder.contains(&format!("pid {}", std::process::id())),
+            "{holder}"
+        );
+        // While held, a probe says so and leaves the holder's record alone.
+        assert!(planbot::store::StateLock::probe(&path).is_err());
+        assert_eq!(
+            std::fs::read_to_string(path.join("planbot.lock")).unwrap(),
+            holder
+        );
+        drop(lock);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(probing.join().unwrap() > 50);
+}
+
 #[tokio::test]
 async fn running_entries_become_interrupted_at_start() {
     let dir = tempfile::tempdir().unwrap();
