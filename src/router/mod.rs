@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) refused: Mutex<HashSet<(String, String)>>,
     /// Answers being sent outside the chats' queues (`/help`, `/status`, refusals, notes).
     pub(crate) answering: AtomicUsize,
+    /// Every worker and answer task, so that shutdown can close and await them.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
     /// See [`RouterSettings::restored_from_backup`].
     pub(crate) restored_from_backup: Option<String>,
     /// Woken whenever a job ends or an answer is sent: [`Router::until_idle`] waits on it.
@@ -134,6 +136,7 @@ impl Router {
                 workers: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashSet::new()),
                 answering: AtomicUsize::new(0),
+                tasks: tokio_util::task::TaskTracker::new(),
                 idle: tokio::sync::Notify::new(),
             }),
         }
@@ -365,7 +368,7 @@ impl Router {
     fn answer_later(&self, answer: impl std::future::Future<Output = ()> + Send + 'static) {
         let router = self.clone();
         router.inner.answering.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             answer.await;
             router.inner.answering.fetch_sub(1, Ordering::SeqCst);
             router.inner.idle.notify_waiters();
@@ -437,9 +440,24 @@ impl Router {
             // Cancelled turns end within the runner's kill grace; bounded so it cannot hang.
             let _ = tokio::time::timeout(Duration::from_secs(10), self.until_idle(None)).await;
         }
+        // The workers end once their queues close; every task is awaited (bounded: a task that
+        // does not end must not hang the stop).
+        self.inner.workers.locked().clear();
+        self.inner.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some chat tasks did not end in time");
+        }
         // Processes ending after their answer: bounded by the exit and kill graces.
         self.inner.planner.drain().await;
         self.flush_audit().await;
+    }
+
+    /// Chat workers and answers still running (none once [`Router::shutdown`] returns).
+    pub fn tasks_left(&self) -> usize {
+        self.inner.tasks.len()
     }
 
     /// Returns once every audit line of what was done so far is on disk.
@@ -538,7 +556,7 @@ impl Router {
             record: None,
             generation: CancellationToken::new(),
         };
-        tokio::spawn(chat_worker.run(rx));
+        self.inner.tasks.spawn(chat_worker.run(rx));
         worker
     }
 }

@@ -116,7 +116,6 @@ impl ChatWorker {
                 // A /cancel came after this was queued.
                 self.shared.busy.store(false, Ordering::SeqCst);
                 self.router.inner.idle.notify_waiters();
-                self.router.inner.idle.notify_waiters();
                 continue;
             }
             self.set_running(Some(job.cancel.clone()));

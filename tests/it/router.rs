@@ -200,6 +200,19 @@ impl Harness {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_and_awaits_every_chat_worker() {
+    let h = Harness::new(json!([]));
+    h.send("/plan todo-app an idea").await;
+    h.idle().await;
+    assert!(
+        h.router.tasks_left() >= 1,
+        "the chat's worker waits for its next job"
+    );
+    h.router.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(h.router.tasks_left(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_final_plan_is_written_once_the_agent_has_exited() {
     let h = Harness::new(json!([
         {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input"},
