@@ -77,24 +77,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // The hook runs once per tool call: no configuration, no tracing, no runtime.
-    if let Command::Hook {
-        hook:
-            Hook::PathGuard {
-                workspace,
-                approvable,
-                allow,
-                allow_call,
-                deny_call,
-            },
-    } = cli.command
-    {
-        let approvals = planbot::claude::approval::Approvals::from_hook_args(
-            approvable,
-            allow,
-            allow_call.as_deref(),
-            deny_call.as_deref(),
-        );
-        return ExitCode::from(planbot::claude::guard::run(&workspace, &approvals) as u8);
+    if let Command::Hook { hook } = cli.command {
+        return path_guard(hook);
     }
     let config = match planbot::config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -112,52 +96,67 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async move {
-        let result = match cli.command {
-            Command::Console => {
-                let (interrupts, shutdown) = planbot::shutdown::console_signals();
-                planbot::app::run_console(config, interrupts, shutdown).await
-            }
-            Command::Run => {
-                let shutdown = CancellationToken::new();
-                planbot::shutdown::cancel_on_signal(shutdown.clone());
-                planbot::app::run(config, shutdown).await
-            }
-            Command::MigrateState { .. } => match planbot::app::migrate_state(&config).await {
-                Ok(done) => {
-                    println!("{done}");
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            Command::Sessions => match planbot::app::sessions_table(&config).await {
-                Ok(table) => {
-                    print!("{table}");
-                    Ok(())
-                }
-                Err(e) => Err(e.into()),
-            },
-            Command::Hook { .. } => Ok(()),
-            Command::Check { running } => {
-                let lines = planbot::app::check(&config, running).await;
-                for line in &lines {
-                    println!("{} {}", if line.ok { "ok  " } else { "FAIL" }, line.what);
-                }
-                if lines.iter().all(|l| l.ok) {
-                    return ExitCode::SUCCESS;
-                }
-                return ExitCode::FAILURE;
-            }
-        };
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("planbot: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    });
+    let code = runtime.block_on(run(cli.command, config));
     // A blocking read of stdin may still be pending; it must not keep planbot from exiting.
     runtime.shutdown_background();
     code
+}
+
+/// `planbot hook path-guard`: one tool call judged.
+fn path_guard(hook: Hook) -> ExitCode {
+    let Hook::PathGuard {
+        workspace,
+        approvable,
+        allow,
+        allow_call,
+        deny_call,
+    } = hook;
+    let approvals = planbot::claude::approval::Approvals::from_hook_args(
+        approvable,
+        allow,
+        allow_call.as_deref(),
+        deny_call.as_deref(),
+    );
+    ExitCode::from(planbot::claude::guard::run(&workspace, &approvals) as u8)
+}
+
+/// Runs a command with its configuration; what it printed went to stdout, errors to stderr.
+async fn run(command: Command, config: planbot::config::Config) -> ExitCode {
+    let result = match command {
+        Command::Console => {
+            let (interrupts, shutdown) = planbot::shutdown::console_signals();
+            planbot::app::run_console(config, interrupts, shutdown).await
+        }
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            planbot::shutdown::cancel_on_signal(shutdown.clone());
+            planbot::app::run(config, shutdown).await
+        }
+        Command::MigrateState { .. } => planbot::app::migrate_state(&config)
+            .await
+            .map(|done| println!("{done}")),
+        Command::Sessions => planbot::app::sessions_table(&config)
+            .await
+            .map(|table| print!("{table}"))
+            .map_err(Into::into),
+        Command::Hook { .. } => Ok(()),
+        Command::Check { running } => {
+            let lines = planbot::app::check(&config, running).await;
+            for line in &lines {
+                println!("{} {}", if line.ok { "ok  " } else { "FAIL" }, line.what);
+            }
+            return if lines.iter().all(|l| l.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("planbot: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

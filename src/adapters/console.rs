@@ -254,62 +254,75 @@ pub async fn run(
                 break;
             }
         };
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
+        let Some(inbound) = inbound_of(&line, &outbound, &mut pending_cancel) else {
             continue;
-        }
-        // A choice is typed as `/1`, `/2`…: a bare number is a message (Claude may have asked
-        // "1, 2 or 3?"). Cancelling asks once more.
-        let choice = trimmed
-            .strip_prefix('/')
-            .and_then(|n| n.parse::<usize>().ok());
-        let inbound = match choice {
-            Some(n) => {
-                let Some(offer) = outbound.pick(n) else {
-                    outbound.print(&format!("{}\n\n", copy::no_such_choice(n)));
-                    pending_cancel = None;
-                    continue;
-                };
-                if offer.action == Action::Cancel && pending_cancel != Some(n) {
-                    outbound.print(&format!("{}\n\n", copy::confirm_cancel(n)));
-                    pending_cancel = Some(n);
-                    continue;
-                }
-                Inbound {
-                    chat: chat.clone(),
-                    user: USER.into(),
-                    private: true,
-                    kind: InboundKind::Button {
-                        action: offer.action,
-                        revision: offer.revision,
-                    },
-                    interaction: None,
-                    membership: None,
-                }
-            }
-            None => match trimmed.strip_prefix("/attach") {
-                Some(args) if args.is_empty() || args.starts_with(char::is_whitespace) => {
-                    match attachment(args.trim()) {
-                        Ok(kind) => Inbound {
-                            kind,
-                            ..Inbound::from_text(chat.clone(), USER, true, "")
-                        },
-                        Err(why) => {
-                            outbound.print(&format!("{why}\n\n"));
-                            continue;
-                        }
-                    }
-                }
-                _ => Inbound::from_text(chat.clone(), USER, true, &line),
-            },
         };
-        pending_cancel = None;
         router.handle(inbound).await;
         if wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await == Wait::Leave {
             return;
         }
     }
     wait_for_turn(&router, &chat, &mut interrupts, &shutdown).await;
+}
+
+/// What a line typed means, or `None` when the console answered it itself (an empty line, a
+/// choice that is not offered, a cancel to confirm, an `/attach` that cannot be read).
+fn inbound_of(
+    line: &str,
+    outbound: &ConsoleOutbound,
+    pending_cancel: &mut Option<usize>,
+) -> Option<Inbound> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    // A choice is typed as `/1`, `/2`…: a bare number is a message (Claude may have asked
+    // "1, 2 or 3?"). Cancelling asks once more.
+    let choice = trimmed
+        .strip_prefix('/')
+        .and_then(|n| n.parse::<usize>().ok());
+    let inbound = match choice {
+        Some(n) => {
+            let Some(offer) = outbound.pick(n) else {
+                outbound.print(&format!("{}\n\n", copy::no_such_choice(n)));
+                *pending_cancel = None;
+                return None;
+            };
+            if offer.action == Action::Cancel && *pending_cancel != Some(n) {
+                outbound.print(&format!("{}\n\n", copy::confirm_cancel(n)));
+                *pending_cancel = Some(n);
+                return None;
+            }
+            Inbound {
+                chat: chat(),
+                user: USER.into(),
+                private: true,
+                kind: InboundKind::Button {
+                    action: offer.action,
+                    revision: offer.revision,
+                },
+                interaction: None,
+                membership: None,
+            }
+        }
+        None => match trimmed.strip_prefix("/attach") {
+            Some(args) if args.is_empty() || args.starts_with(char::is_whitespace) => {
+                match attachment(args.trim()) {
+                    Ok(kind) => Inbound {
+                        kind,
+                        ..Inbound::from_text(chat(), USER, true, "")
+                    },
+                    Err(why) => {
+                        outbound.print(&format!("{why}\n\n"));
+                        return None;
+                    }
+                }
+            }
+            _ => Inbound::from_text(chat(), USER, true, line),
+        },
+    };
+    *pending_cancel = None;
+    Some(inbound)
 }
 
 /// `/attach <path> [caption]`: a local file to bring into the plan.

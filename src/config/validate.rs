@@ -33,6 +33,11 @@ impl Config {
                 }
             }
         }
+        self.validate_front_ends()
+    }
+
+    /// The front ends' and the database's URLs and secrets.
+    fn validate_front_ends(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.telegram_webhook_url {
             let parsed = url::Url::parse(url).map_err(|e| {
                 invalid("TELEGRAM_WEBHOOK_URL", format!("{url:?} is not a URL: {e}"))
@@ -64,17 +69,6 @@ impl Config {
                 format!("not a PostgreSQL URL (postgres://user:password@host:port/db): {e}"),
             ));
         }
-        for tool in &self.approvable_tools {
-            if !APPROVABLE.contains(&tool.as_str()) {
-                return Err(invalid(
-                    "PLANBOT_APPROVABLE_TOOLS",
-                    format!(
-                        "{tool:?} cannot be approved by button; only {} can (they touch no local path)",
-                        APPROVABLE.join(" and ")
-                    ),
-                ));
-            }
-        }
         for (name, url) in [
             ("TELEGRAM_API_URL", &self.telegram_api_url),
             ("DISCORD_API_URL", &self.discord_api_url),
@@ -91,6 +85,17 @@ impl Config {
 
     /// Tools that widen the agent's reach are refused unless the operator says so knowingly.
     fn validate_tools(&self) -> Result<(), ConfigError> {
+        for tool in &self.approvable_tools {
+            if !APPROVABLE.contains(&tool.as_str()) {
+                return Err(invalid(
+                    "PLANBOT_APPROVABLE_TOOLS",
+                    format!(
+                        "{tool:?} cannot be approved by button; only {} can (they touch no local path)",
+                        APPROVABLE.join(" and ")
+                    ),
+                ));
+            }
+        }
         for domain in &self.webfetch_domains {
             let valid = !domain.is_empty()
                 && domain

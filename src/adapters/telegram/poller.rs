@@ -64,8 +64,7 @@ impl Poller {
             path: self.offset_file.clone(),
             file: None,
         }));
-        let mut failures = 0u32;
-        let mut conflicts = 0u32;
+        let mut failures = Failures::default();
         // The album last held back for more of its files (held once, then handled).
         let mut waited_for: Option<(i64, String)> = None;
         loop {
@@ -80,23 +79,11 @@ impl Poller {
             };
             let updates = match updates {
                 Ok(updates) => {
-                    failures = 0;
-                    conflicts = 0;
+                    failures = Failures::default();
                     updates
                 }
                 Err(e) => {
-                    if let Some(why) = conflict(&e) {
-                        conflicts += 1;
-                        // A restart's overlap ends within a poll or two; a second poller never.
-                        if conflicts >= CONFLICTS_TO_STOP {
-                            return Err(why);
-                        }
-                    }
-                    failures += 1;
-                    let wait = match &e {
-                        RequestError::RetryAfter(wait) => wait.duration(),
-                        _ => Duration::from_millis(500 * 2u64.pow(failures.min(6))),
-                    };
+                    let wait = failures.after(&e)?;
                     tracing::warn!(error = %self.outbound.redact(&e), ?wait, "getUpdates failed");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => continue,
@@ -111,37 +98,54 @@ impl Poller {
             // An album arrives as one update per file, possibly over more than one batch. One
             // that ends the batch is left unconfirmed and fetched again a moment later, with
             // whatever else of it has arrived, so that it makes one turn.
-            let trailing = trailing_album(&fresh);
-            let mut held = None;
-            if let Some((album, first)) = trailing
+            let mut held = false;
+            if let Some((album, first)) = trailing_album(&fresh)
                 && waited_for.as_ref() != Some(&album)
             {
-                held = Some(fresh.split_off(first));
-                waited_for = Some(album);
+                fresh.truncate(first);
+                (held, waited_for) = (true, Some(album));
             }
-            let Some(newest) = fresh.iter().map(|u| u.id.0 as i32).max() else {
-                if held.is_some() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(ALBUM_WAIT) => {}
-                        _ = shutdown.cancelled() => return Ok(()),
-                    }
+            if let Some(newest) = fresh.iter().map(|u| u.id.0 as i32).max() {
+                // The batch is recorded before it is handled: after a crash it is skipped, never
+                // answered twice.
+                last_done = Some(newest);
+                record_offset(&offsets, newest).await;
+                for item in gather(fresh) {
+                    handler.handle(item).await;
                 }
-                continue;
-            };
-            // The batch is recorded before it is handled: after a crash it is skipped, never
-            // answered twice.
-            last_done = Some(newest);
-            record_offset(&offsets, newest).await;
-            for item in gather(fresh) {
-                handler.handle(item).await;
             }
-            if held.is_some() {
+            if held {
                 tokio::select! {
                     _ = tokio::time::sleep(ALBUM_WAIT) => {}
                     _ = shutdown.cancelled() => return Ok(()),
                 }
             }
         }
+    }
+}
+
+/// Failed polls in a row, and how many of them were conflicts.
+#[derive(Default)]
+struct Failures {
+    failures: u32,
+    conflicts: u32,
+}
+
+impl Failures {
+    /// How long to wait after `e`, or why polling must stop: a conflict that outlasts a
+    /// restart's overlap (which ends within a poll or two; a second poller never does).
+    fn after(&mut self, e: &RequestError) -> Result<Duration, String> {
+        if let Some(why) = conflict(e) {
+            self.conflicts += 1;
+            if self.conflicts >= CONFLICTS_TO_STOP {
+                return Err(why);
+            }
+        }
+        self.failures += 1;
+        Ok(match e {
+            RequestError::RetryAfter(wait) => wait.duration(),
+            _ => Duration::from_millis(500 * 2u64.pow(self.failures.min(6))),
+        })
     }
 }
 
