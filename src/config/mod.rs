@@ -15,11 +15,13 @@ use crate::planning::{DEFAULT_PHASES, Phase, PlanSettings, parse_phases};
 
 mod env;
 mod parts;
+mod sections;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 use env::Env;
+use sections::{Chats, Limits};
 
 /// A secret: its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -287,6 +289,31 @@ impl Config {
                 &webhook_secret,
             ],
         );
+        let Limits {
+            max_turns,
+            retry_max_turns,
+            turn_timeout,
+            idle_timeout,
+            max_concurrent_runs,
+            progress_interval,
+            retry_delay,
+            shutdown_grace,
+            max_attachment_bytes,
+            plan_budget_usd,
+            user_daily_budget_usd,
+            approval_timeout,
+        } = Limits::read(&e, &mut file)?;
+        let Chats {
+            approvers,
+            approvable_tools,
+            http_addr,
+            telegram_api_url,
+            telegram_webhook_url,
+            discord_api_url,
+            discord_guild_id,
+            discord_allowed_roles,
+            database_pool_size,
+        } = Chats::read(&e, &mut file)?;
         let config = Config {
             claude_bin: e
                 .path("PLANBOT_CLAUDE_BIN")
@@ -305,107 +332,30 @@ impl Config {
                 .list("PLANBOT_ALLOWED_USERS")
                 .or(file.allowed_users.take())
                 .unwrap_or_default(),
-            approvers: e
-                .list("PLANBOT_APPROVERS")
-                .or(file.approvers.take())
-                .unwrap_or_default(),
-            approvable_tools: e
-                .list("PLANBOT_APPROVABLE_TOOLS")
-                .or(file.approvable_tools.take())
-                .unwrap_or_else(|| vec!["WebFetch".into()]),
-            approval_timeout: Duration::from_secs(e.bounded(
-                "PLANBOT_APPROVAL_TIMEOUT_SECS",
-                file.approval_timeout_secs.take(),
-                10..=A_WEEK_SECS,
-                600,
-            )?),
+            approvers,
+            approvable_tools,
+            approval_timeout,
             phases,
-            max_turns: e.bounded(
-                "PLANBOT_MAX_TURNS",
-                file.max_turns.take(),
-                1..=MAX_TURNS,
-                20,
-            )?,
-            retry_max_turns: e.bounded(
-                "PLANBOT_RETRY_MAX_TURNS",
-                file.retry_max_turns.take(),
-                1..=MAX_TURNS,
-                30,
-            )?,
-            turn_timeout: Duration::from_secs(e.bounded(
-                "PLANBOT_TURN_TIMEOUT_SECS",
-                file.turn_timeout_secs.take(),
-                1..=A_WEEK_SECS,
-                600,
-            )?),
-            idle_timeout: Duration::from_secs(e.bounded(
-                "PLANBOT_IDLE_TIMEOUT_SECS",
-                file.idle_timeout_secs.take(),
-                1..=A_WEEK_SECS,
-                300,
-            )?),
-            max_concurrent_runs: e.bounded(
-                "PLANBOT_MAX_CONCURRENT_RUNS",
-                file.max_concurrent_runs.take(),
-                1..=MAX_CONCURRENT_RUNS,
-                4,
-            )?,
+            max_turns,
+            retry_max_turns,
+            turn_timeout,
+            idle_timeout,
+            max_concurrent_runs,
             claude_args: claude_args(&e, &mut file)?,
-            progress_interval: Duration::from_millis(e.bounded(
-                "PLANBOT_PROGRESS_INTERVAL_MS",
-                file.progress_interval_ms.take(),
-                1..=AN_HOUR_MS,
-                1500,
-            )?),
-            // 20 MB is what the Bot API lets a bot download; a self-hosted Bot API server allows
-            // up to 2000 MB.
-            max_attachment_bytes: e.bounded(
-                "PLANBOT_MAX_ATTACHMENT_MB",
-                file.max_attachment_mb.take(),
-                1..=2000,
-                20,
-            )? * 1024
-                * 1024,
-            retry_delay: Duration::from_millis(e.bounded(
-                "PLANBOT_RETRY_DELAY_MS",
-                file.retry_delay_ms.take(),
-                0..=AN_HOUR_MS,
-                2000,
-            )?),
-            database_pool_size: e.bounded(
-                "PLANBOT_DATABASE_POOL_SIZE",
-                file.database_pool_size.take(),
-                2..=256,
-                8,
-            )?,
+            progress_interval,
+            max_attachment_bytes,
+            retry_delay,
+            database_pool_size,
             database_url,
-            telegram_webhook_url: e
-                .str("TELEGRAM_WEBHOOK_URL")
-                .filter(|u| !u.trim().is_empty())
-                .map(str::to_string),
+            telegram_webhook_url,
             telegram_webhook_secret: webhook_secret,
-            http_addr: e
-                .parse("PLANBOT_HTTP_ADDR")?
-                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+            http_addr,
             telegram_token,
-            telegram_api_url: e
-                .str("TELEGRAM_API_URL")
-                .map(str::to_string)
-                .or(file.telegram_api_url.take())
-                .unwrap_or_else(|| "https://api.telegram.org".into()),
+            telegram_api_url,
             discord_token,
-            discord_api_url: e
-                .str("DISCORD_API_URL")
-                .map(str::to_string)
-                .or(file.discord_api_url.take())
-                .unwrap_or_else(|| "https://discord.com".into()),
-            discord_guild_id: e
-                .parse("DISCORD_GUILD_ID")?
-                .or(file.discord_guild_id.take()),
-            discord_allowed_roles: e
-                .list("DISCORD_ALLOWED_ROLES")
-                .or(file.discord_allowed_roles.take())
-                .unwrap_or_default(),
+            discord_api_url,
+            discord_guild_id,
+            discord_allowed_roles,
             child_environment: child.environment,
             secret_env: child.secret_env,
             webfetch_domains: e
@@ -424,17 +374,9 @@ impl Config {
             child_env: child.child_env,
             secret_values: child.secret_values,
             secret_files: telegram_file.into_iter().chain(discord_file).collect(),
-            plan_budget_usd: e.amount("PLANBOT_PLAN_BUDGET_USD", file.plan_budget_usd.take())?,
-            user_daily_budget_usd: e.amount(
-                "PLANBOT_USER_DAILY_BUDGET_USD",
-                file.user_daily_budget_usd.take(),
-            )?,
-            shutdown_grace: Duration::from_secs(e.bounded(
-                "PLANBOT_SHUTDOWN_GRACE_SECS",
-                file.shutdown_grace_secs.take(),
-                0..=A_DAY_SECS,
-                30,
-            )?),
+            plan_budget_usd,
+            user_daily_budget_usd,
+            shutdown_grace,
         };
         config.validate()?;
         Ok(config)

@@ -75,19 +75,16 @@ impl ChatWorker {
                 Op::Advance => session.advance(cancel, &mut on_progress).await,
                 Op::Finalize => session.finalize(cancel, &mut on_progress).await,
                 Op::Answer { call, answer } => {
-                    let allow = matches!(
-                        answer,
-                        QuestionAnswer::AllowOnce | QuestionAnswer::AllowForPlan
-                    );
-                    let for_plan = *answer == QuestionAnswer::AllowForPlan;
-                    let mut reply = session
-                        .answer_question(call.clone(), allow, for_plan, cancel, &mut on_progress)
-                        .await;
                     let timeout = self.router.inner.approval_timeout;
-                    reply
-                        .notices
-                        .insert(0, copy::answered(call, *answer, timeout));
-                    Ok(reply)
+                    Ok(answer_question(
+                        &mut session,
+                        call,
+                        *answer,
+                        timeout,
+                        cancel,
+                        &mut on_progress,
+                    )
+                    .await)
                 }
             };
             done.cancel();
@@ -402,6 +399,29 @@ fn progress_view(working: &str, elapsed: Duration, text: &str, queued: bool) -> 
         view.push_str(tail.trim_start());
     }
     view
+}
+
+/// Resumes the session with the user's answer to its question; the reply notes the answer.
+async fn answer_question(
+    session: &mut PlanningSession,
+    call: &ToolCall,
+    answer: QuestionAnswer,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Reply {
+    let allow = matches!(
+        answer,
+        QuestionAnswer::AllowOnce | QuestionAnswer::AllowForPlan
+    );
+    let for_plan = answer == QuestionAnswer::AllowForPlan;
+    let mut reply = session
+        .answer_question(call.clone(), allow, for_plan, cancel, progress)
+        .await;
+    reply
+        .notices
+        .insert(0, copy::answered(call, answer, timeout));
+    reply
 }
 
 /// Allow once, allow for the plan (where there is something to name), deny.

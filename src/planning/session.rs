@@ -264,17 +264,7 @@ impl PlanningSession {
                 }
             }
             match outcome.status {
-                TurnStatus::Deferred { call } => {
-                    self.state.pending_approval = Some(PendingApproval {
-                        call: call.clone(),
-                        asked_at: Utc::now(),
-                    });
-                    return Reply {
-                        text: String::new(),
-                        outcome: ReplyOutcome::Deferred(call),
-                        notices,
-                    };
-                }
+                TurnStatus::Deferred { call } => return self.deferred(call, notices),
                 TurnStatus::Answered { text } => {
                     if !denied.is_empty() {
                         notices.push(notice::denied(&denied));
@@ -285,14 +275,8 @@ impl PlanningSession {
                     if step == Step::StartPhase && !skill_fallback =>
                 {
                     skill_fallback = true;
-                    if !self.state.missing_skills.contains(&self.state.phase) {
-                        self.state.missing_skills.push(self.state.phase.clone());
-                    }
-                    tracing::info!(skill = %name, "skill not installed; using the built-in prompt");
                     notices.push(notice::skill_missing(&name));
-                    attempt = Attempt::Fresh {
-                        prompt: self.planner.prompts.phase_prompt(&self.vars()),
-                    };
+                    attempt = self.without_skill(&name);
                 }
                 TurnStatus::MaxTurns if !max_turns_retry => {
                     max_turns_retry = true;
@@ -318,19 +302,48 @@ impl PlanningSession {
                 }
                 TurnStatus::ResumeNotFound if !recap_restart => {
                     recap_restart = true;
-                    self.state.session_id = None;
                     notices.push(notice::SESSION_LOST.into());
-                    let latest = match step {
-                        Step::Finalize => self.planner.prompts.finalize_prompt(&self.vars()),
-                        _ => user_text.clone().unwrap_or_default(),
-                    };
-                    attempt = Attempt::Fresh {
-                        prompt: self.recap_prompt(&latest),
-                    };
+                    attempt = self.restart_from_recap(step, user_text.as_deref());
                 }
                 TurnStatus::Cancelled => return self.cancelled(notices),
                 status => return self.failed(status, notices),
             }
+        }
+    }
+
+    /// The turn ended waiting on a tool call: the question is kept in the plan's state.
+    fn deferred(&mut self, call: ToolCall, notices: Vec<String>) -> Reply {
+        self.state.pending_approval = Some(PendingApproval {
+            call: call.clone(),
+            asked_at: Utc::now(),
+        });
+        Reply {
+            text: String::new(),
+            outcome: ReplyOutcome::Deferred(call),
+            notices,
+        }
+    }
+
+    /// The phase's skill is not installed: it is remembered, and the built-in prompt runs.
+    fn without_skill(&mut self, name: &str) -> Attempt {
+        if !self.state.missing_skills.contains(&self.state.phase) {
+            self.state.missing_skills.push(self.state.phase.clone());
+        }
+        tracing::info!(skill = %name, "skill not installed; using the built-in prompt");
+        Attempt::Fresh {
+            prompt: self.planner.prompts.phase_prompt(&self.vars()),
+        }
+    }
+
+    /// Claude's session is lost: a fresh one from the recap, then what this step was saying.
+    fn restart_from_recap(&mut self, step: Step, user_text: Option<&str>) -> Attempt {
+        self.state.session_id = None;
+        let latest = match step {
+            Step::Finalize => self.planner.prompts.finalize_prompt(&self.vars()),
+            _ => user_text.unwrap_or_default().to_string(),
+        };
+        Attempt::Fresh {
+            prompt: self.recap_prompt(&latest),
         }
     }
 
