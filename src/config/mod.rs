@@ -245,75 +245,12 @@ impl Config {
             vars: env,
             file: path.as_deref(),
         };
-        let phases_spec = match (e.str("PLANBOT_PHASES"), file.phases.take()) {
-            (Some(spec), _) => spec.to_string(),
-            (None, Some(list)) => list.join(","),
-            (None, None) => DEFAULT_PHASES.to_string(),
-        };
-        let phases = parse_phases(&phases_spec).map_err(|err| invalid("PLANBOT_PHASES", err))?;
-        let (telegram_token, telegram_file) = e.secret(
-            "TELEGRAM_BOT_TOKEN",
-            "TELEGRAM_BOT_TOKEN_FILE",
-            "telegram-bot-token",
-        )?;
-        let (discord_token, discord_file) =
-            e.secret("DISCORD_TOKEN", "DISCORD_TOKEN_FILE", "discord-token")?;
-        let sandbox = match e
-            .str("PLANBOT_SANDBOX")
-            .map(str::to_string)
-            .or(file.sandbox.take())
-        {
-            None => SandboxMode::Auto,
-            Some(value) => SandboxMode::parse(&value).ok_or_else(|| {
-                invalid(
-                    "PLANBOT_SANDBOX",
-                    format!("{value:?} is not one of auto, bwrap, off"),
-                )
-            })?,
-        };
-        let database_url = e
-            .str("PLANBOT_DATABASE_URL")
-            .filter(|u| !u.trim().is_empty())
-            .map(Secret::new);
-        let webhook_secret = e
-            .str("TELEGRAM_WEBHOOK_SECRET")
-            .filter(|v| !v.is_empty())
-            .map(Secret::new);
-        let child = ChildSide::of(
-            &e,
-            &mut file,
-            [
-                &telegram_token,
-                &discord_token,
-                &database_url,
-                &webhook_secret,
-            ],
-        );
-        let Limits {
-            max_turns,
-            retry_max_turns,
-            turn_timeout,
-            idle_timeout,
-            max_concurrent_runs,
-            progress_interval,
-            retry_delay,
-            shutdown_grace,
-            max_attachment_bytes,
-            plan_budget_usd,
-            user_daily_budget_usd,
-            approval_timeout,
-        } = Limits::read(&e, &mut file)?;
-        let Chats {
-            approvers,
-            approvable_tools,
-            http_addr,
-            telegram_api_url,
-            telegram_webhook_url,
-            discord_api_url,
-            discord_guild_id,
-            discord_allowed_roles,
-            database_pool_size,
-        } = Chats::read(&e, &mut file)?;
+        let phases = sections::phases(&e, &mut file)?;
+        let sandbox = sections::sandbox(&e, &mut file)?;
+        let secrets = sections::secrets(&e, &mut file)?;
+        let child = secrets.child;
+        let limits = Limits::read(&e, &mut file)?;
+        let chats = Chats::read(&e, &mut file)?;
         let config = Config {
             claude_bin: e
                 .path("PLANBOT_CLAUDE_BIN")
@@ -332,30 +269,30 @@ impl Config {
                 .list("PLANBOT_ALLOWED_USERS")
                 .or(file.allowed_users.take())
                 .unwrap_or_default(),
-            approvers,
-            approvable_tools,
-            approval_timeout,
+            approvers: chats.approvers,
+            approvable_tools: chats.approvable_tools,
+            approval_timeout: limits.approval_timeout,
             phases,
-            max_turns,
-            retry_max_turns,
-            turn_timeout,
-            idle_timeout,
-            max_concurrent_runs,
+            max_turns: limits.max_turns,
+            retry_max_turns: limits.retry_max_turns,
+            turn_timeout: limits.turn_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_concurrent_runs: limits.max_concurrent_runs,
             claude_args: claude_args(&e, &mut file)?,
-            progress_interval,
-            max_attachment_bytes,
-            retry_delay,
-            database_pool_size,
-            database_url,
-            telegram_webhook_url,
-            telegram_webhook_secret: webhook_secret,
-            http_addr,
-            telegram_token,
-            telegram_api_url,
-            discord_token,
-            discord_api_url,
-            discord_guild_id,
-            discord_allowed_roles,
+            progress_interval: limits.progress_interval,
+            max_attachment_bytes: limits.max_attachment_bytes,
+            retry_delay: limits.retry_delay,
+            database_pool_size: chats.database_pool_size,
+            database_url: secrets.database_url,
+            telegram_webhook_url: chats.telegram_webhook_url,
+            telegram_webhook_secret: secrets.webhook_secret,
+            http_addr: chats.http_addr,
+            telegram_token: secrets.telegram_token,
+            telegram_api_url: chats.telegram_api_url,
+            discord_token: secrets.discord_token,
+            discord_api_url: chats.discord_api_url,
+            discord_guild_id: chats.discord_guild_id,
+            discord_allowed_roles: chats.discord_allowed_roles,
             child_environment: child.environment,
             secret_env: child.secret_env,
             webfetch_domains: e
@@ -373,10 +310,10 @@ impl Config {
                 .unwrap_or(true),
             child_env: child.child_env,
             secret_values: child.secret_values,
-            secret_files: telegram_file.into_iter().chain(discord_file).collect(),
-            plan_budget_usd,
-            user_daily_budget_usd,
-            shutdown_grace,
+            secret_files: secrets.files,
+            plan_budget_usd: limits.plan_budget_usd,
+            user_daily_budget_usd: limits.user_daily_budget_usd,
+            shutdown_grace: limits.shutdown_grace,
         };
         config.validate()?;
         Ok(config)

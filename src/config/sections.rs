@@ -1,5 +1,5 @@
-//! The settings read in groups: the numbers (turns, time limits, sizes, budgets) and the chats'
-//! (front ends, approvals, the database's pool).
+//! The settings read in groups: the numbers (turns, time limits, sizes, budgets), the chats'
+//! (front ends, approvals, the database's pool), the phases and the sandbox.
 
 use super::*;
 
@@ -150,4 +150,78 @@ impl Chats {
             )?,
         })
     }
+}
+
+/// `PLANBOT_PHASES`, or the file's list, or the default phases.
+pub(super) fn phases(e: &Env, file: &mut FileConfig) -> Result<Vec<Phase>, ConfigError> {
+    let spec = match (e.str("PLANBOT_PHASES"), file.phases.take()) {
+        (Some(spec), _) => spec.to_string(),
+        (None, Some(list)) => list.join(","),
+        (None, None) => DEFAULT_PHASES.to_string(),
+    };
+    parse_phases(&spec).map_err(|err| invalid("PLANBOT_PHASES", err))
+}
+
+/// `PLANBOT_SANDBOX`: `auto` unless set.
+pub(super) fn sandbox(e: &Env, file: &mut FileConfig) -> Result<SandboxMode, ConfigError> {
+    match e
+        .str("PLANBOT_SANDBOX")
+        .map(str::to_string)
+        .or(file.sandbox.take())
+    {
+        None => Ok(SandboxMode::Auto),
+        Some(value) => SandboxMode::parse(&value).ok_or_else(|| {
+            invalid(
+                "PLANBOT_SANDBOX",
+                format!("{value:?} is not one of auto, bwrap, off"),
+            )
+        }),
+    }
+}
+
+/// planbot's own secrets, and what the `claude` child gets and must never get.
+pub(super) struct Secrets {
+    pub(super) telegram_token: Option<Secret>,
+    pub(super) discord_token: Option<Secret>,
+    pub(super) database_url: Option<Secret>,
+    pub(super) webhook_secret: Option<Secret>,
+    /// Files the tokens came from (hidden from the sandbox).
+    pub(super) files: Vec<PathBuf>,
+    pub(super) child: ChildSide,
+}
+
+pub(super) fn secrets(e: &Env, file: &mut FileConfig) -> Result<Secrets, ConfigError> {
+    let (telegram_token, telegram_file) = e.secret(
+        "TELEGRAM_BOT_TOKEN",
+        "TELEGRAM_BOT_TOKEN_FILE",
+        "telegram-bot-token",
+    )?;
+    let (discord_token, discord_file) =
+        e.secret("DISCORD_TOKEN", "DISCORD_TOKEN_FILE", "discord-token")?;
+    let database_url = e
+        .str("PLANBOT_DATABASE_URL")
+        .filter(|u| !u.trim().is_empty())
+        .map(Secret::new);
+    let webhook_secret = e
+        .str("TELEGRAM_WEBHOOK_SECRET")
+        .filter(|v| !v.is_empty())
+        .map(Secret::new);
+    let child = ChildSide::of(
+        e,
+        file,
+        [
+            &telegram_token,
+            &discord_token,
+            &database_url,
+            &webhook_secret,
+        ],
+    );
+    Ok(Secrets {
+        telegram_token,
+        discord_token,
+        database_url,
+        webhook_secret,
+        files: telegram_file.into_iter().chain(discord_file).collect(),
+        child,
+    })
 }
