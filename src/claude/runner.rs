@@ -26,6 +26,13 @@ use super::outcome::{Exit, RawTurn, Stopped};
 use super::sandbox::{Sandbox, find_program};
 use crate::sync::Locked;
 
+mod groups;
+mod lines;
+
+use groups::GroupRecord;
+pub use groups::reap_orphans;
+use lines::{LineReader, next_line, read_tail};
+
 /// A line longer than this is skipped rather than buffered (lines of many MiB are legal).
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 /// How much of stderr is kept.
@@ -279,68 +286,6 @@ enum Ending {
     Exiting(Option<tokio::task::JoinHandle<String>>),
 }
 
-/// A running child's group on disk: `<dir>/<pid>` holding the leader's start time (so that a
-/// reused pid is never signalled). Removed when dropped.
-struct GroupRecord(PathBuf);
-
-impl GroupRecord {
-    fn write(dir: &Path, pid: u32) -> Option<GroupRecord> {
-        let start = start_time(pid)?;
-        let path = dir.join(pid.to_string());
-        let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, start));
-        match written {
-            Ok(()) => Some(GroupRecord(path)),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record a running claude's process group");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for GroupRecord {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A process's start time (field 22 of `/proc/<pid>/stat`), which a reused pid does not share.
-fn start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    // Fields after the command name start at field 3 (state); the start time is field 22.
-    fields.get(19).map(|s| s.to_string())
-}
-
-/// Ends the process groups of turns a previous planbot left running (it was killed mid-turn),
-/// before any chat can resume them. Returns how many groups it ended.
-pub fn reap_orphans(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut reaped = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let recorded = std::fs::read_to_string(&path).unwrap_or_default();
-        let pid = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && start_time(pid).is_some_and(|now| now == recorded.trim())
-        {
-            tracing::warn!(
-                pid,
-                "ending the claude process group a killed planbot left running"
-            );
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            reaped += 1;
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-    reaped
-}
-
 fn not_started(exit: Exit, stderr_tail: String) -> RawTurn {
     RawTurn {
         exit,
@@ -570,99 +515,6 @@ fn exit_of(status: ExitStatus) -> Exit {
         (None, Some(signal)) => Exit::Signal(signal),
         (None, None) => Exit::Code(-1),
     }
-}
-
-async fn next_line<R: AsyncRead + Unpin>(lines: &mut Option<LineReader<R>>) -> Option<Vec<u8>> {
-    match lines {
-        Some(reader) => reader.next_line().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Splits a byte stream at `\n` without a line-length limit short of [`MAX_LINE_BYTES`]; longer
-/// lines are skipped whole. The last line may lack its newline.
-///
-/// Cancel-safe: the line being read lives in the reader, not in the future, so a `select!` that
-/// drops [`LineReader::next_line`] mid-line loses nothing.
-struct LineReader<R> {
-    reader: BufReader<R>,
-    /// The line read so far.
-    partial: Vec<u8>,
-    /// The line being read is over the limit and is being skipped.
-    oversized: bool,
-    done: bool,
-}
-
-impl<R: AsyncRead + Unpin> LineReader<R> {
-    fn new(reader: BufReader<R>) -> Self {
-        LineReader {
-            reader,
-            partial: Vec::new(),
-            oversized: false,
-            done: false,
-        }
-    }
-
-    /// The next line without its newline; `None` at end of stream (or on a read error).
-    async fn next_line(&mut self) -> Option<Vec<u8>> {
-        while !self.done {
-            let chunk = match self.reader.fill_buf().await {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading claude's stdout failed");
-                    self.done = true;
-                    break;
-                }
-            };
-            if chunk.is_empty() {
-                self.done = true;
-                break;
-            }
-            let (part, found, used) = match chunk.iter().position(|b| *b == b'\n') {
-                Some(i) => (&chunk[..i], true, i + 1),
-                None => (chunk, false, chunk.len()),
-            };
-            if !self.oversized {
-                if self.partial.len() + part.len() > MAX_LINE_BYTES {
-                    self.oversized = true;
-                    self.partial = Vec::new();
-                } else {
-                    self.partial.extend_from_slice(part);
-                }
-            }
-            self.reader.consume(used);
-            if found {
-                if std::mem::take(&mut self.oversized) {
-                    tracing::warn!("skipped a stdout line over {MAX_LINE_BYTES} bytes");
-                    continue;
-                }
-                return Some(std::mem::take(&mut self.partial));
-            }
-        }
-        let line = std::mem::take(&mut self.partial);
-        (!line.is_empty() && !std::mem::take(&mut self.oversized)).then_some(line)
-    }
-}
-
-/// Reads a stream to its end, keeping only the last [`STDERR_TAIL_BYTES`].
-async fn read_tail<R: AsyncRead + Unpin>(mut reader: R) -> String {
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 2 * STDERR_TAIL_BYTES {
-                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                }
-            }
-        }
-    }
-    if tail.len() > STDERR_TAIL_BYTES {
-        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-    }
-    String::from_utf8_lossy(&tail).into_owned()
 }
 
 #[cfg(test)]
