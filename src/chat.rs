@@ -258,10 +258,22 @@ impl Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef(pub String);
 
-/// A front end could not deliver.
+/// Why a front end could not deliver.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SendError(pub String);
+pub enum SendError {
+    /// The platform could not be reached, or failed on its side, after the lane's retries.
+    #[error("network: {0}")]
+    Network(String),
+    /// Still rate-limited once the lane had waited what it may.
+    #[error("rate-limited: {0}")]
+    RateLimited(String),
+    /// The platform refused the call (a bad request, a forbidden chat, nothing to send).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The chat or message named is not one of this front end's.
+    #[error("bad target: {0}")]
+    BadTarget(String),
+}
 
 /// How the router talks back; each front end implements it.
 #[async_trait]

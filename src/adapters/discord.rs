@@ -236,8 +236,8 @@ impl DiscordOutbound {
                 },
             )
             .await;
-        let answer =
-            result.map_err(|e| SendError(format!("Discord {what}: {}", e.without_url())))?;
+        let answer = result
+            .map_err(|e| SendError::Network(format!("Discord {what}: {}", e.without_url())))?;
         if answer.status.is_success() {
             return Ok(answer.body);
         }
@@ -245,9 +245,12 @@ impl DiscordOutbound {
         let message = body["message"].as_str().unwrap_or("no message");
         let code = body["code"].as_i64().unwrap_or(0);
         tracing::warn!(channel, what, %status, code, message, "Discord refused a call");
-        Err(SendError(format!(
-            "Discord {what}: {status} {message} ({code})"
-        )))
+        let text = format!("Discord {what}: {status} {message} ({code})");
+        Err(match status.as_u16() {
+            429 => SendError::RateLimited(text),
+            500.. => SendError::Network(text),
+            _ => SendError::Rejected(text),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -339,7 +342,7 @@ impl DiscordOutbound {
             let id = self.post_file(channel, &file.name, &file.bytes, "").await?;
             first.get_or_insert(id);
         }
-        let first = first.ok_or_else(|| SendError("empty message".into()))?;
+        let first = first.ok_or_else(|| SendError::Rejected("empty message".into()))?;
         if let Some(last) = last
             && !message.actions.is_empty()
         {
@@ -355,7 +358,7 @@ impl DiscordOutbound {
             return Ok(());
         }
         let Some((deferred, token)) = Deferred::parse(interaction) else {
-            return Err(SendError(format!(
+            return Err(SendError::BadTarget(format!(
                 "not a Discord interaction: {interaction}"
             )));
         };
@@ -380,7 +383,7 @@ impl DiscordOutbound {
                 .await
                 .map(|_| ()),
         };
-        result.map_err(|e| SendError(format!("Discord interaction answer: {e}")))
+        result.map_err(|e| SendError::Network(format!("Discord interaction answer: {e}")))
     }
 }
 

@@ -6,12 +6,12 @@ use super::*;
 pub(super) fn channel(chat: &ChatKey) -> Result<u64, SendError> {
     chat.channel
         .parse::<u64>()
-        .map_err(|_| SendError(format!("not a Discord channel: {chat}")))
+        .map_err(|_| SendError::BadTarget(format!("not a Discord channel: {chat}")))
 }
 
 pub(super) fn message_id(id: &MessageRef) -> Result<u64, SendError> {
     id.0.parse::<u64>()
-        .map_err(|_| SendError(format!("not a Discord message id: {}", id.0)))
+        .map_err(|_| SendError::BadTarget(format!("not a Discord message id: {}", id.0)))
 }
 
 pub fn chat_key(channel: ChannelId) -> ChatKey {
@@ -75,7 +75,7 @@ pub(super) fn id_of(message: &Value) -> Result<u64, SendError> {
     message["id"]
         .as_str()
         .and_then(|id| id.parse().ok())
-        .ok_or_else(|| SendError("Discord answered without a message id".into()))
+        .ok_or_else(|| SendError::Rejected("Discord answered without a message id".into()))
 }
 
 /// A number of seconds from a header; `NaN`, infinities and negatives are not (a

@@ -146,7 +146,12 @@ impl TelegramOutbound {
     }
 
     fn send_error(&self, e: &RequestError) -> SendError {
-        SendError(self.redact(e))
+        let text = self.redact(e);
+        match e {
+            RequestError::RetryAfter(_) => SendError::RateLimited(text),
+            RequestError::Api(_) => SendError::Rejected(text),
+            _ => SendError::Network(text),
+        }
     }
 
     /// Sends (or, for the first part, edits into `edit`) the parts of a reply; the buttons go
@@ -176,7 +181,7 @@ impl TelegramOutbound {
         }
         match (first, last) {
             (Some(first), Some(last)) => Ok((first, last)),
-            _ => Err(SendError("nothing to send".into())),
+            _ => Err(SendError::Rejected("nothing to send".into())),
         }
     }
 
@@ -316,7 +321,7 @@ impl TelegramOutbound {
                 .await?;
             first.get_or_insert(id);
         }
-        let first = first.ok_or_else(|| SendError("empty message".into()))?;
+        let first = first.ok_or_else(|| SendError::Rejected("empty message".into()))?;
         if let Some((_, last)) = result
             && !message.actions.is_empty()
         {

@@ -37,3 +37,32 @@ fn long_markdown_becomes_parts_under_the_limit() {
             .ends_with("Done &lt;ok&gt; &amp; dusted.")
     );
 }
+
+#[test]
+fn failures_are_told_apart_and_never_carry_the_token() {
+    let token = "123456:secret-token-value";
+    let outbound = TelegramOutbound::new(Secret::new(token), "http://127.0.0.1:9").unwrap();
+    let limited = RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(3));
+    assert!(matches!(
+        outbound.send_error(&limited),
+        SendError::RateLimited(_)
+    ));
+    let refused = RequestError::Api(ApiError::BotBlocked);
+    assert!(matches!(
+        outbound.send_error(&refused),
+        SendError::Rejected(_)
+    ));
+    assert!(matches!(
+        target(&ChatKey::new(ADAPTER, "x")),
+        Err(SendError::BadTarget(_))
+    ));
+    let io = RequestError::Io(std::sync::Arc::new(std::io::Error::other(format!(
+        "connect to https://api.telegram.org/bot{token}/sendMessage failed"
+    ))));
+    let network = outbound.send_error(&io);
+    assert!(matches!(network, SendError::Network(_)), "{network}");
+    assert!(
+        !network.to_string().contains("secret-token-value"),
+        "{network}"
+    );
+}

@@ -26,7 +26,7 @@ pub(super) fn target(chat: &ChatKey) -> Result<(ChatId, Option<ThreadId>), SendE
     let id = parts
         .next()
         .and_then(|p| p.parse::<i64>().ok())
-        .ok_or_else(|| SendError(format!("not a Telegram chat: {chat}")))?;
+        .ok_or_else(|| SendError::BadTarget(format!("not a Telegram chat: {chat}")))?;
     let thread = parts
         .next()
         .and_then(|p| p.parse::<i32>().ok())
@@ -37,7 +37,7 @@ pub(super) fn target(chat: &ChatKey) -> Result<(ChatId, Option<ThreadId>), SendE
 pub(super) fn message_id(id: &MessageRef) -> Result<MessageId, SendError> {
     id.0.parse::<i32>()
         .map(MessageId)
-        .map_err(|_| SendError(format!("not a Telegram message id: {}", id.0)))
+        .map_err(|_| SendError::BadTarget(format!("not a Telegram message id: {}", id.0)))
 }
 
 pub(super) fn keyboard(actions: &[Offer]) -> InlineKeyboardMarkup {
