@@ -2,6 +2,8 @@
 //! (pinned and newest) behind the stand-in Messages API, the fake Bot API as the chat, and a
 //! real HTTPS page on 127.0.0.1 that counts its fetches.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use crate::contract::RealClaude;
@@ -54,34 +56,68 @@ fn newest_with(telegram: &FakeTelegram, first: &str) -> Option<Stored> {
         .find(|m| m.buttons().first().is_some_and(|(label, _)| label == first))
 }
 
+/// Waits (90 s at most) until `done` holds; on timeout fails with the chat's last calls and the
+/// end of planbot's log (`dir/planbot.log`), which say where a turn stopped.
+async fn wait(
+    telegram: &FakeTelegram,
+    dir: &Path,
+    what: &str,
+    done: impl Fn(&FakeTelegram) -> bool,
+) {
+    crate::wait::wait_until(
+        what,
+        90,
+        || done(telegram),
+        || {
+            let log = std::fs::read_to_string(dir.join("planbot.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let calls: Vec<String> = telegram
+                .calls()
+                .iter()
+                .rev()
+                .take(6)
+                .map(|(m, p)| {
+                    format!(
+                        "{m} {}",
+                        p.to_string().chars().take(300).collect::<String>()
+                    )
+                })
+                .collect();
+            format!(
+                "calls, newest first: {calls:#?}\nplanbot.log, newest first:\n{}",
+                tail.join("\n")
+            )
+        },
+    )
+    .await;
+}
+
 /// Says `text`, waits for the question it raises, returns it.
-async fn ask(telegram: &FakeTelegram, text: &str) -> Stored {
+async fn ask(telegram: &FakeTelegram, dir: &Path, text: &str) -> Stored {
     let before = telegram.messages(CHAT).len();
     telegram.message(CHAT, STARTER, text, None);
-    telegram
-        .wait_for("the question", 90, |t| {
-            t.messages(CHAT).len() > before
-                && newest_with(t, "Allow once")
-                    .is_some_and(|m| m.text.contains("Claude wants to fetch"))
-                && t.messages(CHAT)
-                    .last()
-                    .is_some_and(|m| !m.buttons().is_empty())
-        })
-        .await;
+    wait(telegram, dir, "the question", |t| {
+        t.messages(CHAT).len() > before
+            && newest_with(t, "Allow once")
+                .is_some_and(|m| m.text.contains("Claude wants to fetch"))
+            && t.messages(CHAT)
+                .last()
+                .is_some_and(|m| !m.buttons().is_empty())
+    })
+    .await;
     newest_with(telegram, "Allow once").unwrap()
 }
 
 /// Waits for the reply that ends a turn after `before` messages, and returns its text.
-async fn reply_after(telegram: &FakeTelegram, before: usize) -> String {
-    telegram
-        .wait_for("the reply", 90, |t| {
-            let messages = t.messages(CHAT);
-            messages.len() > before
-                && messages
-                    .last()
-                    .is_some_and(|m| m.buttons().iter().any(|(l, _)| l.starts_with("Continue")))
-        })
-        .await;
+async fn reply_after(telegram: &FakeTelegram, dir: &Path, before: usize) -> String {
+    wait(telegram, dir, "the reply", |t| {
+        let messages = t.messages(CHAT);
+        messages.len() > before
+            && messages
+                .last()
+                .is_some_and(|m| m.buttons().iter().any(|(l, _)| l.starts_with("Continue")))
+    })
+    .await;
     let messages = telegram.messages(CHAT);
     let last = messages.last().unwrap();
     crate::fake_telegram::visible_text(&last.text, last.html).unwrap_or(last.text.clone())
@@ -106,11 +142,11 @@ async fn web_fetches_wait_for_the_users_answer_with_the_real_cli() {
         let version = claude.version;
 
         telegram.message(CHAT, STARTER, "/plan web a pricing page", None);
-        reply_after(&telegram, 0).await;
+        reply_after(&telegram, dir.path(), 0).await;
 
         // The model calls WebFetch: the turn ends deferred and the chat is asked; nothing fetched.
         let pricing = page.url("/pricing");
-        let question = ask(&telegram, &fetch(&page, &pricing)).await;
+        let question = ask(&telegram, dir.path(), &fetch(&page, &pricing)).await;
         assert!(
             question
                 .text
@@ -148,33 +184,33 @@ async fn web_fetches_wait_for_the_users_answer_with_the_real_cli() {
             &question,
             &button(question.buttons(), "Allow once"),
         );
-        let said = reply_after(&telegram, before).await;
+        let said = reply_after(&telegram, dir.path(), before).await;
         assert!(said.contains("Allowed once"), "{version}: {said}");
         assert!(said.contains("The Pro plan costs $12"), "{version}: {said}");
         assert_eq!(page.hits(), ["/pricing"], "{version}");
 
         // Once was once: the same URL asks again.
-        let again = ask(&telegram, &fetch(&page, &pricing)).await;
+        let again = ask(&telegram, dir.path(), &fetch(&page, &pricing)).await;
         assert_eq!(page.hits().len(), 1, "{version}");
         let before = telegram.messages(CHAT).len();
         telegram.press(STARTER, &again, &button(again.buttons(), "Allow 127.0.0.1"));
-        let said = reply_after(&telegram, before).await;
+        let said = reply_after(&telegram, dir.path(), before).await;
         assert!(said.contains("The Pro plan costs $12"), "{version}: {said}");
         assert_eq!(page.hits().len(), 2, "{version}");
 
         // The domain is allowed for the plan: another page of it is fetched without asking.
         let before = telegram.messages(CHAT).len();
         telegram.message(CHAT, STARTER, &fetch(&page, &page.url("/team")), None);
-        let said = reply_after(&telegram, before).await;
+        let said = reply_after(&telegram, dir.path(), before).await;
         assert!(said.contains("The Pro plan costs $12"), "{version}: {said}");
         assert_eq!(page.hits(), ["/pricing", "/pricing", "/team"], "{version}");
 
         // Deny: the model hears it was declined, and the turn goes on to its answer.
         let elsewhere = format!("https://localhost:{}/secret", page.port);
-        let question = ask(&telegram, &fetch(&page, &elsewhere)).await;
+        let question = ask(&telegram, dir.path(), &fetch(&page, &elsewhere)).await;
         let before = telegram.messages(CHAT).len();
         telegram.press(STARTER, &question, &button(question.buttons(), "Deny"));
-        let said = reply_after(&telegram, before).await;
+        let said = reply_after(&telegram, dir.path(), before).await;
         assert!(said.contains("declined"), "{version}: {said}");
         assert_eq!(page.hits().len(), 3, "{version}");
 
