@@ -172,15 +172,7 @@ impl PgStore {
         } else {
             0
         };
-        let sessions = if version >= 1 {
-            client
-                .query_one("SELECT count(*) FROM planbot_sessions", &[])
-                .await
-                .map_err(|e| db_error("counting plans", e))?
-                .get(0)
-        } else {
-            0
-        };
+        let sessions = if version >= 1 { self.count().await? } else { 0 };
         Ok(PgStatus {
             target: describe_url(url.expose()),
             version,
@@ -222,15 +214,30 @@ impl PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Whether the database holds no plan (`migrate-state` refuses to overwrite one that does).
-    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+    /// How many plans the database holds (`migrate-state` refuses to overwrite any).
+    pub async fn count(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        let n: i64 = client
+        let row = client
             .query_one("SELECT count(*) FROM planbot_sessions", &[])
             .await
-            .map_err(|e| db_error("counting plans", e))?
-            .get(0);
-        Ok(n == 0)
+            .map_err(|e| db_error("counting plans", e))?;
+        Ok(row.get(0))
+    }
+
+    /// The entry a one-row statement on `chat` returns (`SELECT`, or `DELETE … RETURNING`).
+    async fn entry_where(
+        &self,
+        sql: &str,
+        chat: &ChatKey,
+        what: &str,
+    ) -> Result<Option<SessionEntry>, StoreError> {
+        let key = chat.to_string();
+        let client = self.client().await?;
+        let row = client
+            .query_opt(sql, &[&key])
+            .await
+            .map_err(|e| db_error(what, e))?;
+        row.map(|r| decode(&key, r.get(0))).transpose()
     }
 
     /// Copies plans in, all or none.
@@ -287,16 +294,8 @@ fn key_of(chat: &str) -> ChatKey {
 #[async_trait]
 impl SessionStore for PgStore {
     async fn get(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
-        let key = chat.to_string();
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT entry FROM planbot_sessions WHERE chat = $1",
-                &[&key],
-            )
-            .await
-            .map_err(|e| db_error("reading a plan", e))?;
-        row.map(|r| decode(&key, r.get(0))).transpose()
+        let sql = "SELECT entry FROM planbot_sessions WHERE chat = $1";
+        self.entry_where(sql, chat, "reading a plan").await
     }
 
     async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError> {
@@ -315,16 +314,8 @@ impl SessionStore for PgStore {
     }
 
     async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
-        let key = chat.to_string();
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "DELETE FROM planbot_sessions WHERE chat = $1 RETURNING entry",
-                &[&key],
-            )
-            .await
-            .map_err(|e| db_error("removing a plan", e))?;
-        row.map(|r| decode(&key, r.get(0))).transpose()
+        let sql = "DELETE FROM planbot_sessions WHERE chat = $1 RETURNING entry";
+        self.entry_where(sql, chat, "removing a plan").await
     }
 
     async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {

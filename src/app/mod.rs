@@ -188,7 +188,7 @@ async fn open_database(
     let version = store.migrate().await?;
     let claim = store.claim().await?;
     let interrupted = store.recover().await?;
-    let sessions = store.all().await?.len();
+    let sessions = store.count().await?;
     tracing::info!(
         database = %crate::store_pg::describe_url(url.expose()),
         version,
@@ -199,7 +199,7 @@ async fn open_database(
         store,
         claim,
         LoadReport {
-            sessions,
+            sessions: usize::try_from(sessions).unwrap_or(usize::MAX),
             interrupted,
             ..LoadReport::default()
         },

@@ -114,7 +114,7 @@ pub async fn migrate_state(config: &Config) -> Result<String, AppError> {
     }
     let target = PgStore::new(url, 2)?;
     target.migrate().await?;
-    if !target.is_empty().await? {
+    if target.count().await? > 0 {
         return Err(AppError::Unsupported(format!(
             "the database at {} already holds plans; migrate-state copies into an empty one only",
             crate::store_pg::describe_url(url.expose())

@@ -64,10 +64,7 @@ impl Postgres {
             .args(["--auth=trust", "--username=planbot", "--no-sync", "-D"])
             .arg(&data);
         run(initdb, "initdb");
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        let port = crate::util::free_port();
         let mut start = crate::console::as_test_user(&bin.join("pg_ctl"));
         start
             .arg("-D")

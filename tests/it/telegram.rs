@@ -919,18 +919,9 @@ async fn a_second_poller_of_the_same_token_makes_one_stop_with_the_cause() {
     drop(survivor);
 }
 
-/// A free port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_mode_takes_updates_with_the_secret_only_and_each_once() {
-    let port = free_port();
+    let port = crate::util::free_port();
     let hook = format!("http://127.0.0.1:{port}/telegram/hook");
     let addr = format!("127.0.0.1:{port}");
     let (claude, telegram, dir, _planbot) = started_with(

@@ -235,3 +235,12 @@ pub fn button(buttons: Vec<(String, String)>, label_start: &str) -> String {
         .unwrap_or_else(|| panic!("no {label_start:?} button in {names:?}"))
         .1
 }
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
