@@ -92,12 +92,18 @@ async fn wait(
     .await;
 }
 
+/// The id of the chat's newest message (0: none). Counting messages would not do: a turn's
+/// progress message is deleted after its answer, so the count can stay the same.
+fn newest_id(telegram: &FakeTelegram) -> i64 {
+    telegram.messages(CHAT).last().map_or(0, |m| m.id)
+}
+
 /// Says `text`, waits for the question it raises, returns it.
 async fn ask(telegram: &FakeTelegram, dir: &Path, text: &str) -> Stored {
-    let before = telegram.messages(CHAT).len();
+    let before = newest_id(telegram);
     telegram.message(CHAT, STARTER, text, None);
     wait(telegram, dir, "the question", |t| {
-        t.messages(CHAT).len() > before
+        newest_id(t) > before
             && newest_with(t, "Allow once")
                 .is_some_and(|m| m.text.contains("Claude wants to fetch"))
             && t.messages(CHAT)
@@ -108,14 +114,13 @@ async fn ask(telegram: &FakeTelegram, dir: &Path, text: &str) -> Stored {
     newest_with(telegram, "Allow once").unwrap()
 }
 
-/// Waits for the reply that ends a turn after `before` messages, and returns its text.
-async fn reply_after(telegram: &FakeTelegram, dir: &Path, before: usize) -> String {
+/// Waits for the reply that ends a turn, a message newer than `before` (an id), and returns its
+/// text.
+async fn reply_after(telegram: &FakeTelegram, dir: &Path, before: i64) -> String {
     wait(telegram, dir, "the reply", |t| {
-        let messages = t.messages(CHAT);
-        messages.len() > before
-            && messages
-                .last()
-                .is_some_and(|m| m.buttons().iter().any(|(l, _)| l.starts_with("Continue")))
+        t.messages(CHAT).last().is_some_and(|m| {
+            m.id > before && m.buttons().iter().any(|(l, _)| l.starts_with("Continue"))
+        })
     })
     .await;
     let messages = telegram.messages(CHAT);
@@ -178,7 +183,7 @@ async fn web_fetches_wait_for_the_users_answer_with_the_real_cli() {
         drop(planbot);
         let planbot = start(dir.path(), &claude, &telegram).await;
         assert!(page.hits().is_empty(), "{version}");
-        let before = telegram.messages(CHAT).len();
+        let before = newest_id(&telegram);
         telegram.press(
             STARTER,
             &question,
@@ -192,14 +197,14 @@ async fn web_fetches_wait_for_the_users_answer_with_the_real_cli() {
         // Once was once: the same URL asks again.
         let again = ask(&telegram, dir.path(), &fetch(&page, &pricing)).await;
         assert_eq!(page.hits().len(), 1, "{version}");
-        let before = telegram.messages(CHAT).len();
+        let before = newest_id(&telegram);
         telegram.press(STARTER, &again, &button(again.buttons(), "Allow 127.0.0.1"));
         let said = reply_after(&telegram, dir.path(), before).await;
         assert!(said.contains("The Pro plan costs $12"), "{version}: {said}");
         assert_eq!(page.hits().len(), 2, "{version}");
 
         // The domain is allowed for the plan: another page of it is fetched without asking.
-        let before = telegram.messages(CHAT).len();
+        let before = newest_id(&telegram);
         telegram.message(CHAT, STARTER, &fetch(&page, &page.url("/team")), None);
         let said = reply_after(&telegram, dir.path(), before).await;
         assert!(said.contains("The Pro plan costs $12"), "{version}: {said}");
@@ -208,17 +213,17 @@ async fn web_fetches_wait_for_the_users_answer_with_the_real_cli() {
         // Deny: the model hears it was declined, and the turn goes on to its answer.
         let elsewhere = format!("https://localhost:{}/secret", page.port);
         let question = ask(&telegram, dir.path(), &fetch(&page, &elsewhere)).await;
-        let before = telegram.messages(CHAT).len();
+        let before = newest_id(&telegram);
         telegram.press(STARTER, &question, &button(question.buttons(), "Deny"));
         let said = reply_after(&telegram, dir.path(), before).await;
         assert!(said.contains("declined"), "{version}: {said}");
         assert_eq!(page.hits().len(), 3, "{version}");
 
         // /status shows the plan's allowance; each answer is in the audit log.
-        let before = telegram.messages(CHAT).len();
+        let before = newest_id(&telegram);
         telegram.message(CHAT, STARTER, "/status", None);
         telegram
-            .wait_for("the status", 60, |t| t.messages(CHAT).len() > before)
+            .wait_for("the status", 60, |t| newest_id(t) > before)
             .await;
         let status = telegram.messages(CHAT).last().unwrap().text.clone();
         assert!(
