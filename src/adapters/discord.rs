@@ -3,10 +3,11 @@
 //!
 //! Every interaction is deferred before anything else happens, so Discord never shows "This
 //! interaction failed"; what a turn says afterwards goes to the channel as ordinary messages,
-//! because a turn can outlive the 15-minute interaction token. Channel messages go through one
-//! lane per channel ([`super::lane`]) that reads Discord's rate-limit headers and waits out a 429's `retry_after`
-//! (serenity's own rate limiter is off when `DISCORD_API_URL` points elsewhere, and its errors do
-//! not carry the retry window).
+//! because a turn can outlive the 15-minute interaction token. Channel messages and the
+//! answers to interactions go through one lane per channel ([`super::lane`]) that reads
+//! Discord's rate-limit headers and waits out a 429's `retry_after` (serenity's own rate limiter
+//! is off when `DISCORD_API_URL` points elsewhere, and its errors do not carry the retry window);
+//! serenity makes only the gateway's calls: acknowledgements and command registration.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,8 +139,8 @@ pub struct DiscordOutbound {
     /// Where attachments may be downloaded from: Discord's CDN, or `DISCORD_API_URL`'s host.
     file_hosts: Vec<String>,
     token: Secret,
-    /// serenity's client, for interaction responses (set up with the same base and token).
-    http: Arc<serenity::http::Http>,
+    /// The application's id, from READY: interaction answers are sent to its webhook.
+    application: std::sync::OnceLock<u64>,
     lanes: Lanes<u64>,
     /// For a message the router knows, the message of the same reply that carries the buttons.
     buttons: Recent<(u64, u64), u64>,
@@ -178,7 +179,7 @@ impl DiscordOutbound {
             api: format!("{base}/api/v10"),
             file_hosts,
             token: settings.token.clone(),
-            http: Arc::new(serenity_http(&settings.token, &base)),
+            application: std::sync::OnceLock::new(),
             lanes: Lanes::new(ADAPTER, PACING),
             buttons: Recent::new(REMEMBERED),
             shown: Recent::new(REMEMBERED),
@@ -351,8 +352,42 @@ impl DiscordOutbound {
         Ok(first)
     }
 
+    pub(super) fn set_application(&self, id: u64) {
+        // The same bot has the same id on every READY.
+        let _ = self.application.set(id);
+    }
+
+    /// Replaces an acknowledged interaction's placeholder (its "original response") with
+    /// `content`, in the channel's lane like every call: a 429 is waited out and sent again.
+    pub(super) async fn edit_original(
+        &self,
+        channel: u64,
+        token: &str,
+        content: &str,
+    ) -> Result<(), SendError> {
+        let url = self.webhook_url(token, "/messages/@original")?;
+        let body = quiet(json!({"content": content}));
+        self.call(channel, Call::Other, "interaction response", || {
+            self.client.patch(&url).json(&body)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn webhook_url(&self, token: &str, rest: &str) -> Result<String, SendError> {
+        let application = self.application.get().ok_or_else(|| {
+            SendError::Network("an interaction answered before Discord's READY".into())
+        })?;
+        Ok(self.url(&format!("/webhooks/{application}/{token}{rest}")))
+    }
+
     /// An ephemeral answer to an interaction that was already acknowledged.
-    async fn answer(&self, interaction: &str, text: &str) -> Result<(), SendError> {
+    pub(super) async fn answer(
+        &self,
+        channel: u64,
+        interaction: &str,
+        text: &str,
+    ) -> Result<(), SendError> {
         if text.is_empty() {
             // The deferral was the acknowledgement.
             return Ok(());
@@ -363,27 +398,16 @@ impl DiscordOutbound {
             )));
         };
         let content: String = text.chars().take(MESSAGE_LIMIT).collect();
-        let result = match deferred {
-            Deferred::Private => self
-                .http
-                .edit_original_interaction_response(
-                    token,
-                    &quiet(json!({"content": content})),
-                    Vec::new(),
-                )
-                .await
-                .map(|_| ()),
-            Deferred::Public | Deferred::Button => self
-                .http
-                .create_followup_message(
-                    token,
-                    &quiet(json!({"content": content, "flags": EPHEMERAL})),
-                    Vec::new(),
-                )
-                .await
-                .map(|_| ()),
-        };
-        result.map_err(|e| SendError::Network(format!("Discord interaction answer: {e}")))
+        if let Deferred::Private = deferred {
+            return self.edit_original(channel, token, &content).await;
+        }
+        let url = self.webhook_url(token, "")?;
+        let body = quiet(json!({"content": content, "flags": EPHEMERAL}));
+        self.call(channel, Call::Other, "interaction follow-up", || {
+            self.client.post(&url).json(&body)
+        })
+        .await
+        .map(|_| ())
     }
 }
 
@@ -392,7 +416,8 @@ impl Outbound for DiscordOutbound {
     async fn send(&self, chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
         match (message.kind, &message.interaction) {
             (MessageKind::Ephemeral, Some(interaction)) => {
-                self.answer(interaction, &message.text).await?;
+                self.answer(channel(chat)?, interaction, &message.text)
+                    .await?;
                 Ok(MessageRef(String::new()))
             }
             (MessageKind::Progress, _) => {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::fake_discord::{FakeDiscord, GUILD, Stored, TOKEN};
+use crate::fake_discord::{Bucket, FakeDiscord, GUILD, Stored, TOKEN};
 use crate::util::{FakeClaude, Running, arg_after, button, run_planbot};
 
 const CHANNEL: u64 = 555;
@@ -262,6 +262,8 @@ async fn a_plan_from_start_to_finish_in_a_discord_channel() {
             .unwrap()
             .contains("plan-ceo-review")
     );
+    // The stale press's answer is a follow-up, which meets a 429 and is sent again after it.
+    discord.flood(Bucket::Webhook(String::new()));
     let again = discord.press(
         USER,
         &latest,
@@ -369,6 +371,10 @@ async fn an_answer_that_meets_a_server_error_is_sent_again() {
 async fn two_channels_plan_at_once_through_a_429() {
     let (claude, discord, _dir, _planbot) = started(json!([])).await;
     discord.flood_next(OTHER_CHANNEL);
+    // Edits and typing have buckets of their own: the cancellation's removal of buttons meets a
+    // 429 and is sent again after it; a refused typing is not (nor anything inside its window).
+    discord.flood(Bucket::Edits(OTHER_CHANNEL));
+    discord.flood(Bucket::Typing(CHANNEL));
     let a = discord.slash(
         CHANNEL,
         USER,

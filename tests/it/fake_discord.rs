@@ -4,9 +4,10 @@
 //! 80 characters, more than five buttons in a row, empty messages, edits of unknown messages, a
 //! wrong token, an interaction acknowledged twice or after 3 s (`10062 Unknown interaction`),
 //! webhook calls for an interaction never acknowledged, and calls made inside a 429's
-//! `retry_after` window are refused and recorded as faults; a test passes only with none. A
-//! channel gets five messages per five seconds (with Discord's rate-limit headers) and a 429
-//! beyond; interactions never acknowledged are faults too.
+//! `retry_after` window are refused and recorded as faults; a test passes only with none. Each
+//! route of a channel (messages, edits, typing) and each interaction's follow-ups get five calls
+//! per five seconds (with Discord's rate-limit headers) and a 429 beyond; interactions never
+//! acknowledged are faults too.
 //!
 //! The gateway speaks JSON over text frames: HELLO, then IDENTIFY (token and intents checked),
 //! READY, heartbeat ACKs, and the events a test dispatches.
@@ -70,6 +71,21 @@ impl Stored {
     }
 }
 
+/// A rate-limit bucket: each route of a channel (or of an interaction's webhook) has its own,
+/// of [`BUCKET`] calls per [`BUCKET_WINDOW`], announced in the rate-limit headers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// `POST channels/{id}/messages`.
+    Messages(u64),
+    /// `PATCH channels/{id}/messages/{message}`.
+    Edits(u64),
+    /// `POST channels/{id}/typing`.
+    Typing(u64),
+    /// `webhooks/{app}/{token}...`: an interaction's follow-ups and original response. To
+    /// [`FakeDiscord::flood`], an empty token stands for the next such call of any interaction.
+    Webhook(String),
+}
+
 /// An interaction sent through the gateway.
 struct Pending {
     id: u64,
@@ -94,10 +110,10 @@ struct Inner {
     interactions: HashMap<String, Pending>,
     /// Registered commands, with the guild they were registered in.
     commands: Option<(Option<u64>, Value)>,
-    recent: HashMap<u64, Vec<Instant>>,
-    blocked_until: HashMap<u64, Instant>,
-    /// Channels whose next message gets a 429 (as Discord does under load), not a fault.
-    flood_next: Vec<u64>,
+    recent: HashMap<Bucket, Vec<Instant>>,
+    blocked_until: HashMap<Bucket, Instant>,
+    /// Buckets whose next call gets a 429 (as Discord does under load), not a fault.
+    flood_next: Vec<Bucket>,
     /// Channels whose next message gets a 502 from Discord's edge (not a fault).
     server_error_next: Vec<u64>,
     sessions: Vec<mpsc::UnboundedSender<Value>>,
@@ -539,7 +555,12 @@ impl FakeDiscord {
 
     /// The next message to `channel` is answered 429 with a 1.5 s `retry_after`.
     pub fn flood_next(&self, channel: u64) {
-        self.inner.lock().unwrap().flood_next.push(channel);
+        self.flood(Bucket::Messages(channel));
+    }
+
+    /// The next call counted against `bucket` is answered 429 with a 1.5 s `retry_after`.
+    pub fn flood(&self, bucket: Bucket) {
+        self.inner.lock().unwrap().flood_next.push(bucket);
     }
 
     /// Channel messages (not webhook ones) of a channel, oldest first.
@@ -864,9 +885,13 @@ async fn followup(
         Ok(channel) => channel,
         Err(response) => return *response,
     };
+    let headers = match take_from_bucket(&mut inner, Bucket::Webhook(token.clone())) {
+        Ok(headers) => headers,
+        Err(response) => return *response,
+    };
     let ephemeral = body["flags"].as_u64().unwrap_or(0) & 64 != 0;
     match new_message(&mut inner, channel, &body, files, ephemeral, Some(token)) {
-        Ok(json) => axum::Json(json).into_response(),
+        Ok(json) => with_headers(headers, axum::Json(json).into_response()),
         Err(response) => *response,
     }
 }
@@ -921,6 +946,10 @@ async fn webhook_message(
     if let Some(problem) = invalid_message(&body, files.len(), true) {
         return inner.fault(problem);
     }
+    let headers = match take_from_bucket(&mut inner, Bucket::Webhook(token.clone())) {
+        Ok(headers) => headers,
+        Err(response) => return *response,
+    };
     let (ephemeral, original) = inner
         .interactions
         .get(&token)
@@ -929,7 +958,7 @@ async fn webhook_message(
     if let Some(stored) = original.and_then(|id| inner.messages.iter_mut().find(|m| m.id == id)) {
         stored.content = content;
         stored.edits += 1;
-        return axum::Json(stored.json()).into_response();
+        return with_headers(headers, axum::Json(stored.json()).into_response());
     }
     let stored = Stored {
         id: inner.id(),
@@ -946,26 +975,29 @@ async fn webhook_message(
     }
     let json = stored.json();
     inner.messages.push(stored);
-    axum::Json(json).into_response()
+    with_headers(headers, axum::Json(json).into_response())
 }
 
-/// Counts a message against its channel's bucket: the rate-limit headers, or a 429.
+/// Counts a call against its bucket: the rate-limit headers, or a 429.
 fn take_from_bucket(
     inner: &mut Inner,
-    channel: u64,
+    bucket: Bucket,
 ) -> Result<[(String, String); 3], Box<Response>> {
     let now = Instant::now();
-    if let Some(until) = inner.blocked_until.get(&channel).copied()
+    if let Some(until) = inner.blocked_until.get(&bucket).copied()
         && now < until
     {
         inner.faults.push(format!(
-            "call to channel {channel} {} ms inside its retry_after window",
+            "call to {bucket:?} {} ms inside its retry_after window",
             (until - now).as_millis()
         ));
         return Err(Box::new(error(429, 0, "You are being rate limited.")));
     }
-    let flooded = inner.flood_next.iter().position(|c| *c == channel);
-    let recent = inner.recent.entry(channel).or_default();
+    let flooded = inner.flood_next.iter().position(|b| {
+        *b == bucket
+            || matches!((b, &bucket), (Bucket::Webhook(any), Bucket::Webhook(_)) if any.is_empty())
+    });
+    let recent = inner.recent.entry(bucket.clone()).or_default();
     recent.retain(|t| now.duration_since(*t) < BUCKET_WINDOW);
     if let Some(i) = flooded.or((recent.len() >= BUCKET).then_some(usize::MAX)) {
         let retry_after = match recent.first() {
@@ -977,12 +1009,12 @@ fn take_from_bucket(
             inner.flood_next.remove(i);
         } else {
             inner.faults.push(format!(
-                "channel {channel} sent more than {BUCKET} messages in {BUCKET_WINDOW:?} despite the headers"
+                "{bucket:?} took more than {BUCKET} calls in {BUCKET_WINDOW:?} despite the headers"
             ));
         }
         inner
             .blocked_until
-            .insert(channel, now + Duration::from_secs_f64(retry_after));
+            .insert(bucket, now + Duration::from_secs_f64(retry_after));
         let body = json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false});
         let retry_header = [("retry-after", format!("{}", retry_after.ceil() as u64))];
         let response = (
@@ -1005,8 +1037,7 @@ fn take_from_bucket(
     ])
 }
 
-fn with_headers(headers: [(String, String); 3], json: Value) -> Response {
-    let mut response = axum::Json(json).into_response();
+fn with_headers(headers: [(String, String); 3], mut response: Response) -> Response {
     for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::from_bytes(name.as_bytes()),
@@ -1039,12 +1070,12 @@ async fn create_message(
         let page = "<html><head><title>502 Bad Gateway</title></head></html>";
         return (StatusCode::BAD_GATEWAY, page).into_response();
     }
-    let headers = match take_from_bucket(&mut inner, channel) {
+    let headers = match take_from_bucket(&mut inner, Bucket::Messages(channel)) {
         Ok(headers) => headers,
         Err(response) => return *response,
     };
     match new_message(&mut inner, channel, &body, files, false, None) {
-        Ok(json) => with_headers(headers, json),
+        Ok(json) => with_headers(headers, axum::Json(json).into_response()),
         Err(response) => *response,
     }
 }
@@ -1087,6 +1118,10 @@ async fn edit_message(
     if let Some(problem) = invalid_message(&body, files.len(), true) {
         return inner.fault(problem);
     }
+    let headers = match take_from_bucket(&mut inner, Bucket::Edits(channel)) {
+        Ok(headers) => headers,
+        Err(response) => return *response,
+    };
     let Some(stored) = inner
         .messages
         .iter_mut()
@@ -1105,7 +1140,7 @@ async fn edit_message(
     }
     stored.edits += 1;
     let json = stored.json();
-    axum::Json(json).into_response()
+    with_headers(headers, axum::Json(json).into_response())
 }
 
 async fn typing(
@@ -1122,7 +1157,10 @@ async fn typing(
     if !authorized(&headers) {
         return inner.fault("typing with a wrong token".into());
     }
-    StatusCode::NO_CONTENT.into_response()
+    match take_from_bucket(&mut inner, Bucket::Typing(channel)) {
+        Ok(limits) => with_headers(limits, StatusCode::NO_CONTENT.into_response()),
+        Err(response) => *response,
+    }
 }
 
 /// `GET /attachments/<path>`: what Discord's CDN serves. The bot's token must not come along.

@@ -111,12 +111,13 @@ impl Handler {
                 .chars()
                 .take(MESSAGE_LIMIT)
                 .collect();
-            let http = ctx.http.clone();
+            let (outbound, channel, token) = (
+                self.outbound.clone(),
+                command.channel_id.get(),
+                command.token.clone(),
+            );
             tokio::spawn(async move {
-                let edit = quiet(json!({"content": echo}));
-                let result = http
-                    .edit_original_interaction_response(&command.token, &edit, Vec::new())
-                    .await;
+                let result = outbound.edit_original(channel, &token, &echo).await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "could not show a command");
                 }
@@ -137,7 +138,11 @@ impl Handler {
         let Some((action, revision)) = Offer::parse_payload(&press.data.custom_id) else {
             let _ = self
                 .outbound
-                .answer(&interaction, crate::conversation::copy::FOREIGN_BUTTON)
+                .answer(
+                    press.channel_id.get(),
+                    &interaction,
+                    crate::conversation::copy::FOREIGN_BUTTON,
+                )
                 .await;
             return;
         };
@@ -196,7 +201,7 @@ fn channel_slugs(dir: &std::path::Path, chat: &str, typed: &str) -> Vec<String> 
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         tracing::info!(bot = %ready.user.name, guilds = ready.guilds.len(), "Discord front end connected");
-        self.outbound.http.set_application_id(ready.application.id);
+        self.outbound.set_application(ready.application.id.get());
         let commands = registered_commands();
         let registered = match self.guild_id {
             Some(guild) => GuildId::new(guild)
