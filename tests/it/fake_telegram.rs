@@ -94,6 +94,8 @@ struct Inner {
     refuse_html_next: Vec<i64>,
     /// Chats whose next message fails with a 502 from the proxy in front of the Bot API.
     server_error_next: Vec<i64>,
+    /// Chats whose next message's connection drops before the answer, the message not sent.
+    drop_next: Vec<i64>,
     /// Files people sent, by file id: their bytes and where `getFile` says they are.
     files: HashMap<String, (Vec<u8>, String)>,
     /// The file ids whose bytes were downloaded, in order.
@@ -349,13 +351,19 @@ impl FakeTelegram {
         self.inner.lock().unwrap().flood_next.push(chat);
     }
 
-    /// The next HTML message to `chat` is refused with "can't parse entities".
     /// The next `sendMessage` to `chat` gets a 502 with an HTML body, as Telegram's front
     /// proxies answer when the Bot API is down for a moment (not a fault).
     pub fn server_error_next(&self, chat: i64) {
         self.inner.lock().unwrap().server_error_next.push(chat);
     }
 
+    /// The connection of the next `sendMessage` to `chat` drops before an answer arrives, and
+    /// the message is not sent (not a fault).
+    pub fn drop_next(&self, chat: i64) {
+        self.inner.lock().unwrap().drop_next.push(chat);
+    }
+
+    /// The next HTML message to `chat` is refused with "can't parse entities".
     pub fn refuse_html_next(&self, chat: i64) {
         self.inner.lock().unwrap().refuse_html_next.push(chat);
     }
@@ -553,6 +561,10 @@ async fn handle(
                 let page = "<html><head><title>502 Bad Gateway</title></head></html>";
                 return (StatusCode::BAD_GATEWAY, page).into_response();
             }
+            if let Some(i) = inner.drop_next.iter().position(|c| *c == chat) {
+                inner.drop_next.remove(i);
+                return dropped_connection();
+            }
             if html && let Some(i) = inner.refuse_html_next.iter().position(|c| *c == chat) {
                 inner.refuse_html_next.remove(i);
                 return bad(
@@ -702,6 +714,15 @@ async fn handle(
         }
         other => fault(&mut inner, 404, &format!("Not Found: method {other}")),
     }
+}
+
+/// A response whose body fails at once: hyper sends the head, then closes the connection, so
+/// the client sees its connection drop before an answer.
+fn dropped_connection() -> Response {
+    let failing = futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::other("the connection dropped"))
+    });
+    Response::new(axum::body::Body::from_stream(failing))
 }
 
 fn fault(inner: &mut Inner, status: u16, description: &str) -> Response {

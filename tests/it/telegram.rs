@@ -501,7 +501,7 @@ async fn no_secret_reaches_the_log_even_when_every_call_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_that_meets_a_server_error_is_sent_again() {
+async fn an_answer_that_meets_a_server_error_or_a_dropped_connection_is_sent_again() {
     let (_claude, telegram, _dir, _planbot) =
         started(json!([{"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input", "delay_ms": 1000}]))
             .await;
@@ -529,6 +529,27 @@ async fn an_answer_that_meets_a_server_error_is_sent_again() {
         })
         .count();
     assert_eq!(answers, 2, "refused once, then delivered");
+
+    // The next answer's connection drops before Telegram answers: sent again, shown once.
+    telegram.drop_next(100);
+    telegram.message(100, 100, "a shared list for my family", None);
+    let said = "You said: 'a shared list for my family'";
+    telegram
+        .wait_for("the second answer, sent again", 40, |t| {
+            texts(t, 100).iter().any(|x| x.contains(said))
+        })
+        .await;
+    let shown = texts(&telegram, 100)
+        .iter()
+        .filter(|x| x.contains(said))
+        .count();
+    assert_eq!(shown, 1, "shown once");
+    let answers = telegram
+        .calls()
+        .into_iter()
+        .filter(|(m, p)| m == "sendmessage" && p["text"].as_str().is_some_and(|t| t.contains(said)))
+        .count();
+    assert_eq!(answers, 2, "dropped once, then delivered");
     assert_eq!(telegram.faults(), Vec::<String>::new());
 }
 
