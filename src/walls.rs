@@ -30,6 +30,18 @@ impl Walls {
     /// the caller) allow. Fails only where the operator asked for a wall that cannot stand
     /// (`PLANBOT_SANDBOX=bwrap` without a working bubblewrap).
     pub async fn raise(config: &Config, cli: &Result<String, String>) -> Result<Walls, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("the path guard needs planbot's own path, which is unknown: {e}"));
+        Walls::raise_for(config, cli, exe).await
+    }
+
+    /// [`Walls::raise`] with planbot's binary given (the contract tests run the guard of the
+    /// `planbot` they built, not of the test binary).
+    pub async fn raise_for(
+        config: &Config,
+        cli: &Result<String, String>,
+        exe: Result<PathBuf, String>,
+    ) -> Result<Walls, String> {
         let (sandbox, sandbox_missing) = match config.sandbox {
             SandboxMode::Off => (None, Some("PLANBOT_SANDBOX=off".to_string())),
             mode => {
@@ -48,8 +60,7 @@ impl Walls {
                 };
                 match (probed, bwrap) {
                     (Ok(()), Some(bwrap)) => {
-                        let exe = std::env::current_exe().ok();
-                        (Some(config.sandbox_layout(bwrap, exe)), None)
+                        (Some(config.sandbox_layout(bwrap, exe.clone().ok())), None)
                     }
                     (Err(why), _) if mode == SandboxMode::Bwrap => {
                         return Err(format!("PLANBOT_SANDBOX=bwrap, but {why}"));
@@ -60,13 +71,7 @@ impl Walls {
                 }
             }
         };
-        let guard = if config.path_guard {
-            Some(std::env::current_exe().map_err(|e| {
-                format!("the path guard needs planbot's own path, which is unknown: {e}")
-            })?)
-        } else {
-            None
-        };
+        let guard = if config.path_guard { Some(exe?) } else { None };
         let cli_version = cli.as_deref().ok().and_then(parse_version);
         Ok(Walls {
             sandbox,

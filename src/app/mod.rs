@@ -57,6 +57,21 @@ pub struct Core {
     pub restored_from_backup: Option<String>,
 }
 
+/// The planner `planbot run` uses: `runner_config` (the configured one) and the configured
+/// flags, inside the walls raised.
+pub fn planner_for(
+    config: &Config,
+    walls: &Walls,
+    prompts: Prompts,
+    mut runner_config: crate::claude::RunnerConfig,
+) -> Planner {
+    runner_config.sandbox = walls.sandbox.clone();
+    let mut common = config.common_args(walls.guard.clone());
+    common.permission_prompts_none = walls.permission_prompts_none();
+    let runner = Runner::new(runner_config);
+    Planner::new(runner, prompts, config.plan_settings(common))
+}
+
 impl Core {
     /// Raises the agent's walls, opens the store and builds the planner, as `planbot run` does.
     pub async fn build(config: &Config) -> Result<Core, AppError> {
@@ -108,12 +123,7 @@ impl Core {
                 "PLANBOT_PERMISSION_MODE=bypassPermissions: Claude may run any tool without asking"
             );
         }
-        let mut runner_config = config.runner_config();
-        runner_config.sandbox = walls.sandbox.clone();
-        let mut common = config.common_args(walls.guard.clone());
-        common.permission_prompts_none = walls.permission_prompts_none();
-        let runner = Runner::new(runner_config);
-        let planner = Planner::new(runner, prompts, config.plan_settings(common));
+        let planner = planner_for(config, &walls, prompts, config.runner_config());
         let restored_from_backup = report.from_backup.then(|| {
             std::fs::metadata(config.state_dir.join("planning.json.bak"))
                 .and_then(|m| m.modified())

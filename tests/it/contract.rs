@@ -1,12 +1,17 @@
-//! Contract tests: the real Claude Code CLI (2.1.197, installed by `scripts/install-claude-cli.sh`)
-//! against the stand-in Messages API. Plain `cargo test` skips them with a message when the CLI is
-//! absent; `.ci/run` sets `PLANBOT_REQUIRE_CONTRACT=1` so that they must run.
+//! Contract tests: the real Claude Code CLI (the pinned 2.1.197 and the newest, installed by
+//! `scripts/install-claude-cli.sh`) against the stand-in Messages API, driven by the planner
+//! `planbot run` builds from its configuration: the production argv, path guard and sandbox.
+//! Plain `cargo test` skips them with a message when the CLI is absent; `.ci/run` sets
+//! `PLANBOT_REQUIRE_CONTRACT=1` so that they must run.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use planbot::claude::{Runner, RunnerConfig, TurnStatus};
-use planbot::planning::{PhaseStatus, PlanningSession, ReplyOutcome};
+use planbot::claude::{RunnerConfig, TurnStatus};
+use planbot::config::Config;
+use planbot::planning::{PhaseStatus, PlanningSession, Prompts, ReplyOutcome};
+use planbot::walls::Walls;
 use tokio_util::sync::CancellationToken;
 
 use crate::messages_api::MessagesApi;
@@ -68,6 +73,8 @@ pub struct RealClaude {
     pub api: MessagesApi,
     /// `pinned` or `newest`.
     pub version: &'static str,
+    /// The CLI's own binary, which the launcher runs.
+    pub cli: PathBuf,
 }
 
 impl RealClaude {
@@ -104,6 +111,7 @@ impl RealClaude {
             home,
             api,
             version: "",
+            cli: cli.to_path_buf(),
         }
     }
 
@@ -144,14 +152,53 @@ impl RealClaude {
         .unwrap();
     }
 
-    pub fn session(&self, max_turns: u32) -> PlanningSession {
-        let runner = Runner::new(RunnerConfig {
-            bin: self.launcher(),
-            turn_timeout: Duration::from_secs(120),
-            ..RunnerConfig::default()
-        });
-        let planner =
-            crate::planning::planner_on(runner, self.home.path().join("workspace"), max_turns);
+    /// A plan on the planner `planbot run` builds from its configuration (`settings` on top of
+    /// the defaults): the production argv, path guard and sandbox, on this CLI.
+    pub async fn session(&self, settings: &[(&str, &str)]) -> PlanningSession {
+        self.session_with(settings, |_| {}).await
+    }
+
+    /// [`RealClaude::session`] with the runner's configuration changed by `adjust`.
+    pub async fn session_with(
+        &self,
+        settings: &[(&str, &str)],
+        adjust: impl FnOnce(&mut RunnerConfig),
+    ) -> PlanningSession {
+        let root = self.home.path();
+        // The CLI's directory on PATH, as an installed CLI is: a sandboxed turn may read it.
+        let cli_dir = self.cli.parent().unwrap().to_path_buf();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(cli_dir).chain(std::env::split_paths(&path)))
+                .unwrap();
+        let mut env = HashMap::from([("PATH".to_string(), path.to_string_lossy().into_owned())]);
+        env.insert("HOME".into(), root.display().to_string());
+        env.insert(
+            "PLANBOT_CLAUDE_BIN".into(),
+            self.launcher().display().to_string(),
+        );
+        env.insert(
+            "PLANBOT_STATE_DIR".into(),
+            root.join("state").display().to_string(),
+        );
+        env.insert(
+            "PLANBOT_WORKSPACE_DIR".into(),
+            root.join("workspace").display().to_string(),
+        );
+        env.insert("PLANBOT_RETRY_DELAY_MS".into(), "10".into());
+        env.insert("PLANBOT_TURN_TIMEOUT_SECS".into(), "120".into());
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_sources(None, &env).unwrap();
+        let cli = planbot::walls::cli_version(&config).await;
+        let planbot = PathBuf::from(env!("CARGO_BIN_EXE_planbot"));
+        let walls = Walls::raise_for(&config, &cli, Ok(planbot)).await.unwrap();
+        assert!(
+            walls.guard.is_some(),
+            "the path guard runs, as in production"
+        );
+        let mut runner = config.runner_config();
+        adjust(&mut runner);
+        let planner = planbot::app::planner_for(&config, &walls, Prompts::default(), runner);
         let entry = planner
             .new_plan(
                 "console",
@@ -178,7 +225,7 @@ impl RealClaude {
 async fn a_phase_starts_with_its_skill_and_a_reply_resumes_it() {
     for claude in RealClaude::all("a_phase_starts_with_its_skill_and_a_reply_resumes_it").await {
         claude.install_skill("office-hours", "Ask about the product.");
-        let mut plan = claude.session(20);
+        let mut plan = claude.session(&[]).await;
         let cancel = CancellationToken::new();
         let reply = plan.start_phase(&cancel, &mut |_| {}).await;
         assert_eq!(
@@ -213,6 +260,19 @@ async fn a_phase_starts_with_its_skill_and_a_reply_resumes_it() {
             .filter(|s| s.body["tools"].is_array())
             .collect();
         let last = seen.last().unwrap();
+        let offered: Vec<&str> = last.body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        // The production tools (`--tools`), not the CLI's default set.
+        assert!(
+            offered.contains(&"Write")
+                && offered.contains(&"WebFetch")
+                && !offered.contains(&"Bash"),
+            "{offered:?}"
+        );
         assert!(
             last.body["messages"].as_array().unwrap().len() >= 3,
             "the resumed request carries the earlier turn"
@@ -225,7 +285,7 @@ async fn a_phase_starts_with_its_skill_and_a_reply_resumes_it() {
 #[tokio::test]
 async fn a_missing_skill_falls_back_to_the_built_in_prompt() {
     for claude in RealClaude::all("a_missing_skill_falls_back_to_the_built_in_prompt").await {
-        let mut plan = claude.session(20);
+        let mut plan = claude.session(&[]).await;
         let reply = plan
             .start_phase(&CancellationToken::new(), &mut |_| {})
             .await;
@@ -244,7 +304,7 @@ async fn a_missing_skill_falls_back_to_the_built_in_prompt() {
 async fn running_out_of_turns_is_retried_once_and_ends_answered() {
     for claude in RealClaude::all("running_out_of_turns_is_retried_once_and_ends_answered").await {
         claude.install_skill("office-hours", "Ask about the product.");
-        let mut plan = claude.session(3);
+        let mut plan = claude.session(&[("PLANBOT_MAX_TURNS", "3")]).await;
         let cancel = CancellationToken::new();
         plan.start_phase(&cancel, &mut |_| {}).await;
         let id = plan.state.session_id.clone().unwrap();
@@ -271,7 +331,7 @@ async fn running_out_of_turns_is_retried_once_and_ends_answered() {
 async fn an_overloaded_api_gets_one_retry() {
     for claude in RealClaude::all("an_overloaded_api_gets_one_retry").await {
         claude.install_skill("office-hours", "Ask about the product.");
-        let mut plan = claude.session(20);
+        let mut plan = claude.session(&[]).await;
         let cancel = CancellationToken::new();
         plan.start_phase(&cancel, &mut |_| {}).await;
         let reply = plan.respond("overload please", &cancel, &mut |_| {}).await;
@@ -292,7 +352,7 @@ async fn an_overloaded_api_gets_one_retry() {
 async fn a_lost_session_is_reported_by_the_real_cli() {
     for claude in RealClaude::all("a_lost_session_is_reported_by_the_real_cli").await {
         claude.install_skill("office-hours", "Ask about the product.");
-        let mut plan = claude.session(20);
+        let mut plan = claude.session(&[]).await;
         let cancel = CancellationToken::new();
         plan.start_phase(&cancel, &mut |_| {}).await;
         plan.state.session_id = Some("00000000-0000-4000-8000-000000000000".into());
@@ -354,4 +414,102 @@ async fn a_piped_console_session_with_the_real_cli() {
         assert!(plan.contains("We are done planning `todo-app`"), "{plan}");
         assert!(dir.path().join("workspace/todo-app/plan.json").is_file());
     }
+}
+
+#[tokio::test]
+async fn a_turn_over_its_budget_stops_with_the_reason() {
+    for claude in RealClaude::all("a_turn_over_its_budget_stops_with_the_reason").await {
+        claude.install_skill("office-hours", "Ask about the product.");
+        // Each stand-in answer costs about $0.0003 at the default model's prices.
+        let mut plan = claude
+            .session(&[("PLANBOT_MAX_BUDGET_USD", "0.0001")])
+            .await;
+        let cancel = CancellationToken::new();
+        plan.start_phase(&cancel, &mut |_| {}).await;
+        let reply = plan
+            .respond("Please keep digging", &cancel, &mut |_| {})
+            .await;
+        assert_eq!(
+            reply.outcome,
+            ReplyOutcome::Failed(TurnStatus::BudgetExceeded),
+            "{} CLI: {reply:?}",
+            claude.version
+        );
+        assert!(
+            reply.text.contains("PLANBOT_MAX_BUDGET_USD"),
+            "{}",
+            reply.text
+        );
+        let digging = claude
+            .conversations()
+            .iter()
+            .filter(|m| m.iter().any(|x| x.to_string().contains("keep digging")))
+            .count();
+        assert!(digging < 5, "stopped before the five tool calls: {digging}");
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_turn_ends_on_sigint_and_its_session_resumes() {
+    for claude in RealClaude::all("a_cancelled_turn_ends_on_sigint_and_its_session_resumes").await {
+        claude.install_skill("office-hours", "Ask about the product.");
+        // SIGKILL follows SIGINT only after ten minutes: the CLI must end on SIGINT.
+        let mut plan = claude
+            .session_with(&[], |runner| runner.kill_grace = Duration::from_secs(600))
+            .await;
+        let cancel = CancellationToken::new();
+        plan.start_phase(&cancel, &mut |_| {}).await;
+        let id = plan.state.session_id.clone().unwrap();
+        let asked = claude.api.seen().len();
+        let stop = CancellationToken::new();
+        // Cancelled while the CLI waits for the (hanging) model.
+        let stopper = async {
+            crate::wait::wait_until(
+                "the hanging request",
+                60,
+                || claude.api.seen().len() > asked,
+                String::new,
+            )
+            .await;
+            stop.cancel();
+            Instant::now()
+        };
+        let mut quiet = |_| {};
+        let (reply, cancelled) =
+            tokio::join!(plan.respond("hang please", &stop, &mut quiet), stopper);
+        let ended = cancelled.elapsed();
+        assert_eq!(
+            reply.outcome,
+            ReplyOutcome::Cancelled,
+            "{} CLI: {reply:?}",
+            claude.version
+        );
+        assert_eq!(
+            processes_in(claude.home.path()),
+            0,
+            "the turn's processes are gone"
+        );
+        assert!(
+            ended < Duration::from_secs(60),
+            "{} CLI: ended by SIGINT, not by the SIGKILL ten minutes later ({ended:?})",
+            claude.version
+        );
+        // The interrupted session is intact: the next message resumes it.
+        let reply = plan.respond("Still with me?", &cancel, &mut |_| {}).await;
+        assert!(reply.is_answered(), "{} CLI: {reply:?}", claude.version);
+        assert!(reply.text.contains("Still with me?"), "{}", reply.text);
+        assert_eq!(plan.state.session_id.as_deref(), Some(id.as_str()));
+    }
+}
+
+/// How many processes work in a directory under `root`.
+fn processes_in(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path().join("cwd")).ok())
+        .filter(|cwd| cwd.starts_with(root))
+        .count()
 }

@@ -5,7 +5,8 @@
 //! assistant turns in the conversation, so a resumed session shows it saw the earlier turn).
 //! Markers in the user's text script the hard cases: `keep digging` makes it call the Read tool
 //! five times before answering (to exhaust `--max-turns`), `overload please` answers HTTP 529 the
-//! first time a conversation is sent.
+//! first time a conversation is sent, `hang please` answers nothing for five minutes (a turn to
+//! interrupt).
 //!
 //! It is also the red team's scripted attacker: each `ATTACK <Tool> <json input>` in the latest
 //! user text (a message, or a skill's body once loaded) becomes one tool call, in order, as an
@@ -126,6 +127,9 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
     {
         let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
         return (StatusCode::from_u16(529).unwrap(), axum::Json(error)).into_response();
+    }
+    if said.contains("hang please") && request["tools"].is_array() {
+        tokio::time::sleep(std::time::Duration::from_secs(300)).await;
     }
     let stream = request["stream"].as_bool().unwrap_or(false);
     let attacks = attacks_in(&said);
