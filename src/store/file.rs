@@ -1,9 +1,13 @@
 //! `planning.json`: every chat's planning state, owned by one thread, written durably.
 //!
 //! Every read-modify-write goes through the owner thread in order; it applies a batch of waiting
-//! updates, writes the whole file once (temp file, fsync, rename, fsync the directory, the previous
-//! file kept as `planning.json.bak`) and only then acknowledges each update. A failed write rolls the
-//! batch back in memory, so what the file holds and what callers were told always agree.
+//! updates, appends the sessions they changed to `planning.json.journal` and syncs it, and only
+//! then acknowledges each update. The whole file is written (temp file, fsync, rename, fsync the
+//! directory, the previous file kept as `planning.json.bak`) when the journal has grown as large
+//! as the file, after [`IDLE_WRITE`] without updates, and on close, so that it is seldom behind;
+//! each whole write starts a new generation and a fresh journal, and only the journal of the
+//! file's own generation is applied to it when it is read. A failed write rolls the batch back in
+//! memory, so what the disk holds and what callers were told always agree.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::planning::state::{EntryStatus, SessionEntry};
 
-use super::format::encode_entry;
+use super::format::{encode_entry, journal_header, journal_record};
 use super::*;
 
 fn state_path(dir: &Path) -> PathBuf {
@@ -29,6 +33,10 @@ fn state_path(dir: &Path) -> PathBuf {
 
 fn backup_path(dir: &Path) -> PathBuf {
     dir.join(format!("{STATE_FILE}.bak"))
+}
+
+fn journal_path(dir: &Path) -> PathBuf {
+    dir.join(JOURNAL_FILE)
 }
 
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
@@ -96,6 +104,9 @@ fn load(dir: &Path, repair: bool) -> Result<(State, LoadReport), StoreError> {
             }
         },
     };
+    if let Some(journal) = read_file(&journal_path(dir))? {
+        report.journaled = state.replay(&journal);
+    }
     report.unreadable = state.unreadable.keys().cloned().collect();
     if repair {
         for (key, entry) in state.sessions.iter_mut() {
@@ -293,27 +304,31 @@ impl Store {
         let lock = StateLock::acquire(dir)?;
         remove_stale_temp_files(dir);
         let (state, report) = load(dir, true)?;
-        if !report.interrupted.is_empty() {
-            // Persist the repair before anyone is told about it.
-            write_durably(&state_path(dir), &state.to_bytes(), true).map_err(|source| {
-                StoreError::Write {
-                    path: state_path(dir),
-                    source,
-                }
-            })?;
-        }
-        let (tx, rx) = mpsc::channel(1024);
         let encoded = state
             .sessions
             .iter()
             .map(|(key, entry)| (key.clone(), encode_entry(key, entry)))
             .collect();
-        let owner = Owner {
+        let mut owner = Owner {
             dir: dir.to_owned(),
             state,
             encoded,
+            journal: Journal::open(dir)?,
             _lock: lock,
         };
+        // The journal read and the repairs go into the file before anyone is told of them;
+        // otherwise a fresh journal starts for the file as it is.
+        let written = if report.journaled > 0 || !report.interrupted.is_empty() {
+            owner.write_whole()
+        } else {
+            let generation = owner.state.generation;
+            owner.journal.restart(generation)
+        };
+        written.map_err(|source| StoreError::Write {
+            path: state_path(dir),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel(1024);
         std::thread::Builder::new()
             .name("planbot-store".into())
             .spawn(move || owner.run(rx))
@@ -408,12 +423,84 @@ impl Store {
     }
 }
 
+/// The journal written whole into the file after this long without an update.
+pub const IDLE_WRITE: std::time::Duration = std::time::Duration::from_millis(250);
+/// The journal is written into the file once it is as large as the file, or this large.
+const JOURNAL_MIN: u64 = 256 * 1024;
+
+/// `planning.json.journal`, open for appending.
+struct Journal {
+    file: File,
+    /// Its length, as synced.
+    len: u64,
+    /// The header's length: a journal no longer than it holds no record.
+    header: u64,
+    /// Whether the file is known to hold exactly `len` whole bytes of the current generation;
+    /// if not, the next update writes the whole state instead.
+    sound: bool,
+}
+
+impl Journal {
+    fn open(dir: &Path) -> Result<Journal, StoreError> {
+        let path = journal_path(dir);
+        let open = || -> io::Result<File> {
+            let file = OpenOptions::new().append(true).create(true).open(&path)?;
+            sync_dir(dir)?;
+            Ok(file)
+        };
+        let file = open().map_err(|source| StoreError::Write { path, source })?;
+        Ok(Journal {
+            file,
+            len: 0,
+            header: 0,
+            sound: false,
+        })
+    }
+
+    fn has_records(&self) -> bool {
+        !self.sound || self.len > self.header
+    }
+
+    /// Empties the journal and starts it for the file of `generation`.
+    fn restart(&mut self, generation: u64) -> io::Result<()> {
+        self.sound = false;
+        let header = journal_header(generation);
+        self.file.set_len(0)?;
+        self.file.write_all(&header)?;
+        self.file.sync_data()?;
+        self.len = header.len() as u64;
+        self.header = self.len;
+        self.sound = true;
+        Ok(())
+    }
+
+    /// Appends `records` and syncs them; on failure, cuts the journal back to what it held.
+    fn append(&mut self, records: &[u8]) -> io::Result<()> {
+        let written = self
+            .file
+            .write_all(records)
+            .and_then(|()| self.file.sync_data());
+        if written.is_ok() {
+            self.len += records.len() as u64;
+        } else if self
+            .file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_data())
+            .is_err()
+        {
+            self.sound = false;
+        }
+        written
+    }
+}
+
 /// The owner thread's state.
 struct Owner {
     dir: PathBuf,
     state: State,
     /// Each session's encoded form, kept so that a write re-encodes only what changed.
     encoded: BTreeMap<String, Vec<u8>>,
+    journal: Journal,
     _lock: StateLock,
 }
 
@@ -422,7 +509,27 @@ const MAX_BATCH: usize = 256;
 
 impl Owner {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(first) = rx.blocking_recv() {
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        loop {
+            let next = match &timer {
+                Ok(timer) if self.journal.has_records() => {
+                    let waited =
+                        timer.block_on(async { tokio::time::timeout(IDLE_WRITE, rx.recv()).await });
+                    match waited {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.write_whole_logged();
+                            continue;
+                        }
+                    }
+                }
+                _ => rx.blocking_recv(),
+            };
+            let Some(first) = next else {
+                break;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -431,11 +538,67 @@ impl Owner {
                 }
             }
             if let Some(closed) = self.apply_batch(batch) {
-                drop(self);
+                self.close();
                 let _ = closed.send(());
                 return;
             }
         }
+        self.close();
+    }
+
+    /// Writes what the journal holds into the file and releases the lock.
+    fn close(mut self) {
+        if self.journal.has_records() {
+            self.write_whole_logged();
+        }
+    }
+
+    fn write_whole_logged(&mut self) {
+        if let Err(e) = self.write_whole() {
+            tracing::error!(error = %e, "writing planning.json whole failed; its journal keeps every change");
+        }
+    }
+
+    /// Writes the whole state as the next generation, then restarts the journal for it. Once
+    /// the file is written, everything is in it: a journal that cannot be restarted is only
+    /// marked, so that the next update writes the whole file again.
+    fn write_whole(&mut self) -> io::Result<()> {
+        // Never reused, even when this write fails: the file may already be renamed into place,
+        // and then the journal no longer applies to it, so nothing more is appended until a
+        // whole write succeeds.
+        self.state.generation += 1;
+        self.journal.sound = false;
+        write_durably(
+            &state_path(&self.dir),
+            &self.state.assemble(&self.encoded),
+            true,
+        )?;
+        if let Err(e) = self.journal.restart(self.state.generation) {
+            tracing::warn!(error = %e, "could not restart planning.json.journal; the next update writes the file whole");
+        }
+        Ok(())
+    }
+
+    /// Makes the changes to `keys` durable: appended to the journal, or the whole file written
+    /// when the journal is due to be folded in (or cannot be trusted).
+    fn persist(&mut self, keys: &[String]) -> io::Result<()> {
+        let mut records = Vec::new();
+        for key in keys {
+            records.extend(journal_record(
+                key,
+                self.encoded.get(key).map(Vec::as_slice),
+            ));
+        }
+        let file_len = self
+            .encoded
+            .values()
+            .map(|e| e.len() as u64 + 2)
+            .sum::<u64>();
+        let grown = self.journal.len + records.len() as u64 > file_len.max(JOURNAL_MIN);
+        if !self.journal.sound || grown {
+            return self.write_whole();
+        }
+        self.journal.append(&records)
     }
 
     /// Puts or removes one session, keeping its encoded form in step.
@@ -453,13 +616,12 @@ impl Owner {
         }
     }
 
-    /// Applies a batch in order, writes once if anything changed, then answers everyone.
+    /// Applies a batch in order, makes it durable if anything changed, then answers everyone.
     /// Returns the close request's answer, if the batch ended with one.
     fn apply_batch(&mut self, batch: Vec<Request>) -> Option<oneshot::Sender<()>> {
         let mut close = None;
         let mut undo: Vec<(String, Option<SessionEntry>)> = Vec::new();
         let mut completions: Vec<Completion> = Vec::new();
-        let mut changed = false;
         for request in batch {
             if close.is_some() {
                 // Nothing after a close is served: its caller sees the store as closed.
@@ -473,19 +635,22 @@ impl Owner {
                     let mut slot = before.clone();
                     completions.push(apply(&mut slot));
                     if slot != before {
-                        changed = true;
                         self.set(&key, slot);
                         undo.push((key, before));
                     }
                 }
             }
         }
-        let written = if changed {
-            let path = state_path(&self.dir);
-            write_durably(&path, &self.state.assemble(&self.encoded), true)
-                .map_err(|source| StoreError::Write { path, source })
-        } else {
+        let mut keys: Vec<String> = undo.iter().map(|(key, _)| key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        let written = if keys.is_empty() {
             Ok(())
+        } else {
+            self.persist(&keys).map_err(|source| StoreError::Write {
+                path: state_path(&self.dir),
+                source,
+            })
         };
         if let Err(e) = &written {
             tracing::error!(error = %e, "saving planning.json failed; the last changes are not recorded");

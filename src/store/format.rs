@@ -10,6 +10,8 @@ use crate::planning::state::SessionEntry;
 
 /// The file name inside the state directory.
 pub const STATE_FILE: &str = "planning.json";
+/// The journal beside it: the updates since `planning.json` was last written whole.
+pub const JOURNAL_FILE: &str = "planning.json.journal";
 /// The lock held by the one running instance.
 pub const LOCK_FILE: &str = "planbot.lock";
 /// The format version this build writes.
@@ -22,6 +24,9 @@ pub struct State {
     pub unreadable: BTreeMap<String, Value>,
     /// Top-level fields of a newer version, kept.
     pub extra: Map<String, Value>,
+    /// Counts the times the file was written whole; only the journal of the same generation
+    /// applies to it (one left by a write that was cut short is already in the file).
+    pub generation: u64,
 }
 
 impl State {
@@ -40,7 +45,13 @@ impl State {
     pub(super) fn assemble(&self, encoded: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
         let size: usize = encoded.values().map(|e| e.len() + 2).sum();
         let mut out = Vec::with_capacity(size + 64);
-        out.extend_from_slice(format!("{{\"version\":{VERSION},\n\"sessions\":{{").as_bytes());
+        out.extend_from_slice(
+            format!(
+                "{{\"version\":{VERSION},\"generation\":{},\n\"sessions\":{{",
+                self.generation
+            )
+            .as_bytes(),
+        );
         let mut first = true;
         let mut push = |out: &mut Vec<u8>, bytes: &[u8]| {
             out.extend_from_slice(if first { b"\n" } else { b",\n" });
@@ -87,23 +98,93 @@ impl State {
             None => Map::new(),
             Some(_) => return Err(ParseError::Corrupt("`sessions` is not an object".into())),
         };
+        let generation = match top.remove("generation") {
+            None => 0,
+            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or_default(),
+            Some(other) => {
+                return Err(ParseError::Corrupt(format!(
+                    "unsupported generation field {other}"
+                )));
+            }
+        };
         let mut state = State {
             extra: top,
+            generation,
             ..State::default()
         };
         for (key, value) in sessions {
-            match SessionEntry::deserialize(&value) {
-                Ok(entry) => {
-                    state.sessions.insert(key, entry);
-                }
-                Err(e) => {
-                    tracing::error!(key, error = %e, "a stored session does not parse; it is kept as it is");
-                    state.unreadable.insert(key, value);
-                }
-            }
+            state.set_value(key, value);
         }
         Ok(state)
     }
+
+    /// Sets one session from its stored form; one that does not parse is kept as it is.
+    fn set_value(&mut self, key: String, value: Value) {
+        self.unreadable.remove(&key);
+        match SessionEntry::deserialize(&value) {
+            Ok(entry) => {
+                self.sessions.insert(key, entry);
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "a stored session does not parse; it is kept as it is");
+                self.sessions.remove(&key);
+                self.unreadable.insert(key, value);
+            }
+        }
+    }
+
+    /// Applies a journal (see [`journal_header`] and [`journal_record`]) written after this
+    /// state: its records in order, if it is of this state's generation. A line that does not
+    /// parse is a record a crash cut short, never acknowledged, and is passed over. Returns
+    /// how many records were applied.
+    pub fn replay(&mut self, journal: &[u8]) -> usize {
+        let mut lines = journal.split(|b| *b == b'\n');
+        let header: Option<Value> = lines.next().and_then(|l| serde_json::from_slice(l).ok());
+        let generation = header.as_ref().and_then(|h| h["generation"].as_u64());
+        if generation != Some(self.generation) {
+            if generation.is_some_and(|g| g > self.generation) {
+                tracing::error!(
+                    journal = ?generation,
+                    file = self.generation,
+                    "the journal is newer than planning.json; it was not applied"
+                );
+            }
+            return 0;
+        }
+        let mut applied = 0;
+        for line in lines {
+            let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            for (key, value) in record {
+                if value.is_null() {
+                    self.sessions.remove(&key);
+                    self.unreadable.remove(&key);
+                } else {
+                    self.set_value(key, value);
+                }
+                applied += 1;
+            }
+        }
+        applied
+    }
+}
+
+/// The journal's first line, naming the generation of the file it follows.
+pub(super) fn journal_header(generation: u64) -> Vec<u8> {
+    format!("{{\"generation\":{generation}}}\n").into_bytes()
+}
+
+/// One journal record: a session as it now stands (`encoded` by [`encode_entry`]), or its
+/// removal.
+pub(super) fn journal_record(key: &str, encoded: Option<&[u8]>) -> Vec<u8> {
+    let mut out = vec![b'{'];
+    match encoded {
+        Some(pair) => out.extend_from_slice(pair),
+        None => out.extend_from_slice(&encode_pair(key, &Value::Null)),
+    }
+    out.extend_from_slice(b"}\n");
+    out
 }
 
 /// One session as it stands in the file: `"key":{...}`.

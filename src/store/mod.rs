@@ -16,7 +16,7 @@ pub mod file;
 pub mod format;
 
 pub use file::{StateLock, Store, inspect};
-pub use format::{LOCK_FILE, ParseError, STATE_FILE, State, VERSION};
+pub use format::{JOURNAL_FILE, LOCK_FILE, ParseError, STATE_FILE, State, VERSION};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,8 @@ pub struct LoadReport {
     pub unreadable: Vec<String>,
     /// The parse error of a file moved aside.
     pub problem: Option<String>,
+    /// Updates read from `planning.json.journal`, not yet in the file.
+    pub journaled: usize,
 }
 
 impl LoadReport {

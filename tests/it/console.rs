@@ -569,12 +569,9 @@ fn a_bare_number_is_an_answer_and_cancelling_asks_once_more() {
 fn a_damaged_state_file_is_restored_from_its_backup_and_said_so() {
     let fake = FakeClaude::new(json!([]));
     let dir = tempfile::tempdir().unwrap();
-    console(
-        dir.path(),
-        &fake.bin(),
-        "/plan keep an idea\nsecond thought\n",
-        &[],
-    );
+    // Two sessions: the second's whole write of the file keeps the first's as the backup.
+    console(dir.path(), &fake.bin(), "/plan keep an idea\n", &[]);
+    console(dir.path(), &fake.bin(), "second thought\n", &[]);
     let state = dir.path().join("state");
     assert!(state.join("planning.json.bak").is_file());
     std::fs::write(state.join("planning.json"), b"{\"sessions\": {not json").unwrap();

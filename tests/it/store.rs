@@ -21,9 +21,12 @@ pub fn entry(key: &str, turns: u32) -> SessionEntry {
     .unwrap()
 }
 
+/// What a planbot starting now would load (`planning.json` and its journal), read without
+/// changing anything; the file must be whole.
 fn file_state(dir: &Path) -> State {
-    State::from_bytes(&std::fs::read(dir.join("planning.json")).unwrap())
-        .expect("planning.json parses")
+    let (state, report) = inspect(dir).expect("planning.json reads");
+    assert!(report.is_healthy(), "{report:?}");
+    state
 }
 
 /// Runs this test binary's `name` test in a child process with `env`.
@@ -108,10 +111,6 @@ fn crash_at_any_instant_loses_no_acknowledged_update() {
         child.wait().unwrap();
         kills += 1;
         acked.extend(reader.join().unwrap());
-        if !dir.path().join("planning.json").exists() {
-            assert!(acked.is_empty(), "acknowledged updates but no file");
-            continue;
-        }
         let state = file_state(dir.path());
         for (key, turns) in &acked {
             let stored = state
@@ -250,10 +249,64 @@ async fn running_entries_become_interrupted_at_start() {
     );
 }
 
-/// A good file, written by the store, so that a `.bak` exists beside it.
+/// A journal applies to the file of its own generation only; a record a crash cut short is
+/// passed over.
+#[tokio::test]
+async fn the_journal_applies_to_its_own_generation_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    store.put("console:a", entry("a", 1)).await.unwrap();
+    store.close().await;
+    let file = file_state(dir.path());
+    let record = |turns: u32| {
+        let value = serde_json::to_value(entry("a", turns)).unwrap();
+        format!("{}\n", json!({"console:a": value}))
+    };
+    let header = |g: u64| format!("{}\n", json!({"generation": g}));
+    let journal = dir.path().join("planning.json.journal");
+    let torn = &record(9)[..40];
+    std::fs::write(
+        &journal,
+        format!(
+            "{}{}{}{torn}",
+            header(file.generation),
+            record(4),
+            record(5)
+        ),
+    )
+    .unwrap();
+    assert_eq!(file_state(dir.path()).sessions["console:a"].turns, 5);
+    // A whole write cut short after its rename: the file is of the next generation and
+    // already holds what the journal says, and newer; the journal is not applied again.
+    let mut newer = file.clone();
+    newer.generation += 1;
+    newer.sessions.get_mut("console:a").unwrap().turns = 7;
+    std::fs::write(dir.path().join("planning.json"), newer.to_bytes()).unwrap();
+    assert_eq!(file_state(dir.path()).sessions["console:a"].turns, 7);
+    // Opening folds a journal of its generation into the file and starts a fresh one.
+    std::fs::write(
+        &journal,
+        format!("{}{}", header(newer.generation), record(8)),
+    )
+    .unwrap();
+    let (store, report) = Store::open(dir.path()).unwrap();
+    assert_eq!(report.journaled, 1);
+    store.close().await;
+    let file =
+        State::from_bytes(&std::fs::read(dir.path().join("planning.json")).unwrap()).unwrap();
+    assert_eq!(file.sessions["console:a"].turns, 8);
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        header(file.generation)
+    );
+}
+
+/// A good file, written by the store twice, so that a `.bak` exists beside it.
 async fn with_backup(dir: &Path) {
     let (store, _) = Store::open(dir).unwrap();
     store.put("console:good", entry("good", 7)).await.unwrap();
+    store.close().await;
+    let (store, _) = Store::open(dir).unwrap();
     store.put("console:good2", entry("good2", 8)).await.unwrap();
     store.close().await;
 }
@@ -373,29 +426,37 @@ async fn unknown_entry_fields_survive_a_rewrite() {
 }
 
 /// The child of the full-disk test, run inside a private mount namespace on a tiny tmpfs.
-/// The child of the sync-order test: two saves of `planning.json`, then a clean close.
+/// The child of the sync-order test: two updates, each acknowledged on stderr, then a clean
+/// close (which writes `planning.json` whole).
 #[tokio::test]
-#[ignore = "run by saves_are_synced_before_they_replace_the_file_and_the_directory_after"]
+#[ignore = "run by updates_are_synced_before_they_are_acknowledged_and_whole_writes_in_order"]
 async fn sync_order_child() {
     let Ok(dir) = std::env::var("SYNC_DIR") else {
         return;
     };
     let (store, _) = Store::open(Path::new(&dir)).unwrap();
-    store.put("console:a", entry("a", 1)).await.unwrap();
-    store.put("console:a", entry("a", 2)).await.unwrap();
+    for turns in 1..=2 {
+        store.put("console:a", entry("a", turns)).await.unwrap();
+        // One write(2) call, for the trace to show.
+        std::io::Write::write_all(&mut std::io::stderr(), format!("ACK-{turns}\n").as_bytes())
+            .unwrap();
+    }
     store.close().await;
 }
 
-/// SIGKILL keeps the page cache, so only the system calls can show durability: every rename
-/// onto `planning.json` follows an fsync of the file renamed, and is followed by an fsync of the
-/// directory (`strace -f -y` names each fd's path).
+/// SIGKILL keeps the page cache, so only the system calls can show durability (`strace -f -y`
+/// names each fd's path): every update is synced to the journal before it is acknowledged;
+/// every rename onto `planning.json` follows an fsync of the file renamed and is followed by an
+/// fsync of the directory; and the journal is emptied only after that.
 #[test]
-fn saves_are_synced_before_they_replace_the_file_and_the_directory_after() {
+fn updates_are_synced_before_they_are_acknowledged_and_whole_writes_in_order() {
     if Command::new("strace").arg("-V").output().is_err() {
         if std::env::var_os("PLANBOT_REQUIRE_STRACE").is_some() {
             panic!("strace is required (PLANBOT_REQUIRE_STRACE): apt-get install strace");
         }
-        eprintln!("SKIPPED saves_are_synced_before_they_replace_the_file: strace is not installed");
+        eprintln!(
+            "SKIPPED updates_are_synced_before_they_are_acknowledged: strace is not installed"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -408,7 +469,7 @@ fn saves_are_synced_before_they_replace_the_file_and_the_directory_after() {
             "-y",
             "-qq",
             "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,ftruncate,write",
             "-o",
         ])
         .arg(&log)
@@ -429,17 +490,36 @@ fn saves_are_synced_before_they_replace_the_file_and_the_directory_after() {
     );
     let calls = std::fs::read_to_string(&log).unwrap();
     let dir_path = state.canonicalize().unwrap().display().to_string();
-    let target = format!("{dir_path}/planning.json\"");
+    let journal = format!("<{dir_path}/planning.json.journal>");
     let lines: Vec<&str> = calls.lines().collect();
-    let renames: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| {
-            l.contains("rename") && l.trim_end().ends_with("= 0") && l.contains(&target)
-        })
-        .map(|(i, _)| i)
-        .collect();
-    assert!(renames.len() >= 2, "two saves, two renames:\n{calls}");
+    let find = |what: &dyn Fn(&str) -> bool| -> Vec<usize> {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| what(l))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let journal_synced = find(&|l| l.contains("fdatasync(") && l.contains(&journal));
+    let mut since = 0;
+    for turns in 1..=2 {
+        let ack = find(&|l| l.contains("write(2") && l.contains(&format!("ACK-{turns}")));
+        let &[ack] = ack.as_slice() else {
+            panic!("one acknowledgement {turns}:\n{calls}")
+        };
+        assert!(
+            journal_synced.iter().any(|&i| i > since && i < ack),
+            "update {turns} was acknowledged before the journal was synced:\n{calls}"
+        );
+        since = ack;
+    }
+    let target = format!("{dir_path}/planning.json\"");
+    let renames =
+        find(&|l| l.contains("rename") && l.trim_end().ends_with("= 0") && l.contains(&target));
+    assert!(
+        !renames.is_empty(),
+        "the close writes the file whole:\n{calls}"
+    );
     for &at in &renames {
         let temp = lines[at]
             .split('"')
@@ -452,12 +532,19 @@ fn saves_are_synced_before_they_replace_the_file_and_the_directory_after() {
             synced_before,
             "{temp} renamed before it was synced:\n{calls}"
         );
-        let dir_synced_after = lines[at + 1..]
+        let dir_synced = lines[at + 1..]
             .iter()
-            .any(|l| l.contains("fsync(") && l.contains(&format!("<{dir_path}>")));
+            .position(|l| l.contains("fsync(") && l.contains(&format!("<{dir_path}>")))
+            .map(|i| i + at + 1)
+            .unwrap_or_else(|| panic!("the directory was not synced after the rename:\n{calls}"));
+        let emptied = find(&|l| l.contains("ftruncate(") && l.contains(&journal));
         assert!(
-            dir_synced_after,
-            "the directory was not synced after the rename:\n{calls}"
+            emptied.iter().any(|&i| i > dir_synced),
+            "the journal was not restarted after the whole write:\n{calls}"
+        );
+        assert!(
+            !emptied.iter().any(|&i| i > since && i < dir_synced),
+            "the journal was emptied before the whole write was durable:\n{calls}"
         );
     }
 }
@@ -471,6 +558,8 @@ async fn full_disk_child() {
     let dir = Path::new(&dir);
     let (store, _) = Store::open(dir).unwrap();
     store.put("console:a", entry("a", 1)).await.unwrap();
+    store.close().await;
+    let (store, _) = Store::open(dir).unwrap();
     let before = std::fs::read(dir.join("planning.json")).unwrap();
     let mut huge = entry("b", 2);
     huge.description = "x".repeat(200 * 1024);

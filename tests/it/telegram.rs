@@ -401,8 +401,12 @@ async fn forum_topics_are_chats_of_their_own_and_bot_suffixes_are_checked() {
             .all(|t| !t.contains("Nothing is being planned")),
         "other bots' commands and chatter are ignored"
     );
-    let state = std::fs::read_to_string(dir.path().join("state/planning.json")).unwrap();
-    assert!(state.contains("\"telegram:-100:7\""), "{state}");
+    let (state, _) = planbot::store::inspect(&dir.path().join("state")).unwrap();
+    assert!(
+        state.sessions.contains_key("telegram:-100:7"),
+        "{:?}",
+        state.sessions.keys()
+    );
     assert_eq!(telegram.faults(), Vec::<String>::new());
 }
 
