@@ -7,8 +7,15 @@
 //! advisory lock, each in its own transaction, recorded in `planbot_migrations`. A commit is
 //! durable when it returns (PostgreSQL's `synchronous_commit`, on by default).
 //!
-//! Until chats are leased to replicas, one planbot uses a database: it holds a session-level
-//! advisory lock for as long as it runs, and a second one refuses to start.
+//! Chats are leased ([`PgStore::acquire`]): a lease names its holder (one planbot process, by a
+//! random id) and an epoch that grows each time the chat changes hands. Every plan written
+//! carries the epoch of the lease it was written under, and a trigger refuses the write when a
+//! lease on the chat has a different epoch, so a planbot that was paused or cut off past its
+//! lease can never overwrite the new holder's plan ([`StoreError::LeaseLost`]). A chat no one
+//! ever leased is written freely, as one planbot alone does.
+//!
+//! Until the router takes leases, one planbot uses a database: it holds a session-level advisory
+//! lock for as long as it runs, and a second one refuses to start.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -20,16 +27,43 @@ use crate::chat::ChatKey;
 use crate::config::Secret;
 use crate::planning::state::SessionEntry;
 use crate::store::{SessionStore, StoreError};
+use crate::sync::Locked;
 
 /// The schema, in order; a database records how far it got.
-const MIGRATIONS: [(i32, &str); 1] = [(
-    1,
-    "CREATE TABLE planbot_sessions (
-        chat text PRIMARY KEY,
-        entry jsonb NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()
-    )",
-)];
+const MIGRATIONS: [(i32, &str); 2] = [
+    (
+        1,
+        "CREATE TABLE planbot_sessions (
+            chat text PRIMARY KEY,
+            entry jsonb NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )",
+    ),
+    (
+        2,
+        "CREATE TABLE planbot_leases (
+            chat text PRIMARY KEY,
+            holder text NOT NULL,
+            epoch bigint NOT NULL,
+            expires_at timestamptz NOT NULL
+        );
+        ALTER TABLE planbot_sessions ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+        CREATE FUNCTION planbot_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE current bigint;
+        BEGIN
+            SELECT epoch INTO current FROM planbot_leases WHERE chat = NEW.chat;
+            IF FOUND AND current <> NEW.epoch THEN
+                RAISE EXCEPTION 'planbot: the lease on % is at epoch %, not %',
+                    NEW.chat, current, NEW.epoch USING ERRCODE = 'PB001';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER planbot_fence BEFORE INSERT OR UPDATE ON planbot_sessions
+            FOR EACH ROW EXECUTE FUNCTION planbot_fence();",
+    ),
+];
+/// The SQLSTATE the fence raises.
+const FENCED: &str = "PB001";
 /// The longest planbot waits for a connection (to open one, or for one of the pool's).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The advisory lock key of migrations (any constant; "planbot" in ASCII).
@@ -46,6 +80,10 @@ fn db_error(what: &str, e: impl std::fmt::Display) -> StoreError {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// This process's name in the leases it holds.
+    holder: String,
+    /// The chats whose lease this process holds, with the lease's epoch.
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 /// What `planbot check` reports about the database.
@@ -109,7 +147,91 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| db_error("the connection pool", e))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            holder: uuid::Uuid::new_v4().to_string(),
+            held: Default::default(),
+        })
+    }
+
+    /// The epoch this process holds `chat` at (0: no lease, as one planbot alone writes).
+    fn epoch(&self, chat: &str) -> i64 {
+        self.held.locked().get(chat).copied().unwrap_or(0)
+    }
+
+    /// Takes the lease on `chat` for `lease`, or renews it when this process holds it. Returns
+    /// the lease's epoch, or `None` while another planbot holds it. Taking a lease another
+    /// process held moves the epoch on, which fences that process's writes.
+    pub async fn acquire(
+        &self,
+        chat: &ChatKey,
+        lease: std::time::Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let key = chat.to_string();
+        let millis = lease.as_millis() as f64;
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO planbot_leases AS l (chat, holder, epoch, expires_at)
+                 VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond')
+                 ON CONFLICT (chat) DO UPDATE SET
+                     epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
+                     holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                 WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+                 RETURNING epoch",
+                &[&key, &self.holder, &millis],
+            )
+            .await
+            .map_err(|e| db_error("taking a chat's lease", e))?;
+        let epoch: Option<i64> = row.map(|r| r.get(0));
+        let mut held = self.held.locked();
+        match epoch {
+            Some(epoch) => held.insert(key, epoch),
+            None => held.remove(&key),
+        };
+        Ok(epoch)
+    }
+
+    /// Renews every lease this process holds for `lease` more; returns the chats whose lease
+    /// passed to another planbot (no longer held).
+    pub async fn renew(&self, lease: std::time::Duration) -> Result<Vec<String>, StoreError> {
+        let held: Vec<String> = self.held.locked().keys().cloned().collect();
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let millis = lease.as_millis() as f64;
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE planbot_leases SET expires_at = now() + $3 * interval '1 millisecond'
+                 WHERE holder = $1 AND chat = ANY($2) RETURNING chat",
+                &[&self.holder, &held, &millis],
+            )
+            .await
+            .map_err(|e| db_error("renewing leases", e))?;
+        let kept: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let lost: Vec<String> = held.into_iter().filter(|c| !kept.contains(c)).collect();
+        let mut held = self.held.locked();
+        for chat in &lost {
+            held.remove(chat);
+        }
+        Ok(lost)
+    }
+
+    /// Gives the lease on `chat` back (an idle chat): it ends now, its epoch kept, so the next
+    /// holder's is higher.
+    pub async fn release(&self, chat: &ChatKey) -> Result<(), StoreError> {
+        let key = chat.to_string();
+        self.held.locked().remove(&key);
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE planbot_leases SET expires_at = now() WHERE chat = $1 AND holder = $2",
+                &[&key, &self.holder],
+            )
+            .await
+            .map_err(|e| db_error("giving a lease back", e))?;
+        Ok(())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -200,13 +322,18 @@ impl PgStore {
     }
 
     /// At start-up, as the file store does: a turn that was running when planbot stopped is
-    /// marked interrupted, so the next message resumes it. Returns the chats marked.
+    /// marked interrupted, so the next message resumes it (not while a live lease says another
+    /// planbot runs it). Returns the chats marked.
     pub async fn recover(&self) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "UPDATE planbot_sessions SET entry = jsonb_set(entry, '{status}', '\"interrupted\"'),
-                 updated_at = now() WHERE entry->>'status' = 'running' RETURNING chat",
+                "UPDATE planbot_sessions s SET entry = jsonb_set(entry, '{status}', '\"interrupted\"'),
+                     epoch = coalesce((SELECT epoch FROM planbot_leases l WHERE l.chat = s.chat), s.epoch),
+                     updated_at = now()
+                 WHERE entry->>'status' = 'running' AND NOT EXISTS
+                     (SELECT 1 FROM planbot_leases l WHERE l.chat = s.chat AND l.expires_at > now())
+                 RETURNING chat",
                 &[],
             )
             .await
@@ -301,21 +428,50 @@ impl SessionStore for PgStore {
     async fn put(&self, chat: &ChatKey, entry: SessionEntry) -> Result<(), StoreError> {
         let key = chat.to_string();
         let json = serde_json::to_value(&entry).map_err(|e| db_error("encoding a plan", e))?;
+        let epoch = self.epoch(&key);
         let client = self.client().await?;
-        client
+        let saved = client
             .execute(
-                "INSERT INTO planbot_sessions (chat, entry) VALUES ($1, $2)
-                 ON CONFLICT (chat) DO UPDATE SET entry = EXCLUDED.entry, updated_at = now()",
-                &[&key, &json],
+                "INSERT INTO planbot_sessions (chat, entry, epoch) VALUES ($1, $2, $3)
+                 ON CONFLICT (chat) DO UPDATE SET entry = EXCLUDED.entry,
+                     epoch = EXCLUDED.epoch, updated_at = now()",
+                &[&key, &json, &epoch],
             )
-            .await
-            .map_err(|e| db_error("saving a plan", e))?;
-        Ok(())
+            .await;
+        match saved {
+            Ok(_) => Ok(()),
+            Err(e) if e.code().is_some_and(|c| c.code() == FENCED) => {
+                self.held.locked().remove(&key);
+                Err(StoreError::LeaseLost(key))
+            }
+            Err(e) => Err(db_error("saving a plan", e)),
+        }
     }
 
     async fn remove(&self, chat: &ChatKey) -> Result<Option<SessionEntry>, StoreError> {
-        let sql = "DELETE FROM planbot_sessions WHERE chat = $1 RETURNING entry";
-        self.entry_where(sql, chat, "removing a plan").await
+        let key = chat.to_string();
+        let client = self.client().await?;
+        // The fence of a delete: only under the current lease, if the chat has one.
+        let row = client
+            .query_one(
+                "WITH fenced AS (
+                     SELECT EXISTS (SELECT 1 FROM planbot_leases WHERE chat = $1 AND epoch <> $2) AS stale
+                 ), gone AS (
+                     DELETE FROM planbot_sessions WHERE chat = $1
+                         AND NOT (SELECT stale FROM fenced) RETURNING entry
+                 )
+                 SELECT (SELECT stale FROM fenced), (SELECT entry FROM gone)",
+                &[&key, &self.epoch(&key)],
+            )
+            .await
+            .map_err(|e| db_error("removing a plan", e))?;
+        if row.get::<_, bool>(0) {
+            self.held.locked().remove(&key);
+            return Err(StoreError::LeaseLost(key));
+        }
+        row.get::<_, Option<serde_json::Value>>(1)
+            .map(|entry| decode(&key, entry))
+            .transpose()
     }
 
     async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {

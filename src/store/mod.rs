@@ -35,6 +35,9 @@ pub enum StoreError {
     Closed,
     #[error("PostgreSQL: {0}")]
     Database(String),
+    /// Another replica holds the chat's lease now: this one's write was refused.
+    #[error("the lease on {0} passed to another planbot; this one no longer serves the chat")]
+    LeaseLost(String),
 }
 
 /// What loading found, for the log and `planbot check`.

@@ -193,7 +193,7 @@ async fn plans_live_in_postgres_across_restarts_and_one_planbot_holds_a_database
     );
     let (_, check) = planbot_in(dir.path(), &fake.bin(), &["check"], &env);
     let expected = format!(
-        "ok   store: PostgreSQL at 127.0.0.1:{}/plans, reachable, migrated (schema 1), 1 plans",
+        "ok   store: PostgreSQL at 127.0.0.1:{}/plans, reachable, migrated (schema 2), 1 plans",
         pg.port
     );
     assert!(check.contains(&expected), "{check}");
@@ -342,4 +342,90 @@ async fn a_database_that_never_answers_fails_the_check_instead_of_hanging_it() {
         "{out}"
     );
     assert!(!out.contains("pw-never-shown"), "{out}");
+}
+
+/// Fencing: two planbots (two stores, each its own lease holder) on one database. The first
+/// holds a chat; once its lease runs out (as when it is paused past it) the second takes the
+/// chat at the next epoch, and from then on the database refuses every write of the first,
+/// which learns that it lost the chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_under_a_lease_that_passed_on_is_refused_by_the_database() {
+    use planbot::chat::ChatKey;
+    use planbot::store::{SessionStore, StoreError};
+    use planbot::store_pg::PgStore;
+    let Some(pg) = Postgres::start("a_write_under_a_lease_that_passed_on_is_refused") else {
+        return;
+    };
+    let url = planbot::config::Secret::new(pg.database("fencing").await);
+    let (first, second) = (
+        PgStore::new(&url, 2).unwrap(),
+        PgStore::new(&url, 2).unwrap(),
+    );
+    first.migrate().await.unwrap();
+    let chat = ChatKey::new("telegram", "7");
+    let lease = std::time::Duration::from_millis(300);
+    let plan = |turns| crate::store::entry("telegram:7", turns);
+
+    assert_eq!(first.acquire(&chat, lease).await.unwrap(), Some(1));
+    first.put(&chat, plan(1)).await.unwrap();
+    assert_eq!(
+        second.acquire(&chat, lease).await.unwrap(),
+        None,
+        "held by the first"
+    );
+    // A renewal keeps it.
+    assert!(first.renew(lease).await.unwrap().is_empty());
+    assert_eq!(second.acquire(&chat, lease).await.unwrap(), None);
+
+    // The first stops renewing (paused); its lease runs out and the second takes the chat.
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(second.acquire(&chat, lease).await.unwrap(), Some(2));
+    second.put(&chat, plan(2)).await.unwrap();
+
+    // The first wakes up and writes its stale plan (epoch 1): refused, by the database.
+    let refused = first.put(&chat, plan(99)).await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost(ref c)) if c == "telegram:7"),
+        "{refused:?}"
+    );
+    let removed = first.remove(&chat).await;
+    assert!(
+        matches!(removed, Err(StoreError::LeaseLost(_))),
+        "{removed:?}"
+    );
+    // Even a write that names the current epoch by hand cannot skip the fence's check of it:
+    // what the database holds is the second's plan, under epoch 2.
+    let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT (entry->>'turns')::int, epoch FROM planbot_sessions WHERE chat = 'telegram:7'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (2, 2));
+    let stale = client
+        .execute(
+            "UPDATE planbot_sessions SET epoch = 1 WHERE chat = 'telegram:7'",
+            &[],
+        )
+        .await;
+    assert!(stale.is_err(), "the trigger refuses a stale epoch");
+    // It does not get the chat back while the second holds it; a renewal tells a holder what
+    // it lost.
+    assert_eq!(first.acquire(&chat, lease).await.unwrap(), None);
+    let other = ChatKey::new("telegram", "8");
+    assert_eq!(first.acquire(&other, lease).await.unwrap(), Some(1));
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(second.acquire(&other, lease).await.unwrap(), Some(2));
+    assert_eq!(first.renew(lease).await.unwrap(), ["telegram:8"]);
+
+    // An idle chat's lease is given back: the next holder comes in at a higher epoch.
+    second.release(&chat).await.unwrap();
+    assert_eq!(first.acquire(&chat, lease).await.unwrap(), Some(3));
+    first.put(&chat, plan(3)).await.unwrap();
+    assert_eq!(second.get(&chat).await.unwrap().unwrap().turns, 3);
 }
