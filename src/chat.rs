@@ -5,9 +5,10 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 /// A chat: `adapter:channel`, the key of its state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChatKey {
     pub adapter: String,
     pub channel: String,
@@ -29,7 +30,7 @@ impl fmt::Display for ChatKey {
 }
 
 /// What a button or command asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     Advance,
     Finalize,
@@ -94,7 +95,7 @@ impl Offer {
 }
 
 /// What arrived.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum InboundKind {
     /// `/name args`, the name without slash or `@bot` suffix, lower-cased.
     Command {
@@ -120,7 +121,7 @@ pub enum InboundKind {
 
 /// A file someone sent, as its front end can fetch it ([`Outbound::fetch`]). Nothing is
 /// downloaded until the sender is admitted and a plan takes the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRef {
     /// The front end's handle for it: a Telegram file id, a Discord attachment URL, a path.
     pub id: String,
@@ -142,7 +143,7 @@ pub enum FetchError {
 }
 
 /// One event from a front end.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inbound {
     pub chat: ChatKey,
     /// The sender's platform id.
@@ -154,10 +155,14 @@ pub struct Inbound {
     pub interaction: Option<String>,
     /// The community the sender wrote from, where the platform has one (a Discord guild).
     pub membership: Option<Membership>,
+    /// The platform's id of the event (a message, a press), by which one delivered twice is
+    /// handled once; `None` where the front end has none (the console).
+    #[serde(default)]
+    pub event: Option<String>,
 }
 
 /// A sender's place in a community, for narrowing access to guilds and roles.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     pub guild: String,
     pub roles: Vec<String>,
@@ -173,6 +178,7 @@ impl Inbound {
             kind: parse_text(text),
             interaction: None,
             membership: None,
+            event: None,
         }
     }
 }

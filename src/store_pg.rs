@@ -23,14 +23,14 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
-use crate::chat::ChatKey;
+use crate::chat::{ChatKey, Inbound};
 use crate::config::Secret;
 use crate::planning::state::SessionEntry;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Inbox, SessionStore, StoreError};
 use crate::sync::Locked;
 
 /// The schema, in order; a database records how far it got.
-const MIGRATIONS: [(i32, &str); 2] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (
         1,
         "CREATE TABLE planbot_sessions (
@@ -61,7 +61,21 @@ const MIGRATIONS: [(i32, &str); 2] = [
         CREATE TRIGGER planbot_fence BEFORE INSERT OR UPDATE ON planbot_sessions
             FOR EACH ROW EXECUTE FUNCTION planbot_fence();",
     ),
+    (
+        3,
+        "CREATE TABLE planbot_inbound (
+            id bigserial PRIMARY KEY,
+            event text UNIQUE,
+            chat text NOT NULL,
+            inbound jsonb NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            done_at timestamptz
+        );
+        CREATE INDEX planbot_inbound_pending ON planbot_inbound (id) WHERE done_at IS NULL;",
+    ),
 ];
+/// Handled events are kept this long, so that a redelivery within it is still recognised.
+const INBOUND_KEPT: &str = "2 days";
 /// The SQLSTATE the fence raises.
 const FENCED: &str = "PB001";
 /// The longest planbot waits for a connection (to open one, or for one of the pool's).
@@ -415,6 +429,68 @@ fn key_of(chat: &str) -> ChatKey {
     match chat.split_once(':') {
         Some((adapter, channel)) => ChatKey::new(adapter, channel),
         None => ChatKey::new(chat, ""),
+    }
+}
+
+#[async_trait]
+impl Inbox for PgStore {
+    async fn keep(&self, inbound: &Inbound) -> Result<Option<i64>, StoreError> {
+        let json = serde_json::to_value(inbound).map_err(|e| db_error("encoding an event", e))?;
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO planbot_inbound (event, chat, inbound) VALUES ($1, $2, $3)
+                 ON CONFLICT (event) DO NOTHING RETURNING id",
+                &[&inbound.event, &inbound.chat.to_string(), &json],
+            )
+            .await
+            .map_err(|e| db_error("keeping an event", e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn done(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE planbot_inbound SET done_at = now() WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| db_error("marking an event handled", e))?;
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<Vec<(i64, Inbound)>, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "DELETE FROM planbot_inbound WHERE done_at < now() - interval '{INBOUND_KEPT}'"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| db_error("forgetting old events", e))?;
+        let rows = client
+            .query(
+                "SELECT id, inbound FROM planbot_inbound WHERE done_at IS NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(|e| db_error("reading kept events", e))?;
+        let mut pending = Vec::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            match serde_json::from_value(row.get(1)) {
+                Ok(inbound) => pending.push((id, inbound)),
+                Err(e) => {
+                    // One this planbot cannot read is set aside, not retried forever.
+                    tracing::error!(id, error = %e, "a kept event does not parse; it is skipped");
+                    self.done(id).await?;
+                }
+            }
+        }
+        Ok(pending)
     }
 }
 

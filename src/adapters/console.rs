@@ -303,6 +303,7 @@ fn inbound_of(
                 },
                 interaction: None,
                 membership: None,
+                event: None,
             }
         }
         None => match trimmed.strip_prefix("/attach") {

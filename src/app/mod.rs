@@ -18,7 +18,7 @@ use crate::planning::state::{EntryStatus, SessionEntry};
 use crate::planning::{Planner, Prompts};
 use crate::router::{Router, RouterSettings};
 use crate::scrub::{ScrubbedOutbound, Scrubber};
-use crate::store::{self, LoadReport, SessionStore, StateLock, Store, StoreError};
+use crate::store::{self, Inbox, LoadReport, SessionStore, StateLock, Store, StoreError};
 use crate::store_pg::PgStore;
 use crate::walls::Walls;
 
@@ -51,6 +51,8 @@ pub struct Core {
     /// With PostgreSQL: the state dir's lock, and the connection holding the database for this
     /// planbot, both held until it exits.
     _held: Option<(StateLock, deadpool_postgres::Object)>,
+    /// With PostgreSQL: where events are kept until handled.
+    inbox: Option<Arc<dyn Inbox>>,
     pub planner: Planner,
     /// When the state came from `planning.json.bak` because the file was damaged: the
     /// backup's time, which every chat is told.
@@ -81,11 +83,11 @@ impl Core {
             .await
             .map_err(AppError::Unsupported)?;
         walls.log(config);
-        let (store, file_store, held, report) = match &config.database_url {
+        let (store, file_store, held, inbox, report) = match &config.database_url {
             None => {
                 let (store, report) = Store::open(&config.state_dir)?;
                 let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
-                (shared, Some(store), None, report)
+                (shared, Some(store), None, None, report)
             }
             Some(url) => {
                 // The state dir still holds the lock, the running claude groups and the offsets.
@@ -95,10 +97,12 @@ impl Core {
                 })?;
                 let lock = StateLock::acquire(&config.state_dir)?;
                 let (store, claim, report) = open_database(url, config.database_pool_size).await?;
+                let store = Arc::new(store);
                 (
-                    Arc::new(store) as Arc<dyn SessionStore>,
+                    store.clone() as Arc<dyn SessionStore>,
                     None,
                     Some((lock, claim)),
+                    Some(store as Arc<dyn Inbox>),
                     report,
                 )
             }
@@ -137,6 +141,7 @@ impl Core {
         Ok(Core {
             store,
             file_store,
+            inbox,
             _held: held,
             planner,
             restored_from_backup,
@@ -171,6 +176,7 @@ impl Core {
             RouterSettings {
                 restored_from_backup: self.restored_from_backup.clone(),
                 spent_today,
+                inbox: self.inbox.clone(),
                 ..settings
             },
             outbounds,
@@ -233,6 +239,7 @@ fn router_settings(config: &Config) -> RouterSettings {
         audit: Some(Audit::new(&config.state_dir)),
         restored_from_backup: None,
         spent_today: HashMap::new(),
+        inbox: None,
     }
 }
 
@@ -253,6 +260,7 @@ pub async fn run_console(
         println!("{}", crate::conversation::copy::CONSOLE_WELCOME);
     }
     router.announce_interrupted(console::ADAPTER).await;
+    router.handle_kept(console::ADAPTER).await;
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     console::run(router.clone(), outbound, stdin, interrupts, shutdown).await;
     router.shutdown(config.shutdown_grace).await;

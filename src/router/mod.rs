@@ -23,7 +23,7 @@ use crate::commands::{Command, help_text};
 use crate::conversation::copy;
 use crate::planning::Planner;
 use crate::planning::state::{EntryStatus, SessionEntry};
-use crate::store::SessionStore;
+use crate::store::{Inbox, SessionStore};
 use crate::sync::Locked;
 use worker::{ChatWorker, Worker, WorkerShared};
 
@@ -66,6 +66,8 @@ pub struct RouterSettings {
     /// What each `adapter:user` has spent today (UTC), read from the audit log before the router
     /// is built (off the async threads: the log can be long).
     pub spent_today: HashMap<String, f64>,
+    /// Where admitted events are kept until handled (PostgreSQL), if anywhere.
+    pub inbox: Option<Arc<dyn Inbox>>,
 }
 
 /// Routes every front end's events. A cheap handle.
@@ -87,6 +89,7 @@ pub(crate) struct Inner {
     pub(crate) plan_budget_usd: Option<f64>,
     pub(crate) user_daily_budget_usd: Option<f64>,
     pub(crate) audit: Option<Audit>,
+    pub(crate) inbox: Option<Arc<dyn Inbox>>,
     /// What each `adapter:user` has spent today, seeded from the audit log.
     pub(crate) spend: Mutex<(chrono::NaiveDate, HashMap<String, f64>)>,
     /// Set by [`Router::shutdown`]: no new work is taken.
@@ -129,6 +132,7 @@ impl Router {
                 plan_budget_usd: settings.plan_budget_usd,
                 user_daily_budget_usd: settings.user_daily_budget_usd,
                 audit: settings.audit,
+                inbox: settings.inbox,
                 restored_from_backup: settings.restored_from_backup,
                 spend: Mutex::new((today, spent)),
                 closing: AtomicBool::new(false),
@@ -170,6 +174,12 @@ impl Router {
 
     /// Takes one event from a front end. Returns at once; the work happens in the chat's worker.
     pub async fn handle(&self, inbound: Inbound) {
+        self.admit(inbound, None).await
+    }
+
+    /// Admits an event and queues it for its chat; `kept` is its number in the inbox when it
+    /// was kept before (one handled again after a restart), else it is kept now.
+    async fn admit(&self, inbound: Inbound, kept: Option<i64>) {
         let Some(outbound) = self.inner.outbounds.get(&inbound.chat.adapter).cloned() else {
             tracing::error!(adapter = %inbound.chat.adapter, "event from an unregistered front end");
             return;
@@ -215,7 +225,44 @@ impl Router {
                 return;
             }
         }
-        self.enqueue(inbound, outbound);
+        let kept = match (kept, &self.inner.inbox) {
+            (Some(id), _) => Some(id),
+            (None, Some(inbox)) => match inbox.keep(&inbound).await {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => {
+                    tracing::info!(chat = %inbound.chat, event = ?inbound.event, "an event delivered twice is handled once");
+                    return;
+                }
+                Err(e) => {
+                    // Handled all the same: answered now rather than lost, though not kept.
+                    tracing::error!(chat = %inbound.chat, error = %e, "could not keep an event");
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        self.enqueue(inbound, outbound, kept);
+    }
+
+    /// Handles the events of `adapter` kept and not handled when planbot last stopped (its
+    /// front end is up to answer them), in the order they came.
+    pub async fn handle_kept(&self, adapter: &str) {
+        let Some(inbox) = &self.inner.inbox else {
+            return;
+        };
+        let pending = match inbox.pending().await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the events kept before this start");
+                return;
+            }
+        };
+        for (id, inbound) in pending {
+            if inbound.chat.adapter == adapter {
+                tracing::info!(chat = %inbound.chat, id, "handling an event kept before this start");
+                self.admit(inbound, Some(id)).await;
+            }
+        }
     }
 
     /// Whether the event is turned away before any work (planbot closing, a stranger, a message
@@ -264,7 +311,7 @@ impl Router {
 
     /// Queues the job on the chat's worker (started on demand), or says why it was not taken.
     /// /cancel bypasses the queue: everything waiting is dropped and the running turn ends.
-    fn enqueue(&self, inbound: Inbound, outbound: Arc<dyn Outbound>) {
+    fn enqueue(&self, inbound: Inbound, outbound: Arc<dyn Outbound>, kept: Option<i64>) {
         let chat = inbound.chat.clone();
         let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if Command::parse(name) == Some(Command::Cancel))
             || matches!(
@@ -289,7 +336,7 @@ impl Router {
                 Some(copy::queue_full(MAX_QUEUED))
             } else {
                 shared.waiting.fetch_add(1, Ordering::SeqCst);
-                match worker.jobs.try_send(shared.job(inbound, is_cancel)) {
+                match worker.jobs.try_send(shared.job(inbound, is_cancel, kept)) {
                     Ok(()) => (busy && !is_cancel && !internal).then(|| copy::queued(waiting + 1)),
                     Err(_) => {
                         // Only a run of /cancel can fill the channel; the jobs it cancelled

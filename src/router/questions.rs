@@ -44,8 +44,9 @@ impl Router {
                         },
                         interaction: None,
                         membership: None,
+                        event: None,
                     };
-                    self.enqueue(inbound, outbound);
+                    self.enqueue(inbound, outbound, None);
                 }
             }
         }

@@ -46,6 +46,8 @@ pub(crate) struct Job {
     pub(crate) cancel: CancellationToken,
     /// The generation it was queued in; cancelled once a /cancel came after it.
     pub(crate) generation: CancellationToken,
+    /// Its number in the inbox, marked handled once the job is done.
+    pub(crate) kept: Option<i64>,
 }
 
 impl WorkerShared {
@@ -56,7 +58,7 @@ impl WorkerShared {
 
     /// A job for `inbound` in the current generation; with `cancel_before`, every earlier job
     /// (running or queued) is cancelled first and a new generation starts.
-    pub(crate) fn job(&self, inbound: Inbound, cancel_before: bool) -> Job {
+    pub(crate) fn job(&self, inbound: Inbound, cancel_before: bool, kept: Option<i64>) -> Job {
         let mut generation = self.generation.locked();
         if cancel_before {
             generation.cancel();
@@ -66,6 +68,7 @@ impl WorkerShared {
             inbound,
             cancel: generation.child_token(),
             generation: generation.clone(),
+            kept,
         }
     }
 
@@ -112,8 +115,10 @@ impl ChatWorker {
             // Busy before no longer waiting, so the chat never looks idle in between.
             self.shared.busy.store(true, Ordering::SeqCst);
             self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+            let kept = job.kept;
             if job.generation.is_cancelled() {
                 // A /cancel came after this was queued.
+                self.handled(kept).await;
                 self.shared.busy.store(false, Ordering::SeqCst);
                 self.router.inner.idle.notify_waiters();
                 continue;
@@ -135,9 +140,19 @@ impl ChatWorker {
                 tracing::error!(chat = %self.chat, panic = %what, "a job panicked; the chat goes on");
                 self.say(JOB_PANICKED).await;
             }
+            self.handled(kept).await;
             self.set_running(None);
             self.shared.busy.store(false, Ordering::SeqCst);
             self.router.inner.idle.notify_waiters();
+        }
+    }
+
+    /// Marks a kept event handled (its answer is out; a crash before this handles it again).
+    async fn handled(&self, kept: Option<i64>) {
+        if let (Some(id), Some(inbox)) = (kept, &self.router.inner.inbox)
+            && let Err(e) = inbox.done(id).await
+        {
+            tracing::error!(chat = %self.chat, id, error = %e, "could not mark an event handled");
         }
     }
 

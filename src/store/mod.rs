@@ -78,6 +78,21 @@ pub trait SessionStore: Send + Sync {
     async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError>;
 }
 
+/// Events kept durably from the moment they are received until their chat has handled them
+/// (the PostgreSQL store's `planbot_inbound`): a front end acknowledges an event to its platform
+/// only once it is kept, and a planbot that stops or dies before handling it handles it after
+/// its restart.
+#[async_trait]
+pub trait Inbox: Send + Sync {
+    /// Keeps `inbound`; returns its number, or `None` when an event of the same
+    /// [`Inbound::event`](crate::chat::Inbound::event) was kept before (a redelivery).
+    async fn keep(&self, inbound: &crate::chat::Inbound) -> Result<Option<i64>, StoreError>;
+    /// The event was handled.
+    async fn done(&self, id: i64) -> Result<(), StoreError>;
+    /// The events kept and not yet handled, oldest first.
+    async fn pending(&self) -> Result<Vec<(i64, crate::chat::Inbound)>, StoreError>;
+}
+
 /// The store's in-memory twin: the same behaviour without a disk, for tests.
 #[derive(Default)]
 pub struct MemoryStore {

@@ -193,7 +193,7 @@ async fn plans_live_in_postgres_across_restarts_and_one_planbot_holds_a_database
     );
     let (_, check) = planbot_in(dir.path(), &fake.bin(), &["check"], &env);
     let expected = format!(
-        "ok   store: PostgreSQL at 127.0.0.1:{}/plans, reachable, migrated (schema 2), 1 plans",
+        "ok   store: PostgreSQL at 127.0.0.1:{}/plans, reachable, migrated (schema 3), 1 plans",
         pg.port
     );
     assert!(check.contains(&expected), "{check}");
@@ -428,4 +428,108 @@ async fn a_write_under_a_lease_that_passed_on_is_refused_by_the_database() {
     assert_eq!(first.acquire(&chat, lease).await.unwrap(), Some(3));
     first.put(&chat, plan(3)).await.unwrap();
     assert_eq!(second.get(&chat).await.unwrap().unwrap().turns, 3);
+}
+
+/// Inbound events are kept in the database before they are acknowledged: a planbot killed with
+/// `kill -9` mid-turn (Telegram already told the message was received) handles the message
+/// after its restart, and answers it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_acknowledged_before_a_crash_is_answered_after_the_restart() {
+    use crate::fake_telegram::{FakeTelegram, TOKEN};
+    let Some(pg) = Postgres::start("a_message_acknowledged_before_a_crash_is_answered") else {
+        return;
+    };
+    let url = pg.database("inbox").await;
+    let claude = crate::util::FakeClaude::new(serde_json::json!([
+        {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input"},
+        {"kind": "slow", "delay_ms": 60000},
+    ]));
+    let telegram = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = telegram.url();
+    let env = [
+        ("PLANBOT_ALLOWED_USERS", "telegram:100"),
+        ("TELEGRAM_BOT_TOKEN", TOKEN),
+        ("TELEGRAM_API_URL", api.as_str()),
+        ("PLANBOT_DATABASE_URL", url.as_str()),
+    ];
+    let planbot = crate::util::run_planbot(dir.path(), &claude, &env);
+    telegram.message(100, 100, "/plan kept an idea", None);
+    telegram
+        .wait_for("the first answer", 30, |t| {
+            t.messages(100)
+                .iter()
+                .any(|m| m.text.contains("Who is it for?"))
+        })
+        .await;
+    telegram.message(100, 100, "families with kids", None);
+    crate::util::wait_until(
+        "the slow turn",
+        30,
+        || claude.calls().len() == 2,
+        || format!("{:?}", claude.calls()),
+    )
+    .await;
+    let pid = nix::unistd::Pid::from_raw(planbot.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    drop(planbot);
+
+    let _planbot = crate::util::run_planbot(dir.path(), &claude, &env);
+    let said = "You said: '";
+    telegram
+        .wait_for("the kept message's answer", 30, |t| {
+            t.messages(100)
+                .iter()
+                .any(|m| m.text.contains(said) && m.text.contains("families with kids"))
+        })
+        .await;
+    let calls = claude.calls();
+    assert_eq!(calls.len(), 3, "handled again once: {calls:?}");
+    assert!(
+        calls[2]["stdin"]
+            .as_str()
+            .is_some_and(|s| s.contains("families with kids")),
+        "{:?}",
+        calls[2]
+    );
+    // Answered once, and the inbox holds nothing left to handle.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let answers = telegram
+        .messages(100)
+        .iter()
+        .filter(|m| m.text.contains(said))
+        .count();
+    assert_eq!(answers, 1);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE done_at IS NULL), count(*) FROM planbot_inbound",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (0, 2));
+    // A redelivery of a kept event (the same message id) is recognised and dropped.
+    let store =
+        planbot::store_pg::PgStore::new(&planbot::config::Secret::new(url.clone()), 1).unwrap();
+    let again = planbot::chat::Inbound {
+        event: Some("telegram-message:100:2".into()),
+        ..planbot::chat::Inbound::from_text(
+            planbot::chat::ChatKey::new("telegram", "100"),
+            "100",
+            true,
+            "families with kids",
+        )
+    };
+    use planbot::store::Inbox;
+    let first = store.keep(&again).await.unwrap();
+    assert_eq!(
+        store.keep(&again).await.unwrap(),
+        None,
+        "kept once: {first:?}"
+    );
+    assert_eq!(telegram.faults(), Vec::<String>::new());
 }

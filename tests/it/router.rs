@@ -132,6 +132,7 @@ impl Harness {
             plan_budget_usd: None,
             user_daily_budget_usd: None,
             audit: Some(planbot::audit::Audit::new(state.path())),
+            inbox: None,
         };
         tweak(&mut settings);
         let router = Router::new(
@@ -177,6 +178,7 @@ impl Harness {
                 kind: InboundKind::Button { action, revision },
                 interaction: Some("cb-1".into()),
                 membership: None,
+                event: None,
             })
             .await;
         self.idle().await;

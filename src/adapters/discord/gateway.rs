@@ -92,6 +92,7 @@ impl Handler {
             },
             interaction: None,
             membership: membership(command.guild_id, command.member.as_deref()),
+            event: Some(format!("discord-interaction:{}", command.id)),
         };
         // Allowed users' commands are shown to the channel (as a typed command would be);
         // a stranger's refusal only to the stranger.
@@ -153,6 +154,7 @@ impl Handler {
             kind: InboundKind::Button { action, revision },
             interaction: Some(interaction),
             membership: membership(press.guild_id, press.member.as_ref()),
+            event: Some(format!("discord-interaction:{}", press.id)),
         };
         self.router.handle(inbound).await;
     }
@@ -166,6 +168,7 @@ impl Handler {
             kind: InboundKind::Text(String::new()),
             interaction: None,
             membership: membership(command.guild_id, command.member.as_deref()),
+            event: None,
         };
         let typed = command
             .data
@@ -222,6 +225,7 @@ impl EventHandler for Handler {
         }
         if !self.announced.swap(true, Ordering::SeqCst) {
             self.router.announce_interrupted(ADAPTER).await;
+            self.router.handle_kept(ADAPTER).await;
         }
     }
 
@@ -259,6 +263,7 @@ impl EventHandler for Handler {
                 guild: g.get().to_string(),
                 roles: member_roles,
             }),
+            event: Some(format!("discord-message:{}", message.id)),
             ..Inbound::from_text(
                 chat_key(message.channel_id),
                 &message.author.id.get().to_string(),

@@ -43,6 +43,7 @@ impl Updates {
             tracing::warn!(error = %outbound.redact(&e), "could not register the command menu");
         }
         router.announce_interrupted(ADAPTER).await;
+        router.handle_kept(ADAPTER).await;
         Ok(Some(Updates {
             outbound,
             router,
@@ -78,6 +79,7 @@ impl Updates {
                 .to_string();
             let inbound = Inbound {
                 kind: InboundKind::Files { files, caption },
+                event: Some(message_event(message)),
                 ..Inbound::from_text(
                     chat_key(message),
                     &from.id.0.to_string(),
@@ -101,12 +103,15 @@ impl Updates {
             return;
         }
         let chat = chat_key(message);
-        let inbound = Inbound::from_text(
-            chat,
-            &from.id.0.to_string(),
-            message.chat.is_private(),
-            text,
-        );
+        let inbound = Inbound {
+            event: Some(message_event(message)),
+            ..Inbound::from_text(
+                chat,
+                &from.id.0.to_string(),
+                message.chat.is_private(),
+                text,
+            )
+        };
         self.router.handle(inbound).await;
     }
 
@@ -142,6 +147,7 @@ impl Updates {
             kind: InboundKind::Button { action, revision },
             interaction: Some(query.id.0.clone()),
             membership: None,
+            event: Some(format!("telegram-callback:{}", query.id.0)),
         };
         self.router.handle(inbound).await;
     }
@@ -224,6 +230,12 @@ fn file_of(message: &Message) -> Option<FileRef> {
         mime: Some("image/jpeg".into()),
         size: size(largest.file.size),
     })
+}
+
+/// A message's id as an event: message ids are unique within a chat (an album's first file
+/// stands for the album).
+fn message_event(message: &Message) -> String {
+    format!("telegram-message:{}:{}", message.chat.id.0, message.id.0)
 }
 
 fn chat_key(message: &Message) -> ChatKey {
