@@ -9,7 +9,8 @@
 //! - [`planning`]: a plan's phases, prompts, the policies for each way a turn ends, and its state
 //!   between turns (`SessionEntry`, the format of `planning.json`'s sessions).
 //! - [`store`]: the `SessionStore` trait; `planning.json`, owned by one thread, written atomically
-//!   and durably. [`store_pg`]: the same in PostgreSQL (`PLANBOT_DATABASE_URL`).
+//!   and durably. [`store_pg`]: the same in PostgreSQL (`PLANBOT_DATABASE_URL`), with the inbox
+//!   of kept events and the chats' leases for several replicas.
 //! - [`durable`]: replacing a file so that a crash leaves it whole, old or new.
 //! - [`chat`]: the platform-neutral vocabulary front ends speak (`Inbound`, `Outgoing`, `Outbound`).
 //! - [`commands`]: the one command table behind `/help`, Telegram's menu and Discord's commands.

@@ -14,8 +14,10 @@
 //! lease can never overwrite the new holder's plan ([`StoreError::LeaseLost`]). A chat no one
 //! ever leased is written freely, as one planbot alone does.
 //!
-//! Until the router takes leases, one planbot uses a database: it holds a session-level advisory
-//! lock for as long as it runs, and a second one refuses to start.
+//! Every admitted event is kept in `planbot_inbound` ([`Inbox`]) until handled, and announced
+//! on a channel the other replicas listen to ([`Shared`]). Replicas are for Telegram's webhook
+//! alone; with long polling or the Discord gateway one planbot uses a database: it holds a
+//! session-level advisory lock for as long as it runs, and a second one refuses to start.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -26,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use crate::chat::{ChatKey, Inbound};
 use crate::config::Secret;
 use crate::planning::state::SessionEntry;
-use crate::store::{Inbox, SessionStore, StoreError};
+use crate::store::{Inbox, SessionStore, Shared, StoreError, Taken};
 use crate::sync::Locked;
 
 /// The schema, in order; a database records how far it got.
@@ -76,6 +78,10 @@ const MIGRATIONS: [(i32, &str); 3] = [
 ];
 /// Handled events are kept this long, so that a redelivery within it is still recognised.
 const INBOUND_KEPT: &str = "2 days";
+/// How long a lease lasts unless renewed, by default (`PLANBOT_LEASE_SECS`).
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+/// The channel kept events are announced on (the payload is the chat).
+const WAKE_UP: &str = "planbot_inbound";
 /// The SQLSTATE the fence raises.
 const FENCED: &str = "PB001";
 /// The longest planbot waits for a connection (to open one, or for one of the pool's).
@@ -94,6 +100,11 @@ fn db_error(what: &str, e: impl std::fmt::Display) -> StoreError {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// For the connection that listens for kept events.
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// How long a lease lasts unless renewed.
+    lease: std::time::Duration,
     /// This process's name in the leases it holds.
     holder: String,
     /// The chats whose lease this process holds, with the lease's epoch.
@@ -146,8 +157,8 @@ impl PgStore {
         .with_no_client_auth();
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(
-            config,
-            tls,
+            config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -163,9 +174,18 @@ impl PgStore {
             .map_err(|e| db_error("the connection pool", e))?;
         Ok(PgStore {
             pool,
+            config,
+            tls,
+            lease: DEFAULT_LEASE,
             holder: uuid::Uuid::new_v4().to_string(),
             held: Default::default(),
         })
+    }
+
+    /// The same store with leases of `lease` (`PLANBOT_LEASE_SECS`).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> PgStore {
+        self.lease = lease;
+        self
     }
 
     /// The epoch this process holds `chat` at (0: no lease, as one planbot alone writes).
@@ -173,47 +193,47 @@ impl PgStore {
         self.held.locked().get(chat).copied().unwrap_or(0)
     }
 
-    /// Takes the lease on `chat` for `lease`, or renews it when this process holds it. Returns
-    /// the lease's epoch, or `None` while another planbot holds it. Taking a lease another
-    /// process held moves the epoch on, which fences that process's writes.
-    pub async fn acquire(
-        &self,
-        chat: &ChatKey,
-        lease: std::time::Duration,
-    ) -> Result<Option<i64>, StoreError> {
+    /// Takes the lease on `chat`, or renews it when this process holds it. Returns the lease's
+    /// epoch and whether another planbot held it before, or `None` while another holds it.
+    /// Taking a lease another process held moves the epoch on, which fences its writes.
+    pub async fn take(&self, chat: &ChatKey) -> Result<Option<Taken>, StoreError> {
         let key = chat.to_string();
-        let millis = lease.as_millis() as f64;
+        let millis = self.lease.as_millis() as f64;
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "INSERT INTO planbot_leases AS l (chat, holder, epoch, expires_at)
+                "WITH before AS (SELECT holder FROM planbot_leases WHERE chat = $1)
+                 INSERT INTO planbot_leases AS l (chat, holder, epoch, expires_at)
                  VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond')
                  ON CONFLICT (chat) DO UPDATE SET
                      epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
                      holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
                  WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
-                 RETURNING epoch",
+                 RETURNING epoch, coalesce((SELECT holder FROM before) <> $2, false)",
                 &[&key, &self.holder, &millis],
             )
             .await
             .map_err(|e| db_error("taking a chat's lease", e))?;
-        let epoch: Option<i64> = row.map(|r| r.get(0));
+        let taken = row.map(|r| Taken {
+            epoch: r.get(0),
+            from_another: r.get(1),
+        });
         let mut held = self.held.locked();
-        match epoch {
-            Some(epoch) => held.insert(key, epoch),
+        match taken {
+            Some(taken) => held.insert(key, taken.epoch),
             None => held.remove(&key),
         };
-        Ok(epoch)
+        Ok(taken)
     }
 
-    /// Renews every lease this process holds for `lease` more; returns the chats whose lease
-    /// passed to another planbot (no longer held).
-    pub async fn renew(&self, lease: std::time::Duration) -> Result<Vec<String>, StoreError> {
+    /// Renews every lease this process holds; returns the chats whose lease passed to another
+    /// planbot (no longer held).
+    pub async fn renew_all(&self) -> Result<Vec<String>, StoreError> {
         let held: Vec<String> = self.held.locked().keys().cloned().collect();
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let millis = lease.as_millis() as f64;
+        let millis = self.lease.as_millis() as f64;
         let client = self.client().await?;
         let rows = client
             .query(
@@ -234,7 +254,7 @@ impl PgStore {
 
     /// Gives the lease on `chat` back (an idle chat): it ends now, its epoch kept, so the next
     /// holder's is higher.
-    pub async fn release(&self, chat: &ChatKey) -> Result<(), StoreError> {
+    pub async fn give_back(&self, chat: &ChatKey) -> Result<(), StoreError> {
         let key = chat.to_string();
         self.held.locked().remove(&key);
         let client = self.client().await?;
@@ -258,23 +278,23 @@ impl PgStore {
     /// Applies the migrations this database lacks; returns its version.
     pub async fn migrate(&self) -> Result<i32, StoreError> {
         let mut client = self.client().await?;
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS planbot_migrations (
-                    version integer PRIMARY KEY,
-                    applied_at timestamptz NOT NULL DEFAULT now()
-                )",
-            )
-            .await
-            .map_err(|e| db_error("creating planbot_migrations", e))?;
         let tx = client
             .transaction()
             .await
             .map_err(|e| db_error("migrating", e))?;
-        // One migrating planbot at a time; the lock ends with the transaction.
+        // One migrating planbot at a time (replicas start together); the lock ends with the
+        // transaction, and covers creating the table of versions too.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(|e| db_error("migrating", e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS planbot_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(|e| db_error("creating planbot_migrations", e))?;
         let mut version = current_version(&tx).await?;
         for (step, sql) in MIGRATIONS {
             if step <= version {
@@ -439,9 +459,12 @@ impl Inbox for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "INSERT INTO planbot_inbound (event, chat, inbound) VALUES ($1, $2, $3)
-                 ON CONFLICT (event) DO NOTHING RETURNING id",
-                &[&inbound.event, &inbound.chat.to_string(), &json],
+                "WITH kept AS (
+                     INSERT INTO planbot_inbound (event, chat, inbound) VALUES ($1, $2, $3)
+                     ON CONFLICT (event) DO NOTHING RETURNING id
+                 )
+                 SELECT id, pg_notify($4, $2) FROM kept",
+                &[&inbound.event, &inbound.chat.to_string(), &json, &WAKE_UP],
             )
             .await
             .map_err(|e| db_error("keeping an event", e))?;
@@ -491,6 +514,102 @@ impl Inbox for PgStore {
             }
         }
         Ok(pending)
+    }
+}
+
+#[async_trait]
+impl Shared for PgStore {
+    async fn acquire(&self, chat: &ChatKey) -> Result<Option<Taken>, StoreError> {
+        self.take(chat).await
+    }
+
+    async fn renew(&self) -> Result<Vec<ChatKey>, StoreError> {
+        Ok(self.renew_all().await?.iter().map(|c| key_of(c)).collect())
+    }
+
+    async fn release(&self, chat: &ChatKey) -> Result<(), StoreError> {
+        self.give_back(chat).await
+    }
+
+    async fn pull(&self, chat: &ChatKey, after: i64) -> Result<Vec<(i64, Inbound)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, inbound FROM planbot_inbound
+                 WHERE chat = $1 AND done_at IS NULL AND id > $2 ORDER BY id",
+                &[&chat.to_string(), &after],
+            )
+            .await
+            .map_err(|e| db_error("reading a chat's events", e))?;
+        let mut events = Vec::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            match serde_json::from_value(row.get(1)) {
+                Ok(inbound) => events.push((id, inbound)),
+                Err(e) => {
+                    tracing::error!(id, error = %e, "a kept event does not parse; it is skipped");
+                    self.done(id).await?;
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    async fn waiting(&self) -> Result<Vec<ChatKey>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT chat FROM planbot_inbound WHERE done_at IS NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| db_error("reading the chats waiting", e))?;
+        Ok(rows.iter().map(|r| key_of(r.get(0))).collect())
+    }
+
+    async fn wake_ups(&self) -> Result<tokio::sync::mpsc::Receiver<ChatKey>, StoreError> {
+        let (client, mut connection) =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(self.tls.clone()))
+                .await
+                .map_err(|_| db_error("listening", "no answer"))?
+                .map_err(|e| db_error("listening", e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let keeper = tx.clone();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(key_of(n.payload())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the connection listening for events ended");
+                        return;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {WAKE_UP}"))
+            .await
+            .map_err(|e| db_error("listening", e))?;
+        // The client lives as long as someone listens.
+        tokio::spawn(async move {
+            keeper.closed().await;
+            drop(client);
+        });
+        Ok(rx)
+    }
+
+    fn lease(&self) -> std::time::Duration {
+        self.lease
+    }
+
+    fn holds(&self, chat: &ChatKey) -> bool {
+        self.held.locked().contains_key(&chat.to_string())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::planning::state::{EntryStatus, SessionEntry};
 use crate::planning::{Planner, Prompts};
 use crate::router::{Router, RouterSettings};
 use crate::scrub::{ScrubbedOutbound, Scrubber};
-use crate::store::{self, Inbox, LoadReport, SessionStore, StateLock, Store, StoreError};
+use crate::store::{self, Inbox, LoadReport, SessionStore, Shared, StateLock, Store, StoreError};
 use crate::store_pg::PgStore;
 use crate::walls::Walls;
 
@@ -50,9 +50,11 @@ pub struct Core {
     file_store: Option<Store>,
     /// With PostgreSQL: the state dir's lock, and the connection holding the database for this
     /// planbot, both held until it exits.
-    _held: Option<(StateLock, deadpool_postgres::Object)>,
+    _held: Option<(StateLock, Option<deadpool_postgres::Object>)>,
     /// With PostgreSQL: where events are kept until handled.
     inbox: Option<Arc<dyn Inbox>>,
+    /// With several planbots on the database: the leases.
+    shared: Option<Arc<dyn Shared>>,
     pub planner: Planner,
     /// When the state came from `planning.json.bak` because the file was damaged: the
     /// backup's time, which every chat is told.
@@ -83,11 +85,11 @@ impl Core {
             .await
             .map_err(AppError::Unsupported)?;
         walls.log(config);
-        let (store, file_store, held, inbox, report) = match &config.database_url {
+        let (store, file_store, held, inbox, shared, report) = match &config.database_url {
             None => {
                 let (store, report) = Store::open(&config.state_dir)?;
                 let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
-                (shared, Some(store), None, None, report)
+                (shared, Some(store), None, None, None, report)
             }
             Some(url) => {
                 // The state dir still holds the lock, the running claude groups and the offsets.
@@ -96,13 +98,15 @@ impl Core {
                     source,
                 })?;
                 let lock = StateLock::acquire(&config.state_dir)?;
-                let (store, claim, report) = open_database(url, config.database_pool_size).await?;
+                let (store, claim, report) = open_database(url, config).await?;
                 let store = Arc::new(store);
+                let shared = config.replicas().then(|| store.clone() as Arc<dyn Shared>);
                 (
                     store.clone() as Arc<dyn SessionStore>,
                     None,
                     Some((lock, claim)),
                     Some(store as Arc<dyn Inbox>),
+                    shared,
                     report,
                 )
             }
@@ -142,6 +146,7 @@ impl Core {
             store,
             file_store,
             inbox,
+            shared,
             _held: held,
             planner,
             restored_from_backup,
@@ -177,6 +182,7 @@ impl Core {
                 restored_from_backup: self.restored_from_backup.clone(),
                 spent_today,
                 inbox: self.inbox.clone(),
+                shared: self.shared.clone(),
                 ..settings
             },
             outbounds,
@@ -195,20 +201,25 @@ impl Core {
     }
 }
 
-/// Opens PostgreSQL: migrated, held for this planbot, turns cut off by a stop marked interrupted.
+/// Opens PostgreSQL: migrated, and for a planbot alone on it, held (a second is refused) and
+/// the turns a stop cut off marked interrupted; replicas lease each chat instead.
 async fn open_database(
     url: &crate::config::Secret,
-    pool_size: usize,
-) -> Result<(PgStore, deadpool_postgres::Object, LoadReport), StoreError> {
-    let store = PgStore::new(url, pool_size)?;
+    config: &Config,
+) -> Result<(PgStore, Option<deadpool_postgres::Object>, LoadReport), StoreError> {
+    let store = PgStore::new(url, config.database_pool_size)?.with_lease(config.lease);
     let version = store.migrate().await?;
-    let claim = store.claim().await?;
-    let interrupted = store.recover().await?;
+    let (claim, interrupted) = if config.replicas() {
+        (None, Vec::new())
+    } else {
+        (Some(store.claim().await?), store.recover().await?)
+    };
     let sessions = store.count().await?;
     tracing::info!(
         database = %crate::store_pg::describe_url(url.expose()),
         version,
         sessions,
+        replicas = config.replicas(),
         "plans are in PostgreSQL"
     );
     Ok((
@@ -240,6 +251,7 @@ fn router_settings(config: &Config) -> RouterSettings {
         restored_from_backup: None,
         spent_today: HashMap::new(),
         inbox: None,
+        shared: None,
     }
 }
 
@@ -300,6 +312,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         None => None,
     };
     let router = core.router(&config, outbounds).await;
+    let serving = CancellationToken::new();
+    let serve_shared = tokio::spawn(router.clone().serve_shared(serving.clone()));
     let stop = shutdown.child_token();
     let telegram_run = async {
         let Some(outbound) = telegram else {
@@ -342,6 +356,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let (telegram_result, discord_result) = tokio::join!(telegram_run, discord_run);
     // No new events are taken; running turns get the grace period, then are interrupted.
     router.shutdown(config.shutdown_grace).await;
+    serving.cancel();
+    let _ = serve_shared.await;
     core.close().await;
     tracing::info!("planbot stopped");
     telegram_result

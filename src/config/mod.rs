@@ -142,6 +142,8 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// `PLANBOT_DATABASE_POOL_SIZE`: connections to PostgreSQL at most.
     pub database_pool_size: usize,
+    /// `PLANBOT_LEASE_SECS`: how long a replica holds a chat without renewing its lease.
+    pub lease: Duration,
     pub telegram_token: Option<Secret>,
     pub telegram_api_url: String,
     /// `TELEGRAM_WEBHOOK_URL`: Telegram posts updates there instead of planbot polling.
@@ -195,6 +197,7 @@ struct FileConfig {
     approvable_tools: Option<Vec<String>>,
     approval_timeout_secs: Option<u64>,
     database_pool_size: Option<usize>,
+    lease_secs: Option<u64>,
     phases: Option<Vec<String>>,
     max_turns: Option<u32>,
     retry_max_turns: Option<u32>,
@@ -283,6 +286,7 @@ impl Config {
             max_attachment_bytes: limits.max_attachment_bytes,
             retry_delay: limits.retry_delay,
             database_pool_size: chats.database_pool_size,
+            lease: chats.lease,
             database_url: secrets.database_url,
             telegram_webhook_url: chats.telegram_webhook_url,
             telegram_webhook_secret: secrets.webhook_secret,

@@ -87,6 +87,15 @@ impl Config {
         }
     }
 
+    /// Whether several planbots may share the database: PostgreSQL, and Telegram by webhook as
+    /// the only front end (long polling and the Discord gateway admit one planbot per bot).
+    pub fn replicas(&self) -> bool {
+        self.database_url.is_some()
+            && self.telegram_token.is_some()
+            && self.telegram_webhook_url.is_some()
+            && self.discord_token.is_none()
+    }
+
     /// Whether `bypassPermissions` was chosen (allowed only explicitly, with a warning).
     pub fn bypasses_permissions(&self) -> bool {
         self.claude_args.permission_mode == "bypassPermissions"

@@ -105,6 +105,7 @@ pub(super) struct Chats {
     pub(super) discord_guild_id: Option<u64>,
     pub(super) discord_allowed_roles: Vec<String>,
     pub(super) database_pool_size: usize,
+    pub(super) lease: Duration,
 }
 
 impl Chats {
@@ -148,6 +149,12 @@ impl Chats {
                 2..=256,
                 8,
             )?,
+            lease: Duration::from_secs(e.bounded(
+                "PLANBOT_LEASE_SECS",
+                file.lease_secs.take(),
+                3..=600,
+                15,
+            )?),
         })
     }
 }

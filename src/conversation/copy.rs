@@ -190,6 +190,14 @@ pub fn interrupted_by_crash(slug: &str, phase: &str) -> String {
     )
 }
 
+/// Another planbot (a replica) stopped during a turn of this chat and this one took it over.
+pub fn taken_over(slug: &str, phase: &str) -> String {
+    format!(
+        "The planbot serving `{slug}` stopped during a turn ({phase}); another one took over \
+         and answers your last message again."
+    )
+}
+
 pub fn restored_from_backup(slug: &str, taken: &str) -> String {
     format!(
         "planbot's state file was damaged, so `{slug}` was restored from the backup taken at \

@@ -23,7 +23,7 @@ use crate::commands::{Command, help_text};
 use crate::conversation::copy;
 use crate::planning::Planner;
 use crate::planning::state::{EntryStatus, SessionEntry};
-use crate::store::{Inbox, SessionStore};
+use crate::store::{Inbox, SessionStore, Shared};
 use crate::sync::Locked;
 use worker::{ChatWorker, Worker, WorkerShared};
 
@@ -68,6 +68,9 @@ pub struct RouterSettings {
     pub spent_today: HashMap<String, f64>,
     /// Where admitted events are kept until handled (PostgreSQL), if anywhere.
     pub inbox: Option<Arc<dyn Inbox>>,
+    /// With several planbots on one database: chats are served under their lease only, their
+    /// events taken from the inbox ([`Router::serve_shared`]).
+    pub shared: Option<Arc<dyn Shared>>,
 }
 
 /// Routes every front end's events. A cheap handle.
@@ -90,6 +93,9 @@ pub(crate) struct Inner {
     pub(crate) user_daily_budget_usd: Option<f64>,
     pub(crate) audit: Option<Audit>,
     pub(crate) inbox: Option<Arc<dyn Inbox>>,
+    pub(crate) shared: Option<Arc<dyn Shared>>,
+    /// The chats whose lease this planbot holds, with the number of the last event taken.
+    pub(crate) leased: Mutex<HashMap<ChatKey, i64>>,
     /// What each `adapter:user` has spent today, seeded from the audit log.
     pub(crate) spend: Mutex<(chrono::NaiveDate, HashMap<String, f64>)>,
     /// Set by [`Router::shutdown`]: no new work is taken.
@@ -133,6 +139,8 @@ impl Router {
                 user_daily_budget_usd: settings.user_daily_budget_usd,
                 audit: settings.audit,
                 inbox: settings.inbox,
+                shared: settings.shared,
+                leased: Mutex::new(HashMap::new()),
                 restored_from_backup: settings.restored_from_backup,
                 spend: Mutex::new((today, spent)),
                 closing: AtomicBool::new(false),
@@ -241,6 +249,11 @@ impl Router {
             },
             (None, None) => None,
         };
+        if self.inner.shared.is_some() && kept.is_some() {
+            // Served from the inbox by whichever planbot holds the chat (woken if not this one).
+            self.serve(&inbound.chat).await;
+            return;
+        }
         self.enqueue(inbound, outbound, kept);
     }
 
@@ -250,6 +263,10 @@ impl Router {
         let Some(inbox) = &self.inner.inbox else {
             return;
         };
+        if self.inner.shared.is_some() {
+            // Taken by the chats' lease holders (see serve_shared).
+            return;
+        }
         let pending = match inbox.pending().await {
             Ok(pending) => pending,
             Err(e) => {
@@ -407,6 +424,10 @@ impl Router {
     /// When the state file was damaged and its backup loaded, every chat of `adapter` is told
     /// that instead: its last step may be missing.
     pub async fn announce_interrupted(&self, adapter: &str) {
+        if self.inner.shared.is_some() {
+            // Each chat is told by the planbot that takes it over (see `serve`).
+            return;
+        }
         let Some(outbound) = self.inner.outbounds.get(adapter).cloned() else {
             return;
         };
@@ -546,6 +567,11 @@ impl Router {
             jobs: tx,
             shared: shared.clone(),
         };
+        // Under a lease, a chat that passed to another planbot hears nothing more from here.
+        let outbound = match &self.inner.shared {
+            Some(shared) => shared::LeasedOutbound::wrap(outbound, shared.clone()),
+            None => outbound,
+        };
         let chat_worker = ChatWorker {
             router: self.clone(),
             chat,
@@ -562,6 +588,7 @@ impl Router {
 }
 
 mod questions;
+mod shared;
 
 pub use crate::conversation::copy::STALE;
 pub(crate) use crate::conversation::copy::{JOB_PANICKED, SAVE_FAILED};

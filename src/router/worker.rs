@@ -107,6 +107,8 @@ impl ChatWorker {
                     let mut workers = self.router.inner.workers.locked();
                     if jobs.is_empty() {
                         workers.remove(&self.chat);
+                        drop(workers);
+                        self.router.retired(&self.chat);
                         return;
                     }
                     continue;

@@ -16,6 +16,7 @@ pub mod file;
 pub mod format;
 
 pub use file::{StateLock, Store, inspect};
+
 pub use format::{JOURNAL_FILE, LOCK_FILE, ParseError, STATE_FILE, State, VERSION};
 
 /// What the store can fail with.
@@ -91,6 +92,42 @@ pub trait Inbox: Send + Sync {
     async fn done(&self, id: i64) -> Result<(), StoreError>;
     /// The events kept and not yet handled, oldest first.
     async fn pending(&self) -> Result<Vec<(i64, crate::chat::Inbound)>, StoreError>;
+}
+
+/// A chat taken by [`Shared::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub epoch: i64,
+    /// Another planbot held it before (dead or paused past its lease): a turn it was running is
+    /// cut off.
+    pub from_another: bool,
+}
+
+/// A store several planbots share (PostgreSQL): each chat is served by the one planbot that holds
+/// its lease, and the events of a chat another planbot holds are left to it (it is woken).
+#[async_trait]
+pub trait Shared: Inbox {
+    /// Takes or renews the chat's lease; `None` while another planbot holds it.
+    async fn acquire(&self, chat: &ChatKey) -> Result<Option<Taken>, StoreError>;
+    /// Renews every lease held; returns the chats lost to another planbot.
+    async fn renew(&self) -> Result<Vec<ChatKey>, StoreError>;
+    /// Gives an idle chat's lease back.
+    async fn release(&self, chat: &ChatKey) -> Result<(), StoreError>;
+    /// The chat's kept events not yet handled, numbered above `after`, oldest first.
+    async fn pull(
+        &self,
+        chat: &ChatKey,
+        after: i64,
+    ) -> Result<Vec<(i64, crate::chat::Inbound)>, StoreError>;
+    /// The chats with kept events not yet handled.
+    async fn waiting(&self) -> Result<Vec<ChatKey>, StoreError>;
+    /// The chats of events kept from now on, by whichever planbot kept them.
+    async fn wake_ups(&self) -> Result<tokio::sync::mpsc::Receiver<ChatKey>, StoreError>;
+    /// How long a lease lasts unless renewed.
+    fn lease(&self) -> std::time::Duration;
+    /// Whether this planbot still holds the chat, as far as it knows (a refused write or a
+    /// failed renewal tells it otherwise).
+    fn holds(&self, chat: &ChatKey) -> bool;
 }
 
 /// The store's in-memory twin: the same behaviour without a disk, for tests.

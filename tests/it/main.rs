@@ -14,6 +14,7 @@ mod messages_api;
 mod planning;
 mod postgres;
 mod redteam;
+mod replicas;
 mod router;
 mod runner;
 mod store;

@@ -357,29 +357,27 @@ async fn a_write_under_a_lease_that_passed_on_is_refused_by_the_database() {
         return;
     };
     let url = planbot::config::Secret::new(pg.database("fencing").await);
-    let (first, second) = (
-        PgStore::new(&url, 2).unwrap(),
-        PgStore::new(&url, 2).unwrap(),
-    );
+    let lease = std::time::Duration::from_millis(300);
+    let store = || PgStore::new(&url, 2).unwrap().with_lease(lease);
+    let (first, second) = (store(), store());
     first.migrate().await.unwrap();
     let chat = ChatKey::new("telegram", "7");
-    let lease = std::time::Duration::from_millis(300);
     let plan = |turns| crate::store::entry("telegram:7", turns);
 
-    assert_eq!(first.acquire(&chat, lease).await.unwrap(), Some(1));
+    assert_eq!(first.take(&chat).await.unwrap().map(|t| t.epoch), Some(1));
     first.put(&chat, plan(1)).await.unwrap();
     assert_eq!(
-        second.acquire(&chat, lease).await.unwrap(),
+        second.take(&chat).await.unwrap().map(|t| t.epoch),
         None,
         "held by the first"
     );
     // A renewal keeps it.
-    assert!(first.renew(lease).await.unwrap().is_empty());
-    assert_eq!(second.acquire(&chat, lease).await.unwrap(), None);
+    assert!(first.renew_all().await.unwrap().is_empty());
+    assert_eq!(second.take(&chat).await.unwrap().map(|t| t.epoch), None);
 
     // The first stops renewing (paused); its lease runs out and the second takes the chat.
     tokio::time::sleep(lease * 2).await;
-    assert_eq!(second.acquire(&chat, lease).await.unwrap(), Some(2));
+    assert_eq!(second.take(&chat).await.unwrap().map(|t| t.epoch), Some(2));
     second.put(&chat, plan(2)).await.unwrap();
 
     // The first wakes up and writes its stale plan (epoch 1): refused, by the database.
@@ -416,16 +414,16 @@ async fn a_write_under_a_lease_that_passed_on_is_refused_by_the_database() {
     assert!(stale.is_err(), "the trigger refuses a stale epoch");
     // It does not get the chat back while the second holds it; a renewal tells a holder what
     // it lost.
-    assert_eq!(first.acquire(&chat, lease).await.unwrap(), None);
+    assert_eq!(first.take(&chat).await.unwrap().map(|t| t.epoch), None);
     let other = ChatKey::new("telegram", "8");
-    assert_eq!(first.acquire(&other, lease).await.unwrap(), Some(1));
+    assert_eq!(first.take(&other).await.unwrap().map(|t| t.epoch), Some(1));
     tokio::time::sleep(lease * 2).await;
-    assert_eq!(second.acquire(&other, lease).await.unwrap(), Some(2));
-    assert_eq!(first.renew(lease).await.unwrap(), ["telegram:8"]);
+    assert_eq!(second.take(&other).await.unwrap().map(|t| t.epoch), Some(2));
+    assert_eq!(first.renew_all().await.unwrap(), ["telegram:8"]);
 
     // An idle chat's lease is given back: the next holder comes in at a higher epoch.
-    second.release(&chat).await.unwrap();
-    assert_eq!(first.acquire(&chat, lease).await.unwrap(), Some(3));
+    second.give_back(&chat).await.unwrap();
+    assert_eq!(first.take(&chat).await.unwrap().map(|t| t.epoch), Some(3));
     first.put(&chat, plan(3)).await.unwrap();
     assert_eq!(second.get(&chat).await.unwrap().unwrap().turns, 3);
 }

@@ -133,6 +133,7 @@ impl Harness {
             user_daily_budget_usd: None,
             audit: Some(planbot::audit::Audit::new(state.path())),
             inbox: None,
+            shared: None,
         };
         tweak(&mut settings);
         let router = Router::new(

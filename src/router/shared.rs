@@ -1,0 +1,235 @@
+//! Several planbots on one database: a chat is served only by the planbot holding its lease.
+//! Every admitted event is kept in the inbox first; the holder takes the chat's events from
+//! there in order, woken by the database when another planbot kept one (with a sweep as a
+//! backstop, which also takes over the chats of a planbot that died once its lease runs out).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::Router;
+use crate::chat::{ChatKey, FetchError, FileRef, MessageRef, Outbound, Outgoing, SendError};
+use crate::conversation::copy;
+use crate::planning::state::EntryStatus;
+use crate::store::Shared;
+use crate::sync::Locked;
+
+/// How often the chats with waiting events are looked at, whatever woke this planbot.
+const SWEEP: Duration = Duration::from_secs(2);
+
+impl Router {
+    /// Takes the chat's waiting events if this planbot holds its lease or can take it; leaves
+    /// them to the holder otherwise.
+    pub(crate) async fn serve(&self, chat: &ChatKey) {
+        let Some(shared) = self.inner.shared.clone() else {
+            return;
+        };
+        let Some(outbound) = self.inner.outbounds.get(&chat.adapter).cloned() else {
+            return;
+        };
+        let held = self.inner.leased.locked().contains_key(chat);
+        if !held {
+            match shared.acquire(chat).await {
+                Ok(Some(taken)) => {
+                    self.inner.leased.locked().entry(chat.clone()).or_insert(0);
+                    tracing::info!(%chat, epoch = taken.epoch, from_another = taken.from_another, "took a chat's lease");
+                    if taken.from_another {
+                        self.take_over(chat).await;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(%chat, error = %e, "could not take a chat's lease");
+                    return;
+                }
+            }
+        }
+        let after = self.inner.leased.locked().get(chat).copied().unwrap_or(0);
+        let events = match shared.pull(chat, after).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(%chat, error = %e, "could not read a chat's events");
+                return;
+            }
+        };
+        for (id, inbound) in events {
+            // Two wake-ups may read the same events: each is queued once, in order.
+            let fresh = match self.inner.leased.locked().get_mut(chat) {
+                Some(last) if *last < id => {
+                    *last = id;
+                    true
+                }
+                _ => false,
+            };
+            if fresh {
+                self.enqueue(inbound, outbound.clone(), Some(id));
+            }
+        }
+    }
+
+    /// The chat was another planbot's, which stopped renewing its lease: a turn it was running
+    /// is cut off. The plan is marked interrupted and the chat told; the event that started the
+    /// turn is still waiting, so it is handled again.
+    async fn take_over(&self, chat: &ChatKey) {
+        let store = &self.inner.store;
+        let Ok(Some(mut entry)) = store.get(chat).await else {
+            return;
+        };
+        if entry.status != EntryStatus::Running {
+            return;
+        }
+        entry.status = EntryStatus::Interrupted;
+        let text = copy::taken_over(&entry.slug, &entry.phase);
+        if let Err(e) = store.put(chat, entry).await {
+            tracing::warn!(%chat, error = %e, "could not mark a taken-over turn interrupted");
+            return;
+        }
+        if let Some(outbound) = self.inner.outbounds.get(&chat.adapter) {
+            let _ = outbound.send(chat, Outgoing::reply(text)).await;
+        }
+    }
+
+    /// A lease this planbot lost (it was paused or cut off past it): the chat's worker stops,
+    /// and its queued events are left to the new holder.
+    fn lost(&self, chat: &ChatKey) {
+        tracing::warn!(%chat, "the chat's lease passed to another planbot; stopping here");
+        self.inner.leased.locked().remove(chat);
+        if let Some(worker) = self.inner.workers.locked().remove(chat) {
+            worker.shared.cancel_running();
+        }
+    }
+
+    /// A chat's worker retired (idle): its lease is given back.
+    pub(crate) fn retired(&self, chat: &ChatKey) {
+        let Some(shared) = self.inner.shared.clone() else {
+            return;
+        };
+        self.inner.leased.locked().remove(chat);
+        let chat = chat.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = shared.release(&chat).await {
+                tracing::warn!(%chat, error = %e, "could not give a lease back");
+            }
+        });
+    }
+
+    /// Serves the chats this planbot holds or can take until `shutdown`: wakes on events kept
+    /// by any planbot, sweeps the waiting chats every [`SWEEP`], renews the leases held.
+    pub async fn serve_shared(self, shutdown: CancellationToken) {
+        let Some(shared) = self.inner.shared.clone() else {
+            return;
+        };
+        let mut wake_ups = None;
+        let mut sweep = tokio::time::interval(SWEEP);
+        let mut renew = tokio::time::interval(shared.lease() / 3);
+        loop {
+            if wake_ups.is_none() {
+                wake_ups = match shared.wake_ups().await {
+                    Ok(rx) => Some(rx),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for events; sweeping only");
+                        None
+                    }
+                };
+            }
+            let woken = async {
+                match wake_ups.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                chat = woken => match chat {
+                    Some(chat) => self.serve(&chat).await,
+                    None => wake_ups = None,
+                },
+                _ = sweep.tick() => {
+                    for chat in shared.waiting().await.unwrap_or_default() {
+                        self.serve(&chat).await;
+                    }
+                }
+                _ = renew.tick() => match shared.renew().await {
+                    Ok(lost) => lost.iter().for_each(|chat| self.lost(chat)),
+                    Err(e) => tracing::warn!(error = %e, "could not renew the leases"),
+                },
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        // Stopping: every chat given back, for the others to take at once.
+        let held: Vec<ChatKey> = self.inner.leased.locked().keys().cloned().collect();
+        for chat in held {
+            let _ = shared.release(&chat).await;
+        }
+    }
+}
+
+/// A chat worker's front end under a lease: once the chat passed to another planbot (a write
+/// refused, a renewal failed), nothing more is sent to it from here, so a planbot that was
+/// paused past its lease never answers in the new holder's place.
+pub(crate) struct LeasedOutbound {
+    inner: Arc<dyn Outbound>,
+    shared: Arc<dyn Shared>,
+}
+
+impl LeasedOutbound {
+    pub(crate) fn wrap(inner: Arc<dyn Outbound>, shared: Arc<dyn Shared>) -> Arc<dyn Outbound> {
+        Arc::new(LeasedOutbound { inner, shared })
+    }
+
+    fn check(&self, chat: &ChatKey) -> Result<(), SendError> {
+        if self.shared.holds(chat) {
+            Ok(())
+        } else {
+            tracing::warn!(%chat, "not sent: the chat passed to another planbot");
+            Err(SendError::Rejected(
+                "the chat passed to another planbot".into(),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl Outbound for LeasedOutbound {
+    async fn send(&self, chat: &ChatKey, message: Outgoing) -> Result<MessageRef, SendError> {
+        self.check(chat)?;
+        self.inner.send(chat, message).await
+    }
+
+    async fn edit(
+        &self,
+        chat: &ChatKey,
+        id: &MessageRef,
+        message: Outgoing,
+    ) -> Result<(), SendError> {
+        self.check(chat)?;
+        self.inner.edit(chat, id, message).await
+    }
+
+    async fn withdraw_actions(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        self.check(chat)?;
+        self.inner.withdraw_actions(chat, id).await
+    }
+
+    async fn delete(&self, chat: &ChatKey, id: &MessageRef) -> Result<(), SendError> {
+        self.check(chat)?;
+        self.inner.delete(chat, id).await
+    }
+
+    async fn stream_text(&self, chat: &ChatKey, delta: &str) {
+        if self.check(chat).is_ok() {
+            self.inner.stream_text(chat, delta).await
+        }
+    }
+
+    async fn typing(&self, chat: &ChatKey) {
+        if self.check(chat).is_ok() {
+            self.inner.typing(chat).await
+        }
+    }
+
+    async fn fetch(&self, file: &FileRef, limit: u64) -> Result<Vec<u8>, FetchError> {
+        self.inner.fetch(file, limit).await
+    }
+}

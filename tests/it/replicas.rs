@@ -1,0 +1,321 @@
+//! Several planbots on one PostgreSQL database behind Telegram's webhook: any of them receives
+//! any update (the test is the load balancer, posting each to one at random), each chat is
+//! served by the one holding its lease, and a replica killed mid-turn loses nothing.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::fake_telegram::{FakeTelegram, Stored, TOKEN};
+use crate::postgres::Postgres;
+use crate::util::{FakeClaude, Running, run_planbot};
+
+const SECRET: &str = "replica-secret_1";
+const CHATS: i64 = 12;
+const FIRST: i64 = 100;
+
+/// One replica: its own state dir and HTTP port, the shared workspace and database.
+fn replica(root: &Path, n: usize, claude: &FakeClaude, api: &str, db: &str, port: u16) -> Running {
+    let dir = root.join(format!("replica-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let workspace = root.join("workspace");
+    let workspace = workspace.to_str().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let allowed: Vec<String> = (FIRST..FIRST + CHATS)
+        .map(|u| format!("telegram:{u}"))
+        .collect();
+    let allowed = allowed.join(",");
+    run_planbot(
+        &dir,
+        claude,
+        &[
+            ("PLANBOT_ALLOWED_USERS", allowed.as_str()),
+            ("TELEGRAM_BOT_TOKEN", TOKEN),
+            ("TELEGRAM_API_URL", api),
+            // The load balancer's address (the test posts to each replica itself).
+            ("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:9/telegram/hook"),
+            ("TELEGRAM_WEBHOOK_SECRET", SECRET),
+            ("PLANBOT_HTTP_ADDR", addr.as_str()),
+            ("PLANBOT_DATABASE_URL", db),
+            ("PLANBOT_LEASE_SECS", "3"),
+            ("PLANBOT_WORKSPACE_DIR", workspace),
+        ],
+    )
+}
+
+async fn post(port: u16, update: &serde_json::Value) {
+    let url = format!("http://127.0.0.1:{port}/telegram/hook");
+    // A replica starting up takes its first request once it serves (30 s at most).
+    let mut last = String::new();
+    for _ in 0..300 {
+        let sent = reqwest::Client::new()
+            .post(&url)
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(update)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == 200 => return,
+            other => last = format!("{other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("replica on {port} never took {update}: {last}");
+}
+
+/// The parent of a running `claude` call: the replica that runs it.
+fn parent_of(call: &serde_json::Value) -> i32 {
+    let pid = call["pid"].as_i64().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's name in parentheses: state, then the parent's pid.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn count(telegram: &FakeTelegram, chat: i64, what: &str) -> usize {
+    telegram
+        .messages(chat)
+        .iter()
+        .filter(|m: &&Stored| m.text.contains(what))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_serve_every_chat_once_and_survive_a_kill_mid_turn() {
+    let Some(pg) = Postgres::start("three_replicas_serve_every_chat_once") else {
+        return;
+    };
+    let db = pg.database("replicas").await;
+    // Every turn takes a second.
+    let steps: Vec<serde_json::Value> = (0..200)
+        .map(|_| json!({"kind": "slow", "delay_ms": 1000}))
+        .collect();
+    let claude = FakeClaude::new(json!(steps));
+    let telegram = FakeTelegram::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let api = telegram.url();
+    let ports: Vec<u16> = (0..3).map(|_| crate::util::free_port()).collect();
+    let mut replicas: Vec<Option<Running>> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, port)| Some(replica(root.path(), n, &claude, &api, &db, *port)))
+        .collect();
+    let chats: Vec<i64> = (FIRST..FIRST + CHATS).collect();
+    // Each plan starts on replica `chat % 3` (the first replica to see it takes the chat).
+    for &chat in &chats {
+        let update = telegram.update(chat, chat, &format!("/plan plan-{chat} idea {chat}"));
+        post(ports[chat as usize % 3], &update).await;
+    }
+    telegram
+        .wait_for("every plan's first answer", 60, |t| {
+            chats
+                .iter()
+                .all(|&c| count(t, c, "idea") >= 1 && count(t, c, "You said") >= 1)
+        })
+        .await;
+    // Follow-ups, each to a replica at random: the chat's holder answers.
+    let started = claude.calls().len();
+    for &chat in &chats {
+        let update = telegram.update(chat, chat, &format!("detail for chat {chat}"));
+        post(ports[fastrand::usize(0..3)], &update).await;
+    }
+    // Mid-turn: the replica running the last turn to start dies.
+    crate::util::wait_until(
+        "the follow-up turns to start",
+        30,
+        || claude.calls().len() >= started + CHATS as usize,
+        || format!("{} calls", claude.calls().len()),
+    )
+    .await;
+    let running = parent_of(claude.calls().last().unwrap());
+    let victim = replicas
+        .iter()
+        .position(|r| r.as_ref().is_some_and(|r| r.0.id() as i32 == running))
+        .expect("a replica runs the turn");
+    let killed = replicas[victim].take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed.0.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(killed);
+    let alive: Vec<u16> = (0..3).filter(|&n| n != victim).map(|n| ports[n]).collect();
+    telegram
+        .wait_for("every follow-up answered", 60, |t| {
+            chats
+                .iter()
+                .all(|&c| count(t, c, &format!("detail for chat {c}")) >= 1)
+        })
+        .await;
+    // Every plan finishes, through a live replica.
+    for &chat in &chats {
+        let update = telegram.update(chat, chat, "/finalize");
+        post(alive[fastrand::usize(0..2)], &update).await;
+    }
+    telegram
+        .wait_for("every plan finalized", 60, |t| {
+            chats.iter().all(|&c| count(t, c, "finalized") >= 1)
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for &chat in &chats {
+        assert_eq!(
+            count(&telegram, chat, &format!("detail for chat {chat}")),
+            1,
+            "chat {chat}: the follow-up answered once: {:#?}",
+            telegram.messages(chat)
+        );
+        assert_eq!(count(&telegram, chat, "finalized"), 1, "chat {chat}");
+        let plan = root
+            .path()
+            .join(format!("workspace/plan-{chat}/final-plan.md"));
+        assert!(plan.is_file(), "{}", plan.display());
+    }
+    // The killed replica's chats were taken over and told so.
+    let told = chats
+        .iter()
+        .filter(|&&c| count(&telegram, c, "another one took over") == 1)
+        .count();
+    assert!(told >= 1, "no chat was taken over");
+    // Nothing is left waiting.
+    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let waiting: i64 = client
+        .query_one(
+            "SELECT count(*) FROM planbot_inbound WHERE done_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0);
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+}
+
+/// Fencing: a replica stopped with SIGSTOP mid-turn, past its lease, then continued: the other
+/// replica has taken the chat over and answered; the stopped one's write of its stale plan is
+/// refused by the database, it says nothing to the chat, and it gives the chat up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_past_its_lease_cannot_write_its_stale_plan() {
+    use nix::sys::signal::{Signal, kill};
+    let Some(pg) = Postgres::start("a_replica_paused_past_its_lease") else {
+        return;
+    };
+    let db = pg.database("paused").await;
+    let claude = FakeClaude::new(json!([
+        {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input"},
+        {"kind": "slow", "delay_ms": 6000},
+    ]));
+    let telegram = FakeTelegram::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let api = telegram.url();
+    let ports = [crate::util::free_port(), crate::util::free_port()];
+    let mut both = vec![
+        replica(root.path(), 0, &claude, &api, &db, ports[0]),
+        replica(root.path(), 1, &claude, &api, &db, ports[1]),
+    ];
+    let chat = FIRST;
+    post(
+        ports[0],
+        &telegram.update(chat, chat, "/plan fenced an idea"),
+    )
+    .await;
+    telegram
+        .wait_for("the first answer", 30, |t| {
+            count(t, chat, "Who is it for?") == 1
+        })
+        .await;
+    post(ports[0], &telegram.update(chat, chat, "a stale question")).await;
+    crate::util::wait_until(
+        "the slow turn",
+        30,
+        || claude.calls().len() == 2,
+        || format!("{:?}", claude.calls()),
+    )
+    .await;
+    // The replica running the turn (whichever took the chat) is paused.
+    let running = parent_of(&claude.calls()[1]);
+    let n = both
+        .iter()
+        .position(|r| r.0.id() as i32 == running)
+        .unwrap();
+    let (paused, _other) = (both.remove(n), both.remove(0));
+    let pid = nix::unistd::Pid::from_raw(running);
+    kill(pid, Signal::SIGSTOP).unwrap();
+
+    // The other replica takes the chat once the lease runs out, and answers the message.
+    let logs = |n: usize| {
+        std::fs::read_to_string(root.path().join(format!("replica-{n}/planbot.log")))
+            .unwrap_or_default()
+    };
+    crate::util::wait_until(
+        "the other replica's answer",
+        30,
+        || {
+            count(&telegram, chat, "another one took over") == 1
+                && count(&telegram, chat, "a stale question") == 1
+        },
+        || format!("{:#?}\n{}", telegram.messages(chat), logs(1 - n)),
+    )
+    .await;
+    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let read = || async {
+        let row = client
+            .query_one(
+                "SELECT entry, epoch FROM planbot_sessions WHERE chat = $1",
+                &[&format!("telegram:{chat}")],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, serde_json::Value>(0), row.get::<_, i64>(1))
+    };
+    let taken = read().await;
+    assert_eq!(taken.1, 2, "written under the new lease");
+
+    // The paused replica goes on: its turn ends (the fake finished meanwhile), and its write of
+    // the plan is refused.
+    kill(pid, Signal::SIGCONT).unwrap();
+    let log = root.path().join(format!("replica-{n}/planbot.log"));
+    crate::util::wait_until(
+        "the paused replica's refused write",
+        30,
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("passed to another planbot")),
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        read().await,
+        taken,
+        "the database holds the new holder's plan"
+    );
+    assert_eq!(
+        count(&telegram, chat, "a stale question"),
+        1,
+        "answered once"
+    );
+    assert_eq!(
+        count(&telegram, chat, "planbot could not save"),
+        0,
+        "{:#?}",
+        telegram.messages(chat)
+    );
+
+    // It gave the chat up: a message it receives is answered by the holder.
+    let before = claude.calls().len();
+    post(ports[n], &telegram.update(chat, chat, "after the pause")).await;
+    telegram
+        .wait_for("the answer after the pause", 30, |t| {
+            count(t, chat, "after the pause") == 1
+        })
+        .await;
+    assert_eq!(claude.calls().len(), before + 1);
+    assert_eq!(read().await.1, 2, "still the second replica's");
+    assert_eq!(telegram.faults(), Vec::<String>::new());
+    drop(paused);
+}
