@@ -116,7 +116,7 @@ impl Router {
     }
 
     /// Serves the chats this planbot holds or can take until `shutdown`: wakes on events kept
-    /// by any planbot, sweeps the waiting chats every [`SWEEP`], renews the leases held.
+    /// by any planbot, sweeps the waiting chats every `SWEEP`, renews the leases held.
     pub async fn serve_shared(self, shutdown: CancellationToken) {
         let Some(shared) = self.inner.shared.clone() else {
             return;

@@ -133,9 +133,9 @@ impl State {
         }
     }
 
-    /// Applies a journal (see [`journal_header`] and [`journal_record`]) written after this
-    /// state: its records in order, if it is of this state's generation. A line that does not
-    /// parse is a record a crash cut short, never acknowledged, and is passed over. Returns
+    /// Applies a journal written after this state (a header naming its generation, then one
+    /// record per line): its records in order, if it is of this state's generation. A line that
+    /// does not parse is a record a crash cut short, never acknowledged, and is passed over. Returns
     /// how many records were applied.
     pub fn replay(&mut self, journal: &[u8]) -> usize {
         let mut lines = journal.split(|b| *b == b'\n');
