@@ -21,6 +21,39 @@ for key in 'init: true' 'cap_drop: \[ALL\]' 'no-new-privileges:true' 'read_only:
   grep -q "$key" deploy/compose.yaml || { echo "compose.yaml lacks $key"; exit 1; }
 done
 
+echo "-- several replicas: compose.scale.yaml and k8s/"
+if python3 -c 'import yaml' 2>/dev/null; then
+  python3 - <<'PY'
+import yaml
+for path in ["deploy/compose.scale.yaml", "deploy/k8s/planbot.yaml", "deploy/k8s/secret.example.yaml"]:
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    assert docs, path
+compose = yaml.safe_load(open("deploy/compose.scale.yaml"))
+replicas = [n for n in compose["services"] if n.startswith("planbot-")]
+assert len(replicas) == 3, replicas
+for name in replicas:
+    service = compose["services"][name]
+    mounts = service["volumes"]
+    assert "workspace:/var/lib/planbot/workspace" in mounts and "claude:/home/planbot/.claude" in mounts, name
+    assert service["read_only"] and service["cap_drop"] == ["ALL"], name
+    assert "PLANBOT_DATABASE_URL_FILE" in service["environment"], name
+assert len({tuple(compose["services"][n]["volumes"]) for n in replicas}) == 3, "each replica its own state"
+kinds = {d["kind"]: d for d in yaml.safe_load_all(open("deploy/k8s/planbot.yaml")) if d}
+claims = [d for d in yaml.safe_load_all(open("deploy/k8s/planbot.yaml")) if d and d["kind"] == "PersistentVolumeClaim"]
+assert all(c["spec"]["accessModes"] == ["ReadWriteMany"] for c in claims) and len(claims) == 2
+container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+assert kinds["Deployment"]["spec"]["replicas"] >= 2
+print("compose.scale.yaml and k8s/ are well formed")
+PY
+else
+  echo "python3-yaml not installed: the YAML shapes are not checked"
+fi
+# Every setting the files name is one planbot reads.
+for name in $(grep -oh '\b\(PLANBOT\|TELEGRAM\|DISCORD\)_[A-Z][A-Z_]*' deploy/compose.scale.yaml deploy/k8s/*.yaml | sort -u); do
+  grep -rq "\"$name\"" src/config/ || { echo "deploy names $name, which planbot does not read"; exit 1; }
+done
+
 echo "-- systemd unit"
 if command -v systemd-analyze >/dev/null 2>&1; then
   # The unit names paths that exist only on a server; anything else it reports is a problem.

@@ -411,15 +411,15 @@ impl ChildSide {
         let parent: BTreeMap<String, String> =
             e.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut secret_values: Vec<Secret> = tokens.into_iter().flatten().cloned().collect();
-        // A database URL's password on its own, too.
-        if let Some(password) = e
-            .str("PLANBOT_DATABASE_URL")
-            .and_then(|u| url::Url::parse(u).ok())
-            .and_then(|u| u.password().map(str::to_string))
+        // A database URL's password on its own, too (from the variable or its file).
+        let passwords: Vec<Secret> = secret_values
+            .iter()
+            .filter_map(|s| url::Url::parse(s.expose()).ok())
+            .filter_map(|u| u.password().map(str::to_string))
             .filter(|p| p.len() >= 8)
-        {
-            secret_values.push(Secret::new(password));
-        }
+            .map(Secret::new)
+            .collect();
+        secret_values.extend(passwords);
         for name in secret_env.iter().map(String::as_str).chain(API_KEY_VARS) {
             if let Some(value) = e.str(name).filter(|v| v.len() >= 8) {
                 secret_values.push(Secret::new(value));

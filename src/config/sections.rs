@@ -205,14 +205,18 @@ pub(super) fn secrets(e: &Env, file: &mut FileConfig) -> Result<Secrets, ConfigE
     )?;
     let (discord_token, discord_file) =
         e.secret("DISCORD_TOKEN", "DISCORD_TOKEN_FILE", "discord-token")?;
-    let database_url = e
-        .str("PLANBOT_DATABASE_URL")
-        .filter(|u| !u.trim().is_empty())
-        .map(Secret::new);
-    let webhook_secret = e
-        .str("TELEGRAM_WEBHOOK_SECRET")
-        .filter(|v| !v.is_empty())
-        .map(Secret::new);
+    let (database_url, database_file) = e.secret(
+        "PLANBOT_DATABASE_URL",
+        "PLANBOT_DATABASE_URL_FILE",
+        "database-url",
+    )?;
+    let database_url = database_url.filter(|u| !u.expose().trim().is_empty());
+    let (webhook_secret, webhook_file) = e.secret(
+        "TELEGRAM_WEBHOOK_SECRET",
+        "TELEGRAM_WEBHOOK_SECRET_FILE",
+        "telegram-webhook-secret",
+    )?;
+    let webhook_secret = webhook_secret.filter(|v| !v.expose().is_empty());
     let child = ChildSide::of(
         e,
         file,
@@ -228,7 +232,10 @@ pub(super) fn secrets(e: &Env, file: &mut FileConfig) -> Result<Secrets, ConfigE
         discord_token,
         database_url,
         webhook_secret,
-        files: telegram_file.into_iter().chain(discord_file).collect(),
+        files: [telegram_file, discord_file, database_file, webhook_file]
+            .into_iter()
+            .flatten()
+            .collect(),
         child,
     })
 }

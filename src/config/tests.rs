@@ -193,6 +193,31 @@ fn tokens_come_from_files_and_credentials() {
         ("TELEGRAM_BOT_TOKEN", "x"),
     ]);
     assert!(Config::from_sources(None, &both).is_err());
+    // The database URL and the webhook secret too (as a compose or Kubernetes secret mounts
+    // them); the password is still known as a secret on its own.
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, "postgres://u:file-password-2@h/db\n").unwrap();
+    let hook_file = dir.path().join("hook");
+    std::fs::write(&hook_file, "hook-from-file\n").unwrap();
+    let c = Config::from_sources(
+        None,
+        &env(&[
+            ("PLANBOT_DATABASE_URL_FILE", url_file.to_str().unwrap()),
+            ("TELEGRAM_WEBHOOK_SECRET_FILE", hook_file.to_str().unwrap()),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.database_url.as_ref().unwrap().expose(),
+        "postgres://u:file-password-2@h/db"
+    );
+    assert_eq!(
+        c.telegram_webhook_secret.unwrap().expose(),
+        "hook-from-file"
+    );
+    let secrets: Vec<&str> = c.secret_values.iter().map(|s| s.expose()).collect();
+    assert!(secrets.contains(&"file-password-2"), "{secrets:?}");
+    assert_eq!(c.secret_files, [url_file, hook_file]);
     std::fs::write(dir.path().join("discord-token"), "discord-from-credentials").unwrap();
     let creds = env(&[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
     let c = Config::from_sources(None, &creds).unwrap();

@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) shared: Option<Arc<dyn Shared>>,
     /// The chats whose lease this planbot holds, with the number of the last event taken.
     pub(crate) leased: Mutex<HashMap<ChatKey, i64>>,
+    /// Whether this planbot is woken by the database for events others keep.
+    pub(crate) listening: AtomicBool,
     /// What each `adapter:user` has spent today, seeded from the audit log.
     pub(crate) spend: Mutex<(chrono::NaiveDate, HashMap<String, f64>)>,
     /// Set by [`Router::shutdown`]: no new work is taken.
@@ -141,6 +143,7 @@ impl Router {
                 inbox: settings.inbox,
                 shared: settings.shared,
                 leased: Mutex::new(HashMap::new()),
+                listening: AtomicBool::new(false),
                 restored_from_backup: settings.restored_from_backup,
                 spend: Mutex::new((today, spent)),
                 closing: AtomicBool::new(false),

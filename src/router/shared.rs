@@ -4,6 +4,7 @@
 //! backstop, which also takes over the chats of a planbot that died once its lease runs out).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -115,6 +116,26 @@ impl Router {
         });
     }
 
+    /// Readiness, for a load balancer: without replicas always ready; with them, ready while the
+    /// database answers and this planbot listens for events. Says how many chats it holds.
+    pub async fn readiness(&self) -> Result<String, String> {
+        let Some(shared) = &self.inner.shared else {
+            return Ok("ready".into());
+        };
+        let held = self.inner.leased.locked().len();
+        let waiting = shared
+            .waiting()
+            .await
+            .map_err(|e| format!("the database does not answer: {e}"))?;
+        if !self.inner.listening.load(Ordering::SeqCst) {
+            return Err("not listening for events yet".into());
+        }
+        Ok(format!(
+            "ready: {held} chats held, {} chats with events waiting",
+            waiting.len()
+        ))
+    }
+
     /// Serves the chats this planbot holds or can take until `shutdown`: wakes on events kept
     /// by any planbot, sweeps the waiting chats every `SWEEP`, renews the leases held.
     pub async fn serve_shared(self, shutdown: CancellationToken) {
@@ -133,6 +154,8 @@ impl Router {
                         None
                     }
                 };
+                let listening = wake_ups.is_some();
+                self.inner.listening.store(listening, Ordering::SeqCst);
             }
             let woken = async {
                 match wake_ups.as_mut() {

@@ -177,6 +177,16 @@ async fn three_replicas_serve_every_chat_once_and_survive_a_kill_mid_turn() {
         .filter(|&&c| count(&telegram, c, "another one took over") == 1)
         .count();
     assert!(told >= 1, "no chat was taken over");
+    // A live replica reports itself ready to the load balancer, with the chats it holds.
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", alive[0]))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = ready.text().await.unwrap();
+    assert!(
+        text.starts_with("ready: ") && text.contains("chats held"),
+        "{text}"
+    );
     // Nothing is left waiting.
     let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
         .await

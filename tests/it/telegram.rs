@@ -979,6 +979,12 @@ async fn webhook_mode_takes_updates_with_the_secret_only_and_each_once() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let ready = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "one planbot on its own is ready");
 
     // Without the secret, or with another: refused, and nothing happens.
     let forged = telegram.update(100, 100, "/plan forged an idea");

@@ -85,6 +85,7 @@ impl Webhook {
             .await
             .map_err(|e| format!("Telegram setWebhook failed: {}", self.outbound.redact(&e)))?;
         tracing::info!(addr = %self.addr, path = self.url.path(), "Telegram webhook serving");
+        let router = self.router.clone();
         let shared = Arc::new(Shared {
             updates,
             secret: self.secret,
@@ -94,6 +95,18 @@ impl Webhook {
         let app = axum::Router::new()
             .route(self.url.path(), post(receive))
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let router = router.clone();
+                    async move {
+                        match router.readiness().await {
+                            Ok(text) => (StatusCode::OK, text),
+                            Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
+                        }
+                    }
+                }),
+            )
             .with_state(shared);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
