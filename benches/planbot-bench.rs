@@ -23,6 +23,7 @@ mod fake_telegram;
 #[path = "../tests/it/messages_api.rs"]
 mod messages_api;
 mod real_cli;
+mod replicas;
 #[path = "../tests/it/wait.rs"]
 mod wait;
 
@@ -39,7 +40,7 @@ use planbot::store::{State, Store, inspect};
 use serde_json::json;
 
 /// Each run of a section (a process of its own), with the section `--only` names it by.
-const RUNS: [(&str, &str); 10] = [
+const RUNS: [(&str, &str); 11] = [
     ("overhead", "overhead"),
     ("parallel", "parallel"),
     ("state", "state"),
@@ -50,6 +51,7 @@ const RUNS: [(&str, &str); 10] = [
     ("telegram-many", "telegram"),
     ("console", "console"),
     ("real-cli", "real-cli"),
+    ("replicas", "replicas"),
 ];
 
 #[derive(Parser)]
@@ -155,6 +157,7 @@ fn main() {
                 "telegram-many" => chat_path::many_chats(&sizes, &planbot, &fake).await,
                 "console" => chat_path::console(&sizes, &planbot, &fake).await,
                 "real-cli" => real_cli::follow_ups(&sizes, &planbot).await,
+                "replicas" => replicas::replicas(&sizes, &planbot, &fake).await,
                 other => Err(format!("unknown section {other}")),
             }
         });
@@ -420,7 +423,7 @@ fn section_env(command: &mut Command, section: &str, sizes: &Sizes, stamp: &Path
     let interval = sizes.stream_interval_ms;
     // Fixture, pause after the first text (or before the result), pause before the first text.
     let (file, delay, lead) = match section {
-        "parallel" | "telegram-many" => ("start-success.jsonl", sizes.turn_ms, 0),
+        "parallel" | "telegram-many" | "replicas" => ("start-success.jsonl", sizes.turn_ms, 0),
         "streaming" => ("resume-partial.jsonl", interval * 2, 0),
         "streaming-late" => ("resume-partial.jsonl", interval * 2, interval * 2),
         _ => ("start-success.jsonl", 0, 0),

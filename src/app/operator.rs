@@ -37,6 +37,9 @@ pub async fn check(config: &Config, running: bool) -> Vec<CheckLine> {
     );
     if let Some(url) = &config.database_url {
         check_database(url, config.database_pool_size, &mut say).await;
+        if config.replicas() {
+            check_replicas(config, url, &mut say).await;
+        }
     }
     match Walls::raise(config, &cli).await {
         Ok(walls) => {
@@ -130,6 +133,53 @@ pub async fn migrate_state(config: &Config) -> Result<String, AppError> {
 }
 
 /// PostgreSQL, when it holds the plans: reachable, and migrated.
+/// Several replicas: what they must share besides the database, as far as this one can see.
+async fn check_replicas(
+    config: &Config,
+    url: &crate::config::Secret,
+    say: &mut impl FnMut(bool, String),
+) {
+    say(
+        true,
+        format!(
+            "replicas: chats leased for {} s among the planbots on this database (Telegram webhook)",
+            config.lease.as_secs()
+        ),
+    );
+    if !config.child_environment.0.contains_key("CLAUDE_CONFIG_DIR") {
+        say(
+            true,
+            "warning: CLAUDE_CONFIG_DIR is not set: Claude's sessions stay in this machine's home, so another replica cannot resume them; set it to a directory on the volume the replicas share".into(),
+        );
+    }
+    let Ok(store) = PgStore::new(url, 2) else {
+        return;
+    };
+    let Ok(plans) = crate::store::SessionStore::all(&store).await else {
+        return;
+    };
+    // A plan's workspace is where every replica mounts the shared volume: under this one's
+    // workspace dir, and there.
+    let root = crate::config::absolute(&config.workspace_dir);
+    let missing = plans
+        .iter()
+        .filter(|(_, e)| {
+            let cwd = Path::new(&e.cwd);
+            !cwd.starts_with(&root) || !cwd.is_dir()
+        })
+        .count();
+    if missing > 0 {
+        say(
+            true,
+            format!(
+                "warning: {missing} of {} plans in the database have no workspace here: the workspaces ({}) must be on a volume every replica mounts at the same path",
+                plans.len(),
+                config.workspace_dir.display()
+            ),
+        );
+    }
+}
+
 async fn check_database(
     url: &crate::config::Secret,
     pool_size: usize,

@@ -328,4 +328,35 @@ async fn a_replica_paused_past_its_lease_cannot_write_its_stale_plan() {
     assert_eq!(read().await.1, 2, "still the second replica's");
     assert_eq!(telegram.faults(), Vec::<String>::new());
     drop(paused);
+
+    // `planbot check` on a replica that does not see the shared workspaces says so.
+    let out = crate::console::planbot()
+        .arg("check")
+        .env("PLANBOT_CLAUDE_BIN", claude.bin())
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_API_URL", &api)
+        .env("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:9/telegram/hook")
+        .env("TELEGRAM_WEBHOOK_SECRET", SECRET)
+        .env("PLANBOT_DATABASE_URL", &db)
+        .env("PLANBOT_STATE_DIR", root.path().join("elsewhere/state"))
+        .env(
+            "PLANBOT_WORKSPACE_DIR",
+            root.path().join("elsewhere/workspace"),
+        )
+        .env_remove("CLAUDE_CONFIG_DIR")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("replicas: chats leased for 15 s"),
+        "{report}"
+    );
+    assert!(
+        report.contains("warning: 1 of 1 plans in the database have no workspace here"),
+        "{report}"
+    );
+    assert!(
+        report.contains("warning: CLAUDE_CONFIG_DIR is not set"),
+        "{report}"
+    );
 }
