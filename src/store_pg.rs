@@ -401,6 +401,26 @@ impl PgStore {
         row.map(|r| decode(&key, r.get(0))).transpose()
     }
 
+    /// Kept events read back (`id`, `inbound`); one this planbot cannot read is set aside as
+    /// handled, not retried forever.
+    async fn events(
+        &self,
+        rows: Vec<tokio_postgres::Row>,
+    ) -> Result<Vec<(i64, Inbound)>, StoreError> {
+        let mut events = Vec::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            match serde_json::from_value(row.get(1)) {
+                Ok(inbound) => events.push((id, inbound)),
+                Err(e) => {
+                    tracing::error!(id, error = %e, "a kept event does not parse; it is skipped");
+                    self.done(id).await?;
+                }
+            }
+        }
+        Ok(events)
+    }
+
     /// Copies plans in, all or none.
     pub async fn import(
         &self,
@@ -501,19 +521,7 @@ impl Inbox for PgStore {
             )
             .await
             .map_err(|e| db_error("reading kept events", e))?;
-        let mut pending = Vec::new();
-        for row in rows {
-            let id: i64 = row.get(0);
-            match serde_json::from_value(row.get(1)) {
-                Ok(inbound) => pending.push((id, inbound)),
-                Err(e) => {
-                    // One this planbot cannot read is set aside, not retried forever.
-                    tracing::error!(id, error = %e, "a kept event does not parse; it is skipped");
-                    self.done(id).await?;
-                }
-            }
-        }
-        Ok(pending)
+        self.events(rows).await
     }
 }
 
@@ -541,18 +549,7 @@ impl Shared for PgStore {
             )
             .await
             .map_err(|e| db_error("reading a chat's events", e))?;
-        let mut events = Vec::new();
-        for row in rows {
-            let id: i64 = row.get(0);
-            match serde_json::from_value(row.get(1)) {
-                Ok(inbound) => events.push((id, inbound)),
-                Err(e) => {
-                    tracing::error!(id, error = %e, "a kept event does not parse; it is skipped");
-                    self.done(id).await?;
-                }
-            }
-        }
-        Ok(events)
+        self.events(rows).await
     }
 
     async fn waiting(&self) -> Result<Vec<ChatKey>, StoreError> {

@@ -104,6 +104,15 @@ impl Postgres {
     }
 }
 
+/// A client of the database at `url`, for a test to look at what planbot wrote.
+pub async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let mut stop = crate::console::as_test_user(&self.bin.join("pg_ctl"));
@@ -213,10 +222,7 @@ async fn plans_live_in_postgres_across_restarts_and_one_planbot_holds_a_database
         .spawn()
         .unwrap();
     // Once the first holds the database (its advisory lock is visible), a second is refused.
-    let (client, connection) = tokio_postgres::connect(&pg.url("plans"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = client(&pg.url("plans")).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let held: i64 = client
@@ -393,10 +399,7 @@ async fn a_write_under_a_lease_that_passed_on_is_refused_by_the_database() {
     );
     // Even a write that names the current epoch by hand cannot skip the fence's check of it:
     // what the database holds is the second's plan, under epoch 2.
-    let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = client(url.expose()).await;
     let row = client
         .query_one(
             "SELECT (entry->>'turns')::int, epoch FROM planbot_sessions WHERE chat = 'telegram:7'",
@@ -498,10 +501,7 @@ async fn a_message_acknowledged_before_a_crash_is_answered_after_the_restart() {
         .filter(|m| m.text.contains(said))
         .count();
     assert_eq!(answers, 1);
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = client(&url).await;
     let row = client
         .query_one(
             "SELECT count(*) FILTER (WHERE done_at IS NULL), count(*) FROM planbot_inbound",

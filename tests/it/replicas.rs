@@ -188,10 +188,7 @@ async fn three_replicas_serve_every_chat_once_and_survive_a_kill_mid_turn() {
         "{text}"
     );
     // Nothing is left waiting.
-    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = crate::postgres::client(&db).await;
     let waiting: i64 = client
         .query_one(
             "SELECT count(*) FROM planbot_inbound WHERE done_at IS NULL",
@@ -270,10 +267,7 @@ async fn a_replica_paused_past_its_lease_cannot_write_its_stale_plan() {
         || format!("{:#?}\n{}", telegram.messages(chat), logs(1 - n)),
     )
     .await;
-    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = crate::postgres::client(&db).await;
     let read = || async {
         let row = client
             .query_one(
