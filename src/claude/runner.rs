@@ -133,6 +133,11 @@ impl Runner {
         }
     }
 
+    /// How many turns run at once at most (`PLANBOT_MAX_CONCURRENT_RUNS`).
+    pub fn capacity(&self) -> usize {
+        self.config.max_concurrent.max(1)
+    }
+
     /// Returns once every process answered at its result line has ended (at shutdown: none
     /// is left behind when planbot exits).
     pub async fn drain(&self) {

@@ -128,6 +128,11 @@ pub fn validate_slug(slug: &str) -> Result<(), PlanError> {
 }
 
 impl Planner {
+    /// How many turns run at once at most.
+    pub fn capacity(&self) -> usize {
+        self.runner.capacity()
+    }
+
     /// Returns once every `claude` still exiting after its answer has ended.
     pub async fn drain(&self) {
         self.runner.drain().await;

@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) leased: Mutex<HashMap<ChatKey, i64>>,
     /// Whether this planbot is woken by the database for events others keep.
     pub(crate) listening: AtomicBool,
+    /// A chat's job ended: with replicas, a chat left waiting for room may be taken now.
+    pub(crate) room: tokio::sync::Notify,
     /// What each `adapter:user` has spent today, seeded from the audit log.
     pub(crate) spend: Mutex<(chrono::NaiveDate, HashMap<String, f64>)>,
     /// Set by [`Router::shutdown`]: no new work is taken.
@@ -144,6 +146,7 @@ impl Router {
                 shared: settings.shared,
                 leased: Mutex::new(HashMap::new()),
                 listening: AtomicBool::new(false),
+                room: tokio::sync::Notify::new(),
                 restored_from_backup: settings.restored_from_backup,
                 spend: Mutex::new((today, spent)),
                 closing: AtomicBool::new(false),

@@ -31,6 +31,11 @@ impl Router {
             return;
         };
         let held = self.inner.leased.locked().contains_key(chat);
+        if !held && self.saturated() {
+            // Every run here is taken: the chat is left to a planbot with room (all of them
+            // were woken), or to this one's sweep once it has room.
+            return;
+        }
         if !held {
             match shared.acquire(chat).await {
                 Ok(Some(taken)) => {
@@ -68,6 +73,18 @@ impl Router {
                 self.enqueue(inbound, outbound.clone(), Some(id));
             }
         }
+    }
+
+    /// Whether this planbot has as many chats at work as it may run turns at once.
+    fn saturated(&self) -> bool {
+        let busy = self
+            .inner
+            .workers
+            .locked()
+            .values()
+            .filter(|w| !w.shared.is_idle())
+            .count();
+        busy >= self.inner.planner.capacity()
     }
 
     /// The chat was another planbot's, which stopped renewing its lease: a turn it was running
@@ -114,6 +131,13 @@ impl Router {
                 tracing::warn!(%chat, error = %e, "could not give a lease back");
             }
         });
+    }
+
+    /// Serves every chat with events waiting (those this planbot holds or can take).
+    async fn sweep(&self, shared: &dyn Shared) {
+        for chat in shared.waiting().await.unwrap_or_default() {
+            self.serve(&chat).await;
+        }
     }
 
     /// Readiness, for a load balancer: without replicas always ready; with them, ready while the
@@ -168,11 +192,9 @@ impl Router {
                     Some(chat) => self.serve(&chat).await,
                     None => wake_ups = None,
                 },
-                _ = sweep.tick() => {
-                    for chat in shared.waiting().await.unwrap_or_default() {
-                        self.serve(&chat).await;
-                    }
-                }
+                // A sweep on the clock, and whenever a job here ends (room for another chat).
+                _ = sweep.tick() => self.sweep(shared.as_ref()).await,
+                _ = self.inner.room.notified() => self.sweep(shared.as_ref()).await,
                 _ = renew.tick() => match shared.renew().await {
                     Ok(lost) => lost.iter().for_each(|chat| self.lost(chat)),
                     Err(e) => tracing::warn!(error = %e, "could not renew the leases"),

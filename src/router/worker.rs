@@ -146,6 +146,7 @@ impl ChatWorker {
             self.set_running(None);
             self.shared.busy.store(false, Ordering::SeqCst);
             self.router.inner.idle.notify_waiters();
+            self.router.inner.room.notify_one();
         }
     }
 
