@@ -44,6 +44,9 @@ assert all(c["spec"]["accessModes"] == ["ReadWriteMany"] for c in claims) and le
 container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
 assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 assert kinds["Deployment"]["spec"]["replicas"] >= 2
+config = kinds["ConfigMap"]["data"]
+assert int(config["PLANBOT_REPLICAS"]) == kinds["Deployment"]["spec"]["replicas"], "PLANBOT_REPLICAS"
+assert all(compose["services"][n]["environment"]["PLANBOT_REPLICAS"] == str(len(replicas)) for n in replicas)
 print("compose.scale.yaml and k8s/ are well formed")
 PY
 else

@@ -290,8 +290,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let mut outbounds: Vec<(&str, Arc<dyn Outbound>)> = Vec::new();
     let telegram = match config.telegram_token.clone() {
         Some(token) => {
-            let outbound = TelegramOutbound::new(token, &config.telegram_api_url)
-                .map_err(AppError::Unsupported)?;
+            let outbound =
+                TelegramOutbound::new(token, &config.telegram_api_url, config.replica_count)
+                    .map_err(AppError::Unsupported)?;
             outbounds.push((telegram::ADAPTER, outbound.clone()));
             Some(outbound)
         }

@@ -144,6 +144,9 @@ pub struct Config {
     pub database_pool_size: usize,
     /// `PLANBOT_LEASE_SECS`: how long a replica holds a chat without renewing its lease.
     pub lease: Duration,
+    /// `PLANBOT_REPLICAS`: how many planbots send for the bot (its overall message rate is
+    /// divided among them).
+    pub replica_count: u32,
     pub telegram_token: Option<Secret>,
     pub telegram_api_url: String,
     /// `TELEGRAM_WEBHOOK_URL`: Telegram posts updates there instead of planbot polling.
@@ -198,6 +201,7 @@ struct FileConfig {
     approval_timeout_secs: Option<u64>,
     database_pool_size: Option<usize>,
     lease_secs: Option<u64>,
+    replicas: Option<u32>,
     phases: Option<Vec<String>>,
     max_turns: Option<u32>,
     retry_max_turns: Option<u32>,
@@ -287,6 +291,7 @@ impl Config {
             retry_delay: limits.retry_delay,
             database_pool_size: chats.database_pool_size,
             lease: chats.lease,
+            replica_count: chats.replica_count,
             database_url: secrets.database_url,
             telegram_webhook_url: chats.telegram_webhook_url,
             telegram_webhook_secret: secrets.webhook_secret,

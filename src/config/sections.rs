@@ -106,6 +106,7 @@ pub(super) struct Chats {
     pub(super) discord_allowed_roles: Vec<String>,
     pub(super) database_pool_size: usize,
     pub(super) lease: Duration,
+    pub(super) replica_count: u32,
 }
 
 impl Chats {
@@ -155,6 +156,7 @@ impl Chats {
                 3..=600,
                 15,
             )?),
+            replica_count: e.bounded("PLANBOT_REPLICAS", file.replicas.take(), 1..=64, 1)?,
         })
     }
 }

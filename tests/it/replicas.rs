@@ -11,7 +11,7 @@ use crate::postgres::Postgres;
 use crate::util::{FakeClaude, Running, run_planbot};
 
 const SECRET: &str = "replica-secret_1";
-const CHATS: i64 = 12;
+const CHATS: i64 = 50;
 const FIRST: i64 = 100;
 
 /// One replica: its own state dir and HTTP port, the shared workspace and database.
@@ -38,6 +38,8 @@ fn replica(root: &Path, n: usize, claude: &FakeClaude, api: &str, db: &str, port
             ("PLANBOT_HTTP_ADDR", addr.as_str()),
             ("PLANBOT_DATABASE_URL", db),
             ("PLANBOT_LEASE_SECS", "3"),
+            // Telegram's 30 messages a second in all, divided among them.
+            ("PLANBOT_REPLICAS", "3"),
             ("PLANBOT_WORKSPACE_DIR", workspace),
         ],
     )
@@ -87,7 +89,7 @@ async fn three_replicas_serve_every_chat_once_and_survive_a_kill_mid_turn() {
     };
     let db = pg.database("replicas").await;
     // Every turn takes a second.
-    let steps: Vec<serde_json::Value> = (0..200)
+    let steps: Vec<serde_json::Value> = (0..400)
         .map(|_| json!({"kind": "slow", "delay_ms": 1000}))
         .collect();
     let claude = FakeClaude::new(json!(steps));

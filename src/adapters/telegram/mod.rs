@@ -105,13 +105,20 @@ pub struct TelegramOutbound {
 }
 
 impl TelegramOutbound {
-    pub fn new(token: Secret, api_url: &str) -> Result<Arc<TelegramOutbound>, String> {
+    /// `share` planbots send for this bot (replicas, `PLANBOT_REPLICAS`): Telegram's limit on
+    /// messages to all chats together is divided among them.
+    pub fn new(token: Secret, api_url: &str, share: u32) -> Result<Arc<TelegramOutbound>, String> {
         let url = reqwest_url(api_url)?;
         let bot = Bot::new(token.expose()).set_api_url(url);
+        let mut pacing = PACING;
+        pacing.all_sends = PACING.all_sends.map(|all| Pace {
+            burst: (all.burst / share.max(1)).max(1),
+            every: all.every * share.max(1),
+        });
         Ok(Arc::new(TelegramOutbound {
             bot,
             token,
-            lanes: Lanes::new(ADAPTER, PACING),
+            lanes: Lanes::new(ADAPTER, pacing),
             answered: Recent::new(REMEMBERED),
             keyboards: Recent::new(REMEMBERED),
             shown: Recent::new(REMEMBERED),

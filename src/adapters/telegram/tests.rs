@@ -41,7 +41,7 @@ fn long_markdown_becomes_parts_under_the_limit() {
 #[test]
 fn failures_are_told_apart_and_never_carry_the_token() {
     let token = "123456:secret-token-value";
-    let outbound = TelegramOutbound::new(Secret::new(token), "http://127.0.0.1:9").unwrap();
+    let outbound = TelegramOutbound::new(Secret::new(token), "http://127.0.0.1:9", 1).unwrap();
     let limited = RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(3));
     assert!(matches!(
         outbound.send_error(&limited),
