@@ -104,6 +104,7 @@ async fn round(
             .env("PLANBOT_CHILD_ENV", "FAKE_CLAUDE_*")
             .env("PLANBOT_SANDBOX", "off")
             .env("PLANBOT_MAX_CONCURRENT_RUNS", LIMIT.to_string())
+            .env("PLANBOT_REPLICAS", n.to_string())
             .env("PLANBOT_STATE_DIR", dir.join("state"))
             .env("PLANBOT_WORKSPACE_DIR", root.path().join("workspace"))
             .stdin(Stdio::null())
