@@ -247,6 +247,13 @@ impl Router {
                     tracing::info!(chat = %inbound.chat, event = ?inbound.event, "an event delivered twice is handled once");
                     return;
                 }
+                Err(e) if self.inner.shared.is_some() => {
+                    // With replicas only the chat's holder may handle it, and it takes events
+                    // from the inbox: the sender is asked to send it again.
+                    tracing::error!(chat = %inbound.chat, error = %e, "could not keep an event");
+                    self.send_later(&outbound, &inbound.chat, Outgoing::reply(SAVE_FAILED));
+                    return;
+                }
                 Err(e) => {
                     // Handled all the same: answered now rather than lost, though not kept.
                     tracing::error!(chat = %inbound.chat, error = %e, "could not keep an event");
