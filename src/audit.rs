@@ -64,6 +64,8 @@ impl AuditLine {
 pub struct Audit {
     path: Arc<PathBuf>,
     writer: Arc<OnceLock<mpsc::Sender<Entry>>>,
+    /// With several replicas: every line also goes here, to the database they share.
+    mirror: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<AuditLine>>>,
 }
 
 /// What the writer thread is given.
@@ -78,12 +80,21 @@ impl Audit {
         Audit {
             path: Arc::new(state_dir.join(AUDIT_FILE)),
             writer: Arc::new(OnceLock::new()),
+            mirror: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Sends every line appended from now on to `mirror` too.
+    pub fn mirror_to(&self, mirror: tokio::sync::mpsc::UnboundedSender<AuditLine>) {
+        let _ = self.mirror.set(mirror);
     }
 
     /// Appends a line; it is on disk soon after (see [`Audit::flush`]). A failure is logged,
     /// never fatal: the audit must not stop planning.
     pub fn append(&self, line: AuditLine) {
+        if let Some(mirror) = self.mirror.get() {
+            let _ = mirror.send(line.clone());
+        }
         self.send(Entry::Line(Box::new(line)));
     }
 

@@ -25,6 +25,9 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+use std::collections::HashMap;
+
+use crate::audit::AuditLine;
 use crate::chat::{ChatKey, Inbound};
 use crate::config::Secret;
 use crate::planning::state::SessionEntry;
@@ -32,7 +35,7 @@ use crate::store::{Inbox, SessionStore, Shared, StoreError, Taken};
 use crate::sync::Locked;
 
 /// The schema, in order; a database records how far it got.
-const MIGRATIONS: [(i32, &str); 3] = [
+const MIGRATIONS: [(i32, &str); 4] = [
     (
         1,
         "CREATE TABLE planbot_sessions (
@@ -74,6 +77,17 @@ const MIGRATIONS: [(i32, &str); 3] = [
             done_at timestamptz
         );
         CREATE INDEX planbot_inbound_pending ON planbot_inbound (id) WHERE done_at IS NULL;",
+    ),
+    (
+        4,
+        "CREATE TABLE planbot_audit (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL,
+            user_key text NOT NULL,
+            cost_usd double precision NOT NULL,
+            line jsonb NOT NULL
+        );
+        CREATE INDEX planbot_audit_at ON planbot_audit (at);",
     ),
 ];
 /// Handled events are kept this long, so that a redelivery within it is still recognised.
@@ -607,6 +621,49 @@ impl Shared for PgStore {
 
     fn holds(&self, chat: &ChatKey) -> bool {
         self.held.locked().contains_key(&chat.to_string())
+    }
+
+    async fn record(&self, lines: &[AuditLine]) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("recording the audit", e))?;
+        for line in lines {
+            let json =
+                serde_json::to_value(line).map_err(|e| db_error("encoding an audit line", e))?;
+            tx.execute(
+                "INSERT INTO planbot_audit (at, user_key, cost_usd, line)
+                 VALUES ($1::text::timestamptz, $2, $3, $4)",
+                &[
+                    &line.time.to_rfc3339(),
+                    &format!("{}:{}", line.adapter, line.user),
+                    &line.cost_usd,
+                    &json,
+                ],
+            )
+            .await
+            .map_err(|e| db_error("recording the audit", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error("recording the audit", e))
+    }
+
+    async fn spent_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<HashMap<String, f64>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT user_key, sum(cost_usd) FROM planbot_audit
+                 WHERE at >= $1::text::timestamptz AND cost_usd > 0 GROUP BY user_key",
+                &[&since.to_rfc3339()],
+            )
+            .await
+            .map_err(|e| db_error("reading the spending", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 

@@ -133,6 +133,16 @@ impl Router {
         });
     }
 
+    /// Today's spending by every replica, for the daily budgets (at most one sweep behind).
+    async fn refresh_spend(&self, shared: &dyn Shared) {
+        let now = chrono::Utc::now();
+        let midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+        match shared.spent_since(midnight).await {
+            Ok(spent) => *self.inner.spend.locked() = (now.date_naive(), spent),
+            Err(e) => tracing::warn!(error = %e, "could not read today's spending"),
+        }
+    }
+
     /// Serves every chat with events waiting (those this planbot holds or can take).
     async fn sweep(&self, shared: &dyn Shared) {
         for chat in shared.waiting().await.unwrap_or_default() {
@@ -166,6 +176,25 @@ impl Router {
         let Some(shared) = self.inner.shared.clone() else {
             return;
         };
+        // Audit lines to the shared table, off every reply's path.
+        let (mirror, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(audit) = &self.inner.audit {
+            audit.mirror_to(mirror);
+        }
+        let recorder = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some(first) = lines.recv().await {
+                    let mut batch = vec![first];
+                    while let Ok(line) = lines.try_recv() {
+                        batch.push(line);
+                    }
+                    if let Err(e) = shared.record(&batch).await {
+                        tracing::warn!(error = %e, lines = batch.len(), "could not record audit lines in the database");
+                    }
+                }
+            })
+        };
         let mut wake_ups = None;
         let mut sweep = tokio::time::interval(SWEEP);
         let mut renew = tokio::time::interval(shared.lease() / 3);
@@ -193,7 +222,10 @@ impl Router {
                     None => wake_ups = None,
                 },
                 // A sweep on the clock, and whenever a job here ends (room for another chat).
-                _ = sweep.tick() => self.sweep(shared.as_ref()).await,
+                _ = sweep.tick() => {
+                    self.sweep(shared.as_ref()).await;
+                    self.refresh_spend(shared.as_ref()).await;
+                }
                 _ = self.inner.room.notified() => self.sweep(shared.as_ref()).await,
                 _ = renew.tick() => match shared.renew().await {
                     Ok(lost) => lost.iter().for_each(|chat| self.lost(chat)),
@@ -202,6 +234,10 @@ impl Router {
                 _ = shutdown.cancelled() => break,
             }
         }
+        // The last lines get a moment to reach the database (each replica's own log has them
+        // all in any case).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        recorder.abort();
         // Stopping: every chat given back, for the others to take at once.
         let held: Vec<ChatKey> = self.inner.leased.locked().keys().cloned().collect();
         for chat in held {

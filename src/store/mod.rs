@@ -128,6 +128,13 @@ pub trait Shared: Inbox {
     /// Whether this planbot still holds the chat, as far as it knows (a refused write or a
     /// failed renewal tells it otherwise).
     fn holds(&self, chat: &ChatKey) -> bool;
+    /// Records audit lines where every replica's are (`planbot_audit`).
+    async fn record(&self, lines: &[crate::audit::AuditLine]) -> Result<(), StoreError>;
+    /// What each `adapter:user` spent since `since`, by every replica.
+    async fn spent_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::HashMap<String, f64>, StoreError>;
 }
 
 /// The store's in-memory twin: the same behaviour without a disk, for tests.

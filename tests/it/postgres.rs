@@ -202,7 +202,7 @@ async fn plans_live_in_postgres_across_restarts_and_one_planbot_holds_a_database
     );
     let (_, check) = planbot_in(dir.path(), &fake.bin(), &["check"], &env);
     let expected = format!(
-        "ok   store: PostgreSQL at 127.0.0.1:{}/plans, reachable, migrated (schema 3), 1 plans",
+        "ok   store: PostgreSQL at 127.0.0.1:{}/plans, reachable, migrated (schema 4), 1 plans",
         pg.port
     );
     assert!(check.contains(&expected), "{check}");

@@ -16,6 +16,19 @@ const FIRST: i64 = 100;
 
 /// One replica: its own state dir and HTTP port, the shared workspace and database.
 fn replica(root: &Path, n: usize, claude: &FakeClaude, api: &str, db: &str, port: u16) -> Running {
+    replica_with(root, n, claude, api, db, port, &[])
+}
+
+/// [`replica`] with more settings.
+fn replica_with(
+    root: &Path,
+    n: usize,
+    claude: &FakeClaude,
+    api: &str,
+    db: &str,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Running {
     let dir = root.join(format!("replica-{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let workspace = root.join("workspace");
@@ -25,24 +38,22 @@ fn replica(root: &Path, n: usize, claude: &FakeClaude, api: &str, db: &str, port
         .map(|u| format!("telegram:{u}"))
         .collect();
     let allowed = allowed.join(",");
-    run_planbot(
-        &dir,
-        claude,
-        &[
-            ("PLANBOT_ALLOWED_USERS", allowed.as_str()),
-            ("TELEGRAM_BOT_TOKEN", TOKEN),
-            ("TELEGRAM_API_URL", api),
-            // The load balancer's address (the test posts to each replica itself).
-            ("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:9/telegram/hook"),
-            ("TELEGRAM_WEBHOOK_SECRET", SECRET),
-            ("PLANBOT_HTTP_ADDR", addr.as_str()),
-            ("PLANBOT_DATABASE_URL", db),
-            ("PLANBOT_LEASE_SECS", "3"),
-            // Telegram's 30 messages a second in all, divided among them.
-            ("PLANBOT_REPLICAS", "3"),
-            ("PLANBOT_WORKSPACE_DIR", workspace),
-        ],
-    )
+    let mut env = vec![
+        ("PLANBOT_ALLOWED_USERS", allowed.as_str()),
+        ("TELEGRAM_BOT_TOKEN", TOKEN),
+        ("TELEGRAM_API_URL", api),
+        // The load balancer's address (the test posts to each replica itself).
+        ("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:9/telegram/hook"),
+        ("TELEGRAM_WEBHOOK_SECRET", SECRET),
+        ("PLANBOT_HTTP_ADDR", addr.as_str()),
+        ("PLANBOT_DATABASE_URL", db),
+        ("PLANBOT_LEASE_SECS", "3"),
+        // Telegram's 30 messages a second in all, divided among them.
+        ("PLANBOT_REPLICAS", "3"),
+        ("PLANBOT_WORKSPACE_DIR", workspace),
+    ];
+    env.extend_from_slice(extra);
+    run_planbot(&dir, claude, &env)
 }
 
 async fn post(port: u16, update: &serde_json::Value) {
@@ -200,6 +211,16 @@ async fn three_replicas_serve_every_chat_once_and_survive_a_kill_mid_turn() {
         .unwrap()
         .get(0);
     assert_eq!(waiting, 0);
+    // Every replica's audit lines are in the database: each chat's /finalize, wherever it ran.
+    let audited: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT user_key) FROM planbot_audit WHERE line->>'action' = 'finalize'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, CHATS);
     assert_eq!(telegram.faults(), Vec::<String>::new());
 }
 
@@ -355,4 +376,75 @@ async fn a_replica_paused_past_its_lease_cannot_write_its_stale_plan() {
         report.contains("warning: CLAUDE_CONFIG_DIR is not set"),
         "{report}"
     );
+}
+
+/// A user's daily budget counts what every replica spent: once the replica that ran their turns
+/// is gone, the other refuses them a new plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_budget_counts_every_replica() {
+    let Some(pg) = Postgres::start("the_daily_budget_counts_every_replica") else {
+        return;
+    };
+    let db = pg.database("budget").await;
+    let claude = FakeClaude::new(json!([]));
+    let telegram = FakeTelegram::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let api = telegram.url();
+    let ports = [crate::util::free_port(), crate::util::free_port()];
+    let budget = [("PLANBOT_USER_DAILY_BUDGET_USD", "0.0015")];
+    let mut both = vec![
+        replica_with(root.path(), 0, &claude, &api, &db, ports[0], &budget),
+        replica_with(root.path(), 1, &claude, &api, &db, ports[1], &budget),
+    ];
+    let user = FIRST;
+    post(
+        ports[0],
+        &telegram.update(user, user, "/plan spend an idea"),
+    )
+    .await;
+    post(ports[0], &telegram.update(user, user, "more detail")).await;
+    telegram
+        .wait_for("two answers", 30, |t| count(t, user, "You said") == 2)
+        .await;
+    // Each turn cost $0.001: the user is over the cap. The replica that ran them goes away.
+    let logs: Vec<String> = (0..2)
+        .map(|n| {
+            std::fs::read_to_string(root.path().join(format!("replica-{n}/planbot.log")))
+                .unwrap_or_default()
+        })
+        .collect();
+    let n = logs
+        .iter()
+        .position(|l| l.contains("took a chat's lease"))
+        .unwrap();
+    // Its audit lines reach the database within a moment.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let gone = both.remove(n);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gone.0.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(gone);
+    // The other replica has never served this user: it knows the spending from the database
+    // (read at its next sweep).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let other_chat = FIRST + 1;
+    post(
+        ports[1 - n],
+        &telegram.update(other_chat, user, "/plan another an idea"),
+    )
+    .await;
+    telegram
+        .wait_for("the refusal", 30, |t| {
+            count(t, other_chat, "You have spent $0.00 today") == 1
+                || count(t, other_chat, "your daily budget") == 1
+        })
+        .await;
+    assert_eq!(
+        count(&telegram, other_chat, "You said"),
+        0,
+        "no turn started"
+    );
+    drop(both);
 }
