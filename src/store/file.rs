@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::planning::state::{EntryStatus, SessionEntry};
 
-use super::format::{encode_entry, journal_header, journal_record};
+use super::format::{encode_entry, journal_record};
+use super::journal::Journal;
 use super::*;
 
 fn state_path(dir: &Path) -> PathBuf {
@@ -35,7 +36,7 @@ fn backup_path(dir: &Path) -> PathBuf {
     dir.join(format!("{STATE_FILE}.bak"))
 }
 
-fn journal_path(dir: &Path) -> PathBuf {
+pub(super) fn journal_path(dir: &Path) -> PathBuf {
     dir.join(JOURNAL_FILE)
 }
 
@@ -427,72 +428,6 @@ impl Store {
 pub const IDLE_WRITE: std::time::Duration = std::time::Duration::from_millis(250);
 /// The journal is written into the file once it is as large as the file, or this large.
 const JOURNAL_MIN: u64 = 256 * 1024;
-
-/// `planning.json.journal`, open for appending.
-struct Journal {
-    file: File,
-    /// Its length, as synced.
-    len: u64,
-    /// The header's length: a journal no longer than it holds no record.
-    header: u64,
-    /// Whether the file is known to hold exactly `len` whole bytes of the current generation;
-    /// if not, the next update writes the whole state instead.
-    sound: bool,
-}
-
-impl Journal {
-    fn open(dir: &Path) -> Result<Journal, StoreError> {
-        let path = journal_path(dir);
-        let open = || -> io::Result<File> {
-            let file = OpenOptions::new().append(true).create(true).open(&path)?;
-            sync_dir(dir)?;
-            Ok(file)
-        };
-        let file = open().map_err(|source| StoreError::Write { path, source })?;
-        Ok(Journal {
-            file,
-            len: 0,
-            header: 0,
-            sound: false,
-        })
-    }
-
-    fn has_records(&self) -> bool {
-        !self.sound || self.len > self.header
-    }
-
-    /// Empties the journal and starts it for the file of `generation`.
-    fn restart(&mut self, generation: u64) -> io::Result<()> {
-        self.sound = false;
-        let header = journal_header(generation);
-        self.file.set_len(0)?;
-        self.file.write_all(&header)?;
-        self.file.sync_data()?;
-        self.len = header.len() as u64;
-        self.header = self.len;
-        self.sound = true;
-        Ok(())
-    }
-
-    /// Appends `records` and syncs them; on failure, cuts the journal back to what it held.
-    fn append(&mut self, records: &[u8]) -> io::Result<()> {
-        let written = self
-            .file
-            .write_all(records)
-            .and_then(|()| self.file.sync_data());
-        if written.is_ok() {
-            self.len += records.len() as u64;
-        } else if self
-            .file
-            .set_len(self.len)
-            .and_then(|()| self.file.sync_data())
-            .is_err()
-        {
-            self.sound = false;
-        }
-        written
-    }
-}
 
 /// The owner thread's state.
 struct Owner {

@@ -14,6 +14,7 @@ use crate::sync::Locked;
 
 pub mod file;
 pub mod format;
+mod journal;
 
 pub use file::{StateLock, Store, inspect};
 
