@@ -59,19 +59,7 @@ fn free_port() -> Result<u16, String> {
 
 async fn post(port: u16, update: &serde_json::Value) -> Result<(), String> {
     let url = format!("http://127.0.0.1:{port}/telegram/hook");
-    for _ in 0..300 {
-        let sent = reqwest::Client::new()
-            .post(&url)
-            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
-            .json(update)
-            .send()
-            .await;
-        if sent.is_ok_and(|r| r.status() == 200) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("the replica on {port} took no update"))
+    super::fake_telegram::deliver(&url, SECRET, update).await
 }
 
 /// Starts `count` plans at once over `n` replicas; the seconds until every one was answered.

@@ -22,6 +22,7 @@ impl ChatWorker {
         entry: Option<SessionEntry>,
         cancel: &CancellationToken,
     ) {
+        self.router.refresh_spend().await;
         let limits = Limits {
             may_answer: self.router.may_answer(&inbound, entry.as_ref()),
             ..self.limits()

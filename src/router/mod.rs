@@ -276,6 +276,9 @@ impl Router {
         let Some(inbox) = &self.inner.inbox else {
             return;
         };
+        if let Err(e) = inbox.forget_handled().await {
+            tracing::warn!(error = %e, "could not forget old events");
+        }
         if self.inner.shared.is_some() {
             // Taken by the chats' lease holders (see serve_shared).
             return;

@@ -30,7 +30,12 @@ impl Router {
         let Some(outbound) = self.inner.outbounds.get(&chat.adapter).cloned() else {
             return;
         };
-        let held = self.inner.leased.locked().contains_key(chat);
+        // The store knows what is held (a refused write tells it at once); the router keeps
+        // only the last event it took under the lease.
+        let held = shared.holds(chat);
+        if !held && self.inner.leased.locked().contains_key(chat) {
+            self.lost(chat);
+        }
         if !held && self.saturated() {
             // Every run here is taken: the chat is left to a planbot with room (all of them
             // were woken), or to this one's sweep once it has room.
@@ -39,7 +44,7 @@ impl Router {
         if !held {
             match shared.acquire(chat).await {
                 Ok(Some(taken)) => {
-                    self.inner.leased.locked().entry(chat.clone()).or_insert(0);
+                    self.inner.leased.locked().insert(chat.clone(), 0);
                     tracing::info!(%chat, epoch = taken.epoch, from_another = taken.from_another, "took a chat's lease");
                     if taken.from_another {
                         self.take_over(chat).await;
@@ -133,12 +138,26 @@ impl Router {
         });
     }
 
-    /// Today's spending by every replica, for the daily budgets (at most one sweep behind).
-    async fn refresh_spend(&self, shared: &dyn Shared) {
+    /// With replicas and a daily budget: today's spending by every replica, read before a job
+    /// is decided. A user's figure is the larger of the database's and this replica's own (whose
+    /// last lines may be on their way to the database).
+    pub(crate) async fn refresh_spend(&self) {
+        let (Some(shared), Some(_)) = (&self.inner.shared, self.inner.user_daily_budget_usd) else {
+            return;
+        };
         let now = chrono::Utc::now();
         let midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
         match shared.spent_since(midnight).await {
-            Ok(spent) => *self.inner.spend.locked() = (now.date_naive(), spent),
+            Ok(spent) => {
+                let mut spend = self.inner.spend.locked();
+                if spend.0 != now.date_naive() {
+                    *spend = (now.date_naive(), Default::default());
+                }
+                for (user, usd) in spent {
+                    let mine = spend.1.entry(user).or_insert(0.0);
+                    *mine = mine.max(usd);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "could not read today's spending"),
         }
     }
@@ -197,6 +216,8 @@ impl Router {
         };
         let mut wake_ups = None;
         let mut sweep = tokio::time::interval(SWEEP);
+        // Handled events are forgotten once they are old (a replica runs for weeks).
+        let mut forget = tokio::time::interval(Duration::from_secs(3600));
         let mut renew = tokio::time::interval(shared.lease() / 3);
         loop {
             if wake_ups.is_none() {
@@ -222,9 +243,11 @@ impl Router {
                     None => wake_ups = None,
                 },
                 // A sweep on the clock, and whenever a job here ends (room for another chat).
-                _ = sweep.tick() => {
-                    self.sweep(shared.as_ref()).await;
-                    self.refresh_spend(shared.as_ref()).await;
+                _ = sweep.tick() => self.sweep(shared.as_ref()).await,
+                _ = forget.tick() => {
+                    if let Err(e) = shared.forget_handled().await {
+                        tracing::warn!(error = %e, "could not forget old events");
+                    }
                 }
                 _ = self.inner.room.notified() => self.sweep(shared.as_ref()).await,
                 _ = renew.tick() => match shared.renew().await {

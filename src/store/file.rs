@@ -305,7 +305,7 @@ impl Store {
         let lock = StateLock::acquire(dir)?;
         remove_stale_temp_files(dir);
         let (state, report) = load(dir, true)?;
-        let encoded = state
+        let encoded: BTreeMap<String, Vec<u8>> = state
             .sessions
             .iter()
             .map(|(key, entry)| (key.clone(), encode_entry(key, entry)))
@@ -313,6 +313,7 @@ impl Store {
         let mut owner = Owner {
             dir: dir.to_owned(),
             state,
+            encoded_len: encoded.values().map(|e| e.len() as u64).sum(),
             encoded,
             journal: Journal::open(dir)?,
             _lock: lock,
@@ -435,6 +436,8 @@ struct Owner {
     state: State,
     /// Each session's encoded form, kept so that a write re-encodes only what changed.
     encoded: BTreeMap<String, Vec<u8>>,
+    /// The encoded sessions' size, the file's but for its frame: kept with `encoded`.
+    encoded_len: u64,
     journal: Journal,
     _lock: StateLock,
 }
@@ -538,17 +541,19 @@ impl Owner {
 
     /// Puts or removes one session, keeping its encoded form in step.
     fn set(&mut self, key: &str, entry: Option<SessionEntry>) {
-        match entry {
+        let replaced = match entry {
             Some(entry) => {
-                self.encoded
-                    .insert(key.to_string(), encode_entry(key, &entry));
+                let encoded = encode_entry(key, &entry);
+                self.encoded_len += encoded.len() as u64;
                 self.state.sessions.insert(key.to_string(), entry);
+                self.encoded.insert(key.to_string(), encoded)
             }
             None => {
-                self.encoded.remove(key);
                 self.state.sessions.remove(key);
+                self.encoded.remove(key)
             }
-        }
+        };
+        self.encoded_len -= replaced.map_or(0, |e| e.len() as u64);
     }
 
     /// Applies a batch in order, makes it durable if anything changed, then answers everyone.

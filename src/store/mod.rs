@@ -91,6 +91,8 @@ pub trait Inbox: Send + Sync {
     async fn keep(&self, inbound: &crate::chat::Inbound) -> Result<Option<i64>, StoreError>;
     /// The event was handled.
     async fn done(&self, id: i64) -> Result<(), StoreError>;
+    /// Forgets events handled long ago (kept a while to recognise a redelivery).
+    async fn forget_handled(&self) -> Result<(), StoreError>;
     /// The events kept and not yet handled, oldest first.
     async fn pending(&self) -> Result<Vec<(i64, crate::chat::Inbound)>, StoreError>;
 }

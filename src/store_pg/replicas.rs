@@ -143,7 +143,7 @@ impl Inbox for PgStore {
         Ok(())
     }
 
-    async fn pending(&self) -> Result<Vec<(i64, Inbound)>, StoreError> {
+    async fn forget_handled(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
@@ -154,6 +154,11 @@ impl Inbox for PgStore {
             )
             .await
             .map_err(|e| db_error("forgetting old events", e))?;
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<Vec<(i64, Inbound)>, StoreError> {
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT id, inbound FROM planbot_inbound WHERE done_at IS NULL ORDER BY id",

@@ -718,6 +718,26 @@ async fn handle(
 
 /// A response whose body fails at once: hyper sends the head, then closes the connection, so
 /// the client sees its connection drop before an answer.
+/// Posts `update` to a webhook with its secret, as Telegram does, again until it is taken (a
+/// planbot starting up takes it once it serves; 30 s at most). Errs with the last refusal.
+pub async fn deliver(url: &str, secret: &str, update: &Value) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..300 {
+        let sent = reqwest::Client::new()
+            .post(url)
+            .header("X-Telegram-Bot-Api-Secret-Token", secret)
+            .json(update)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == 200 => return Ok(()),
+            other => last = format!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{url} never took {update}: {last}"))
+}
+
 fn dropped_connection() -> Response {
     let failing = futures_util::stream::once(async {
         Err::<Bytes, _>(std::io::Error::other("the connection dropped"))
