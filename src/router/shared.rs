@@ -44,7 +44,9 @@ impl Router {
         if !held {
             match shared.acquire(chat).await {
                 Ok(Some(taken)) => {
-                    self.inner.leased.locked().insert(chat.clone(), 0);
+                    // A renewal by a wake-up racing this one keeps the last event taken
+                    // (a lost chat's entry is gone already).
+                    self.inner.leased.locked().entry(chat.clone()).or_insert(0);
                     tracing::info!(%chat, epoch = taken.epoch, from_another = taken.from_another, "took a chat's lease");
                     if taken.from_another {
                         self.take_over(chat).await;
