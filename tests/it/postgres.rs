@@ -113,14 +113,55 @@ pub async fn client(url: &str) -> tokio_postgres::Client {
     client
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+impl Postgres {
+    fn stop(&self) {
         let mut stop = crate::console::as_test_user(&self.bin.join("pg_ctl"));
         stop.arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-m", "immediate", "-w", "stop"]);
         let _ = stop.output();
     }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One cluster for the suites that run each test on every store (a cluster per test would cost
+/// an `initdb` each); a static is never dropped, so it is stopped when the test binary exits.
+static SHARED: std::sync::OnceLock<Option<Postgres>> = std::sync::OnceLock::new();
+
+unsafe extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+extern "C" fn stop_shared() {
+    if let Some(Some(pg)) = SHARED.get() {
+        pg.stop();
+        let _ = std::fs::remove_dir_all(pg.dir.path());
+    }
+}
+
+/// A new, empty database of the shared cluster for `test`, or `None` (after saying so) when
+/// PostgreSQL is not installed.
+pub async fn shared_database(test: &str) -> Option<String> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let pg = SHARED
+        .get_or_init(|| {
+            let pg = Postgres::start("the suites run on every store");
+            // SAFETY: registers a plain function with no arguments, as atexit expects.
+            unsafe { atexit(stop_shared) };
+            pg
+        })
+        .as_ref();
+    let Some(pg) = pg else {
+        eprintln!("SKIPPED {test} on PostgreSQL: it is not installed");
+        return None;
+    };
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Some(pg.database(&format!("shared_{n}")).await)
 }
 
 /// `planbot <args>` in `dir` on the fake `claude`, with `env`; (success, stdout + stderr).

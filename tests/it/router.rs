@@ -1,17 +1,20 @@
 //! The router with a recording front end and the fake `claude`: every command and button in every
-//! state, the queue, cancel, strangers, bad slugs, finalize.
+//! state, the queue, cancel, strangers, bad slugs, finalize; each on every store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use planbot::planning::state::SessionEntry;
 use planbot::router::{
     Action, ChatKey, Inbound, InboundKind, Membership, MessageKind, MessageRef, Outbound, Outgoing,
     Router, RouterSettings, SendError,
 };
-use planbot::store::Store;
+use planbot::store::{Inbox, SessionStore, Shared, Store};
+use planbot::store_pg::PgStore;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::util::FakeClaude;
 
@@ -102,8 +105,74 @@ pub struct Harness {
     pub fake: FakeClaude,
     pub router: Router,
     pub out: Arc<Recorder>,
-    pub store: Store,
+    pub store: Arc<dyn SessionStore>,
     pub _state: tempfile::TempDir,
+    /// With replicas: stops the router's serving of leased chats when the test ends.
+    serving: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.serving.cancel();
+    }
+}
+
+tokio::task_local! {
+    /// The database a test runs on (its store, URL and whether as replicas), set by
+    /// [`on_postgres`]; outside it, `planning.json`.
+    static DATABASE: (Arc<PgStore>, String, bool);
+}
+
+/// With replicas: the database's store and URL.
+fn replicas() -> Option<(Arc<PgStore>, String)> {
+    DATABASE
+        .try_with(|(store, url, replicas)| replicas.then(|| (store.clone(), url.clone())))
+        .ok()
+        .flatten()
+}
+
+/// Runs `scenario` with its harness on a new database of the shared cluster: as one planbot
+/// holding it, or with `replicas` as one of several planbots leasing each chat.
+async fn on_postgres(test: &str, replicas: bool, scenario: impl Future<Output = ()>) {
+    let Some(url) = crate::postgres::shared_database(test).await else {
+        return;
+    };
+    let store = PgStore::new(&planbot::config::Secret::new(url.clone()), 4)
+        .unwrap()
+        .with_lease(Duration::from_secs(15));
+    store.migrate().await.unwrap();
+    // One planbot holds the database while it runs; replicas do not.
+    let _held = if replicas {
+        None
+    } else {
+        Some(store.claim().await.unwrap())
+    };
+    DATABASE
+        .scope((Arc::new(store), url, replicas), scenario)
+        .await;
+}
+
+/// Every test named runs three times: on `planning.json`, on PostgreSQL as one planbot, and on
+/// PostgreSQL as one of several replicas (events through the inbox, chats leased).
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn file() {
+                super::$test().await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::on_postgres(stringify!($test), false, super::$test()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn replicas() {
+                super::on_postgres(stringify!($test), true, super::$test()).await
+            }
+        }
+    )*};
 }
 
 impl Harness {
@@ -114,7 +183,15 @@ impl Harness {
     pub fn with(steps: Value, tweak: impl FnOnce(&mut RouterSettings)) -> Harness {
         let fake = FakeClaude::new(steps);
         let state = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(state.path()).unwrap();
+        let (store, inbox, shared): (Arc<dyn SessionStore>, _, _) =
+            match DATABASE.try_with(|d| d.clone()) {
+                Ok((pg, _, replicas)) => (
+                    pg.clone(),
+                    Some(pg.clone() as Arc<dyn Inbox>),
+                    replicas.then_some(pg as Arc<dyn Shared>),
+                ),
+                Err(_) => (Arc::new(Store::open(state.path()).unwrap().0), None, None),
+            };
         let out = Arc::new(Recorder::default());
         let mut outbounds: HashMap<String, Arc<dyn Outbound>> = HashMap::new();
         outbounds.insert("console".into(), out.clone());
@@ -132,23 +209,35 @@ impl Harness {
             plan_budget_usd: None,
             user_daily_budget_usd: None,
             audit: Some(planbot::audit::Audit::new(state.path())),
-            inbox: None,
-            shared: None,
+            inbox,
+            shared,
         };
         tweak(&mut settings);
         let router = Router::new(
-            std::sync::Arc::new(store.clone()),
+            store.clone(),
             crate::planning::planner(&fake),
             settings,
             outbounds,
         );
+        // With replicas: leases renewed, wake-ups taken (without, it returns at once).
+        let serving = CancellationToken::new();
+        tokio::spawn(router.clone().serve_shared(serving.clone()));
         Harness {
             fake,
             router,
             out,
             store,
             _state: state,
+            serving,
         }
+    }
+
+    /// The plan of the console chat `channel`.
+    pub async fn plan(&self, channel: &str) -> Option<SessionEntry> {
+        self.store
+            .get(&ChatKey::new("console", channel))
+            .await
+            .unwrap()
     }
 
     pub fn chat() -> ChatKey {
@@ -193,16 +282,34 @@ impl Harness {
     }
 
     pub async fn revision(&self) -> u64 {
-        self.store
-            .get("console:local")
-            .await
-            .unwrap()
-            .expect("a plan")
-            .revision
+        self.plan("local").await.expect("a plan").revision
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_every_store!(
+    shutdown_closes_and_awaits_every_chat_worker,
+    the_final_plan_is_written_once_the_agent_has_exited,
+    a_whole_plan_through_commands_and_buttons,
+    commands_in_every_state,
+    bad_slugs_are_refused_with_the_rule,
+    a_panicking_job_is_answered_and_the_chat_goes_on,
+    a_cancel_at_any_instant_around_a_turns_start_stops_it,
+    status_and_help_answer_at_once_while_a_turn_runs,
+    a_command_that_changes_nothing_keeps_the_buttons_current,
+    a_slug_belongs_to_the_chat_that_created_it,
+    strangers_get_one_refusal_and_no_subprocess,
+    guilds_and_roles_narrow_access,
+    group_chatter_is_ignored_and_long_messages_refused,
+    messages_queue_behind_a_turn_up_to_five,
+    cancel_stops_a_running_turn_at_once_and_drops_the_queue,
+    a_failed_turn_offers_only_cancel_and_keeps_the_plan,
+    interrupted_plans_are_announced_and_resume_on_the_next_message,
+    three_failed_turns_pause_the_plan_until_resume,
+    a_plan_budget_stops_new_turns,
+    a_daily_budget_follows_the_user_across_chats,
+    every_action_is_audited,
+);
+
 async fn shutdown_closes_and_awaits_every_chat_worker() {
     let h = Harness::new(json!([]));
     h.send("/plan todo-app an idea").await;
@@ -215,7 +322,6 @@ async fn shutdown_closes_and_awaits_every_chat_worker() {
     assert_eq!(h.router.tasks_left(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_final_plan_is_written_once_the_agent_has_exited() {
     let h = Harness::new(json!([
         {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input"},
@@ -246,7 +352,6 @@ async fn the_final_plan_is_written_once_the_agent_has_exited() {
     );
 }
 
-#[tokio::test]
 async fn a_whole_plan_through_commands_and_buttons() {
     let h = Harness::new(json!([
         {"kind": "answer", "text": "Who is it for?\nPHASE_STATUS: needs_input"},
@@ -289,7 +394,7 @@ async fn a_whole_plan_through_commands_and_buttons() {
 
     h.press(Action::Advance, current).await;
     assert_eq!(h.out.last_reply().text, "CEO view.");
-    let entry = h.store.get("console:local").await.unwrap().unwrap();
+    let entry = h.plan("local").await.unwrap();
     assert_eq!(entry.phase, "plan-ceo-review");
     // The buttons of the message that stopped being current were withdrawn.
     assert!(h.out.said().iter().any(|s| matches!(s, Said::Withdrawn(_))));
@@ -323,10 +428,7 @@ async fn a_whole_plan_through_commands_and_buttons() {
     );
     assert_eq!(record["session_ids"].as_object().unwrap().len(), 2);
     assert!(record["finalized_at"].is_string());
-    assert!(
-        h.store.get("console:local").await.unwrap().is_none(),
-        "out of planning mode"
-    );
+    assert!(h.plan("local").await.is_none(), "out of planning mode");
 
     // A press on the finished plan's buttons changes nothing.
     h.press(
@@ -337,7 +439,6 @@ async fn a_whole_plan_through_commands_and_buttons() {
     assert_eq!(h.out.last_reply().text, "This is no longer current.");
 }
 
-#[tokio::test]
 async fn commands_in_every_state() {
     let h = Harness::new(json!([]));
     for (line, expected) in [
@@ -365,10 +466,7 @@ async fn commands_in_every_state() {
     h.say("/next").await;
     h.say("/advance").await;
     h.say("/advance").await;
-    assert_eq!(
-        h.store.get("console:local").await.unwrap().unwrap().phase,
-        "plan-design-review"
-    );
+    assert_eq!(h.plan("local").await.unwrap().phase, "plan-design-review");
     h.say("/advance").await;
     let last = h.out.last_reply();
     assert!(
@@ -384,10 +482,9 @@ async fn commands_in_every_state() {
             .text
             .starts_with("Cancelled planning `shop`")
     );
-    assert!(h.store.get("console:local").await.unwrap().is_none());
+    assert!(h.plan("local").await.is_none());
 }
 
-#[tokio::test]
 async fn bad_slugs_are_refused_with_the_rule() {
     let h = Harness::new(json!([]));
     for slug in ["../x", "/etc", "Todo", "-x", "a_b", "x.y"] {
@@ -403,7 +500,6 @@ async fn bad_slugs_are_refused_with_the_rule() {
     assert!(!h.fake.dir.path().join("workspace").exists());
 }
 
-#[tokio::test]
 async fn a_panicking_job_is_answered_and_the_chat_goes_on() {
     let h = Harness::new(json!([]));
     *h.out.panic_on.lock().unwrap() = Some("Unknown command /boom".into());
@@ -422,7 +518,6 @@ async fn a_panicking_job_is_answered_and_the_chat_goes_on() {
     assert_eq!(h.fake.calls().len(), 1, "the chat still plans");
 }
 
-#[tokio::test]
 async fn a_cancel_at_any_instant_around_a_turns_start_stops_it() {
     for delay_ms in [0, 1, 2, 3, 5, 8, 13, 21, 34, 55] {
         let h = Harness::new(json!([{"kind": "slow", "delay_ms": 3000}]));
@@ -434,11 +529,10 @@ async fn a_cancel_at_any_instant_around_a_turns_start_stops_it() {
             h.fake.spans().is_empty(),
             "cancelled {delay_ms} ms in, the turn still ran to its end"
         );
-        assert!(h.store.get("console:local").await.unwrap().is_none());
+        assert!(h.plan("local").await.is_none());
     }
 }
 
-#[tokio::test]
 async fn status_and_help_answer_at_once_while_a_turn_runs() {
     let h = Harness::new(json!([{"kind": "slow", "delay_ms": 3000}]));
     let chat = Harness::chat();
@@ -481,7 +575,6 @@ async fn status_and_help_answer_at_once_while_a_turn_runs() {
     h.idle().await;
 }
 
-#[tokio::test]
 async fn a_command_that_changes_nothing_keeps_the_buttons_current() {
     let h = Harness::new(json!([]));
     h.say("/plan todo-app a list").await;
@@ -498,7 +591,6 @@ async fn a_command_that_changes_nothing_keeps_the_buttons_current() {
     assert_eq!(h.fake.calls().len(), 2, "the earlier button still works");
 }
 
-#[tokio::test]
 async fn a_slug_belongs_to_the_chat_that_created_it() {
     let h = Harness::new(json!([]));
     h.say("/plan todo-app a shared list").await;
@@ -527,7 +619,7 @@ async fn a_slug_belongs_to_the_chat_that_created_it() {
         calls,
         "no turn ran for the other chat"
     );
-    assert!(h.store.get("console:other").await.unwrap().is_none());
+    assert!(h.plan("other").await.is_none());
     // Finalized or not, the slug stays the first chat's; a new name works for the other chat.
     h.router
         .handle(Inbound::from_text(
@@ -546,7 +638,6 @@ async fn a_slug_belongs_to_the_chat_that_created_it() {
     assert_eq!(h.fake.calls().len(), calls + 1);
 }
 
-#[tokio::test]
 async fn strangers_get_one_refusal_and_no_subprocess() {
     let h = Harness::new(json!([]));
     let stranger =
@@ -570,7 +661,6 @@ async fn strangers_get_one_refusal_and_no_subprocess() {
     );
 }
 
-#[tokio::test]
 async fn guilds_and_roles_narrow_access() {
     let h = Harness::with(json!([]), |s| {
         s.allowed_users.push("discord:7".into());
@@ -608,7 +698,6 @@ async fn guilds_and_roles_narrow_access() {
     );
 }
 
-#[tokio::test]
 async fn group_chatter_is_ignored_and_long_messages_refused() {
     let h = Harness::new(json!([]));
     h.router
@@ -628,7 +717,6 @@ async fn group_chatter_is_ignored_and_long_messages_refused() {
     assert!(h.fake.calls().is_empty());
 }
 
-#[tokio::test]
 async fn messages_queue_behind_a_turn_up_to_five() {
     let h = Harness::new(json!([{"kind": "slow", "delay_ms": 800}]));
     h.router
@@ -655,7 +743,13 @@ async fn messages_queue_behind_a_turn_up_to_five() {
     }
     // The notes are sent outside the queue: wait (boundedly) until all six arrived.
     for _ in 0..500 {
-        if h.out.replies().len() >= 6 {
+        let notes = h
+            .out
+            .replies()
+            .iter()
+            .filter(|m| m.text.starts_with("Queued") || m.text.contains("already waiting"))
+            .count();
+        if notes >= 6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -689,7 +783,6 @@ async fn messages_queue_behind_a_turn_up_to_five() {
     }
 }
 
-#[tokio::test]
 async fn cancel_stops_a_running_turn_at_once_and_drops_the_queue() {
     let h = Harness::new(json!([{"kind": "hang", "grandchild": true}]));
     h.router
@@ -719,14 +812,13 @@ async fn cancel_stops_a_running_turn_at_once_and_drops_the_queue() {
             .any(|t| t.starts_with("Cancelled planning `c`")),
         "{texts:?}"
     );
-    assert!(h.store.get("console:local").await.unwrap().is_none());
+    assert!(h.plan("local").await.is_none());
     assert_eq!(h.fake.calls().len(), 1, "the queued message was dropped");
     crate::util::eventually("grandchild survived", || {
         !crate::util::alive(h.fake.grandchildren()[0])
     });
 }
 
-#[tokio::test]
 async fn a_failed_turn_offers_only_cancel_and_keeps_the_plan() {
     let h = Harness::new(json!([{"kind": "crash", "exit": 2, "stderr": "boom"}]));
     h.say("/plan f fails").await;
@@ -746,46 +838,60 @@ async fn a_failed_turn_offers_only_cancel_and_keeps_the_plan() {
     );
 }
 
-#[tokio::test]
 async fn interrupted_plans_are_announced_and_resume_on_the_next_message() {
     let h = Harness::new(json!([]));
     h.say("/plan resumed an idea").await;
-    let id = h
-        .store
-        .get("console:local")
-        .await
-        .unwrap()
-        .unwrap()
-        .session_id
-        .clone();
-    // A crash mid-turn leaves the entry running; the next start marks it interrupted.
-    h.store
-        .update("console:local", |e| {
-            e.as_mut().unwrap().status = planbot::planning::state::EntryStatus::Interrupted
-        })
-        .await
-        .unwrap();
-    h.router.announce_interrupted("console").await;
-    assert!(
-        h.out
-            .last_reply()
-            .text
-            .contains("planbot restarted while a turn of `resumed`")
-    );
-    h.say("where were we?").await;
+    let chat = Harness::chat();
+    let mut entry = h.plan("local").await.unwrap();
+    let id = entry.session_id.clone();
+    if let Some((store, url)) = replicas() {
+        // With replicas: the chat passes to another planbot, which dies mid-turn; this one
+        // takes it over once that lease has run out, and says so.
+        store.release(&chat).await.unwrap();
+        let dying = PgStore::new(&planbot::config::Secret::new(url), 1)
+            .unwrap()
+            .with_lease(Duration::from_secs(1));
+        dying
+            .acquire(&chat)
+            .await
+            .unwrap()
+            .expect("the chat is free");
+        entry.status = planbot::planning::state::EntryStatus::Running;
+        dying.put(&chat, entry).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        h.say("where were we?").await;
+        assert!(
+            h.out.replies().iter().any(|m| m
+                .text
+                .contains("The planbot serving `resumed` stopped during a turn")),
+            "{:?}",
+            h.out.replies()
+        );
+    } else {
+        // A crash mid-turn leaves the entry running; the next start marks it interrupted.
+        entry.status = planbot::planning::state::EntryStatus::Interrupted;
+        h.store.put(&chat, entry).await.unwrap();
+        h.router.announce_interrupted("console").await;
+        assert!(
+            h.out
+                .last_reply()
+                .text
+                .contains("planbot restarted while a turn of `resumed`")
+        );
+        h.say("where were we?").await;
+    }
     let calls = h.fake.calls();
     assert_eq!(
         crate::util::arg_after(calls.last().unwrap(), "--resume"),
         id.as_deref()
     );
-    let entry = h.store.get("console:local").await.unwrap().unwrap();
+    let entry = h.plan("local").await.unwrap();
     assert_eq!(
         entry.status,
         planbot::planning::state::EntryStatus::Planning
     );
 }
 
-#[tokio::test]
 async fn three_failed_turns_pause_the_plan_until_resume() {
     let crash = json!({"kind": "crash", "exit": 1, "stderr": "broken setup"});
     let h = Harness::new(json!([crash, crash, crash]));
@@ -818,10 +924,9 @@ async fn three_failed_turns_pause_the_plan_until_resume() {
             .unwrap()
             .ends_with("working now?\n</user_message>")
     );
-    assert!(!h.store.get("console:local").await.unwrap().unwrap().paused);
+    assert!(!h.plan("local").await.unwrap().paused);
 }
 
-#[tokio::test]
 async fn a_plan_budget_stops_new_turns() {
     // The fake reports $0.001 a turn.
     let h = Harness::with(json!([]), |s| s.plan_budget_usd = Some(0.0015));
@@ -837,14 +942,10 @@ async fn a_plan_budget_stops_new_turns() {
     // The refusal says "/finalize it", and finalizing works past the plan's budget (#15, 3).
     h.say("/finalize").await;
     assert_eq!(h.fake.calls().len(), 3);
-    assert!(
-        h.store.get("console:local").await.unwrap().is_none(),
-        "finalized"
-    );
+    assert!(h.plan("local").await.is_none(), "finalized");
     assert!(h.out.last_reply().text.contains("finalized"));
 }
 
-#[tokio::test]
 async fn a_daily_budget_follows_the_user_across_chats() {
     let h = Harness::with(json!([]), |s| s.user_daily_budget_usd = Some(0.0015));
     let telegram = |chat: &str, text: &str| {
@@ -891,7 +992,6 @@ async fn a_daily_budget_follows_the_user_across_chats() {
     assert!(!h.fake.dir.path().join("workspace/three").exists());
 }
 
-#[tokio::test]
 async fn every_action_is_audited() {
     let h = Harness::new(json!([]));
     h.say("/plan audited an idea").await;
