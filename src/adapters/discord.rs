@@ -95,6 +95,11 @@ pub struct DiscordSettings {
     pub guild_id: Option<u64>,
     /// Where plans' workspaces are, for completing `/plan`'s slug.
     pub workspace_dir: PathBuf,
+    /// The gateway shards this planbot connects (`DISCORD_SHARDS`); `None`: the only one.
+    pub shards: Option<crate::config::DiscordShards>,
+    /// How many planbots send for this bot (`PLANBOT_REPLICAS`): Discord's limit on requests
+    /// in all is divided among them.
+    pub share: u32,
 }
 
 /// How an interaction was acknowledged, which decides how an ephemeral answer is delivered.
@@ -180,7 +185,13 @@ impl DiscordOutbound {
             file_hosts,
             token: settings.token.clone(),
             application: std::sync::OnceLock::new(),
-            lanes: Lanes::new(ADAPTER, PACING),
+            lanes: Lanes::new(
+                ADAPTER,
+                Pacing {
+                    all_sends: PACING.all_sends.map(|all| all.shared_by(settings.share)),
+                    ..PACING
+                },
+            ),
             buttons: Recent::new(REMEMBERED),
             shown: Recent::new(REMEMBERED),
         }))

@@ -54,6 +54,15 @@ pub struct Pace {
 }
 
 impl Pace {
+    /// This pace divided among `share` planbots sending for one bot (replicas).
+    pub fn shared_by(self, share: u32) -> Pace {
+        let share = share.max(1);
+        Pace {
+            burst: (self.burst / share).max(1),
+            every: self.every * share,
+        }
+    }
+
     fn limiter(self) -> Limiter {
         let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(self.every.max(Duration::from_micros(1)))

@@ -10,6 +10,44 @@ pub mod telegram;
 use futures_util::{Stream, StreamExt};
 
 use crate::chat::FetchError;
+use crate::router::Router;
+
+/// The probes a supervisor or load balancer asks: `/healthz` (the process answers) and
+/// `/readyz` (with replicas: the database answers and events are listened for).
+pub fn probes(router: Router) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let router = router.clone();
+                async move {
+                    match router.readiness().await {
+                        Ok(text) => (StatusCode::OK, text),
+                        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
+                    }
+                }
+            }),
+        )
+}
+
+/// Serves only [`probes`] on `addr` until `shutdown`: for replicas without the Telegram
+/// webhook, whose server has them.
+pub async fn serve_probes(
+    addr: std::net::SocketAddr,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("PLANBOT_HTTP_ADDR {addr}: {e}"))?;
+    tracing::info!(%addr, "serving /healthz and /readyz");
+    axum::serve(listener, probes(router))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|e| format!("the probes' server failed: {e}"))
+}
 
 /// Reads a download into memory, stopping as soon as it grows past `limit` bytes (a stated size
 /// can be wrong).

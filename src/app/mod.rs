@@ -305,6 +305,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
                 api_url: config.discord_api_url.clone(),
                 guild_id: config.discord_guild_id,
                 workspace_dir: config.workspace_dir.clone(),
+                shards: config.discord_shards,
+                share: config.replica_count,
             };
             let outbound = DiscordOutbound::new(&settings).map_err(AppError::Unsupported)?;
             outbounds.push((discord::ADAPTER, outbound.clone()));
@@ -354,7 +356,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         stop.cancel();
         result
     };
-    let (telegram_result, discord_result) = tokio::join!(telegram_run, discord_run);
+    // Replicas answer their probes whichever front ends they run.
+    let probes_run = async {
+        if !config.replicas() || config.telegram_webhook_url.is_some() {
+            return Ok(());
+        }
+        let result =
+            crate::adapters::serve_probes(config.http_addr, router.clone(), stop.clone()).await;
+        stop.cancel();
+        result
+    };
+    let (telegram_result, discord_result, probes_result) =
+        tokio::join!(telegram_run, discord_run, probes_run);
     // No new events are taken; running turns get the grace period, then are interrupted.
     router.shutdown(config.shutdown_grace).await;
     serving.cancel();
@@ -363,5 +376,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     tracing::info!("planbot stopped");
     telegram_result
         .and(discord_result)
+        .and(probes_result)
         .map_err(AppError::FrontEnd)
 }

@@ -139,11 +139,19 @@ async fn check_replicas(
     url: &crate::config::Secret,
     say: &mut impl FnMut(bool, String),
 ) {
+    let mut ingress = Vec::new();
+    if config.telegram_token.is_some() {
+        ingress.push("Telegram webhook".to_string());
+    }
+    if let Some(shards) = config.discord_shards {
+        ingress.push(format!("Discord shards {shards}"));
+    }
     say(
         true,
         format!(
-            "replicas: chats leased for {} s among the planbots on this database (Telegram webhook)",
-            config.lease.as_secs()
+            "replicas: chats leased for {} s among the planbots on this database ({})",
+            config.lease.as_secs(),
+            ingress.join(", ")
         ),
     );
     if !config.child_environment.0.contains_key("CLAUDE_CONFIG_DIR") {

@@ -90,6 +90,43 @@ impl fmt::Debug for ChildEnv {
     }
 }
 
+/// A range of Discord's gateway shards out of their total, as `DISCORD_SHARDS` gives it:
+/// `first-last/total` (both ends included) or `n/total`. A guild's events come on shard
+/// `(guild_id >> 22) % total`, direct messages on shard 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscordShards {
+    pub first: u32,
+    pub last: u32,
+    pub total: u32,
+}
+
+impl std::str::FromStr for DiscordShards {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<DiscordShards, String> {
+        let wrong = || format!("{value:?} is not first-last/total or n/total (e.g. 0-1/4)");
+        let (range, total) = value.trim().split_once('/').ok_or_else(wrong)?;
+        let number = |s: &str| s.trim().parse::<u32>().map_err(|_| wrong());
+        let (first, last) = match range.split_once('-') {
+            Some((first, last)) => (number(first)?, number(last)?),
+            None => (number(range)?, number(range)?),
+        };
+        let total = number(total)?;
+        if first > last || last >= total {
+            return Err(format!(
+                "{value:?}: shards are numbered 0 to total-1, the first no later than the last"
+            ));
+        }
+        Ok(DiscordShards { first, last, total })
+    }
+}
+
+impl fmt::Display for DiscordShards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}/{}", self.first, self.last, self.total)
+    }
+}
+
 /// Everything planbot is configured with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -162,6 +199,9 @@ pub struct Config {
     pub discord_guild_id: Option<u64>,
     /// Discord role ids one of which a guild member must hold, besides being allowed.
     pub discord_allowed_roles: Vec<String>,
+    /// `DISCORD_SHARDS`: the gateway shards this planbot connects (replicas divide them);
+    /// `None` connects the one shard a bot of fewer than 2,500 guilds needs.
+    pub discord_shards: Option<DiscordShards>,
     /// More environment variable names never passed to `claude`.
     pub secret_env: Vec<String>,
     /// No turn starts for a plan that has spent this much.
@@ -221,6 +261,7 @@ struct FileConfig {
     discord_api_url: Option<String>,
     discord_guild_id: Option<u64>,
     discord_allowed_roles: Option<Vec<String>>,
+    discord_shards: Option<String>,
     secret_env: Option<Vec<String>>,
     plan_budget_usd: Option<f64>,
     user_daily_budget_usd: Option<f64>,
@@ -302,6 +343,7 @@ impl Config {
             discord_api_url: chats.discord_api_url,
             discord_guild_id: chats.discord_guild_id,
             discord_allowed_roles: chats.discord_allowed_roles,
+            discord_shards: chats.discord_shards,
             child_environment: child.environment,
             secret_env: child.secret_env,
             webfetch_domains: e

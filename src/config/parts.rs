@@ -87,13 +87,14 @@ impl Config {
         }
     }
 
-    /// Whether several planbots may share the database: PostgreSQL, and Telegram by webhook as
-    /// the only front end (long polling and the Discord gateway admit one planbot per bot).
+    /// Whether several planbots may share the database: PostgreSQL, and front ends any number
+    /// of planbots can serve together: Telegram by webhook (long polling admits one consumer per
+    /// bot), Discord with `DISCORD_SHARDS` (each replica connects its own shards).
     pub fn replicas(&self) -> bool {
         self.database_url.is_some()
-            && self.telegram_token.is_some()
-            && self.telegram_webhook_url.is_some()
-            && self.discord_token.is_none()
+            && (self.telegram_token.is_some() || self.discord_token.is_some())
+            && (self.telegram_token.is_none() || self.telegram_webhook_url.is_some())
+            && (self.discord_token.is_none() || self.discord_shards.is_some())
     }
 
     /// Whether `bypassPermissions` was chosen (allowed only explicitly, with a warning).

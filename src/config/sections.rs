@@ -104,6 +104,7 @@ pub(super) struct Chats {
     pub(super) discord_api_url: String,
     pub(super) discord_guild_id: Option<u64>,
     pub(super) discord_allowed_roles: Vec<String>,
+    pub(super) discord_shards: Option<super::DiscordShards>,
     pub(super) database_pool_size: usize,
     pub(super) lease: Duration,
     pub(super) replica_count: u32,
@@ -144,6 +145,12 @@ impl Chats {
                 .list("DISCORD_ALLOWED_ROLES")
                 .or(file.discord_allowed_roles.take())
                 .unwrap_or_default(),
+            discord_shards: e
+                .str("DISCORD_SHARDS")
+                .map(str::to_string)
+                .or(file.discord_shards.take())
+                .map(|v| v.parse().map_err(|err| invalid("DISCORD_SHARDS", err)))
+                .transpose()?,
             database_pool_size: e.bounded(
                 "PLANBOT_DATABASE_POOL_SIZE",
                 file.database_pool_size.take(),

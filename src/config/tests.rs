@@ -153,6 +153,19 @@ fn new_settings_are_checked_and_name_themselves() {
             vec![("PLANBOT_MAX_ATTACHMENT_MB", "0")],
             "PLANBOT_MAX_ATTACHMENT_MB",
         ),
+        (
+            vec![("DISCORD_TOKEN", "t"), ("DISCORD_SHARDS", "2-1/4")],
+            "DISCORD_SHARDS",
+        ),
+        (
+            vec![("DISCORD_TOKEN", "t"), ("DISCORD_SHARDS", "4/4")],
+            "DISCORD_SHARDS",
+        ),
+        (
+            vec![("DISCORD_TOKEN", "t"), ("DISCORD_SHARDS", "0-1")],
+            "DISCORD_SHARDS",
+        ),
+        (vec![("DISCORD_SHARDS", "0/2")], "DISCORD_SHARDS"),
     ] {
         let err = Config::from_sources(None, &env(&vars))
             .unwrap_err()
@@ -306,4 +319,37 @@ fn numbers_that_would_break_planbot_are_refused_by_name() {
             "{toml_line}: {err}"
         );
     }
+}
+
+#[test]
+fn replicas_need_the_database_and_front_ends_several_planbots_can_serve() {
+    let db = ("PLANBOT_DATABASE_URL", "postgres://u@h/db");
+    let telegram = ("TELEGRAM_BOT_TOKEN", "1:t");
+    let webhook = [
+        ("TELEGRAM_WEBHOOK_URL", "https://bot.example/hook"),
+        ("TELEGRAM_WEBHOOK_SECRET", "s"),
+    ];
+    let discord = ("DISCORD_TOKEN", "d");
+    let shards = ("DISCORD_SHARDS", "1-2/4");
+    let replicas =
+        |vars: &[(&str, &str)]| Config::from_sources(None, &env(vars)).unwrap().replicas();
+    assert!(
+        !replicas(&[telegram, webhook[0], webhook[1]]),
+        "no database"
+    );
+    assert!(!replicas(&[db, telegram]), "long polling");
+    assert!(replicas(&[db, telegram, webhook[0], webhook[1]]));
+    assert!(!replicas(&[db, discord]), "every shard");
+    assert!(replicas(&[db, discord, shards]));
+    assert!(!replicas(&[db, discord, shards, telegram]), "long polling");
+    assert!(replicas(&[
+        db, discord, shards, telegram, webhook[0], webhook[1]
+    ]));
+    assert!(!replicas(&[db]), "no front end");
+    let c = Config::from_sources(None, &env(&[discord, shards])).unwrap();
+    let parsed = c.discord_shards.unwrap();
+    assert_eq!((parsed.first, parsed.last, parsed.total), (1, 2, 4));
+    assert_eq!(parsed.to_string(), "1-2/4");
+    let one: super::DiscordShards = "3/8".parse().unwrap();
+    assert_eq!((one.first, one.last, one.total), (3, 3, 8));
 }

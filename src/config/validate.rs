@@ -69,6 +69,12 @@ impl Config {
                 format!("not a PostgreSQL URL (postgres://user:password@host:port/db): {e}"),
             ));
         }
+        if self.discord_shards.is_some() && self.discord_token.is_none() {
+            return Err(invalid(
+                "DISCORD_SHARDS",
+                "is set without DISCORD_TOKEN: the shards are of the Discord bot's gateway",
+            ));
+        }
         for (name, url) in [
             ("TELEGRAM_API_URL", &self.telegram_api_url),
             ("DISCORD_API_URL", &self.discord_api_url),

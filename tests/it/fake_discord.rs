@@ -9,8 +9,10 @@
 //! per five seconds (with Discord's rate-limit headers) and a 429 beyond; interactions never
 //! acknowledged are faults too.
 //!
-//! The gateway speaks JSON over text frames: HELLO, then IDENTIFY (token and intents checked),
-//! READY, heartbeat ACKs, and the events a test dispatches.
+//! The gateway speaks JSON over text frames: HELLO, then IDENTIFY (token, intents and shard
+//! checked), READY, heartbeat ACKs, and the events a test dispatches. As Discord does, a guild's
+//! events go only to the connections of its shard, `(guild_id >> 22) % total`, direct messages'
+//! to shard 0's.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +40,14 @@ const HEARTBEAT_MS: u64 = 1000;
 const BUCKET: usize = 5;
 const BUCKET_WINDOW: Duration = Duration::from_secs(5);
 const INTENT_MESSAGE_CONTENT: u64 = 1 << 15;
+
+/// A gateway shard: its id and the total the connection identified with.
+pub type Shard = (u64, u64);
+
+/// The shard of `total` that gets an event of `guild` (`None`: a direct message).
+pub fn shard_of(guild: Option<u64>, total: u64) -> u64 {
+    guild.map_or(0, |g| (g >> 22) % total.max(1))
+}
 
 /// A message the fake holds.
 #[derive(Debug, Clone)]
@@ -116,18 +126,21 @@ struct Inner {
     flood_next: Vec<Bucket>,
     /// Channels whose next message gets a 502 from Discord's edge (not a fault).
     server_error_next: Vec<u64>,
-    sessions: Vec<mpsc::UnboundedSender<Value>>,
+    /// Each live connection's shard (id, total) and its events.
+    sessions: Vec<(Shard, mpsc::UnboundedSender<Value>)>,
     /// Attachments people sent, by their path under `/attachments/`.
     uploads: HashMap<String, Vec<u8>>,
     /// The attachment paths downloaded, in order.
     downloads: Vec<String>,
     identified: usize,
+    /// The shard of each IDENTIFY accepted, in order.
+    identified_shards: Vec<Shard>,
     /// RESUMEs accepted.
     resumes: usize,
     /// Every dispatched event, for a RESUME to replay what a session missed.
     history: Vec<Value>,
-    /// Session ids handed out by READY.
-    session_ids: Vec<String>,
+    /// Session ids handed out by READY, with their shards.
+    session_ids: Vec<(String, Shard)>,
     heartbeats: usize,
     sequence: u64,
 }
@@ -334,20 +347,22 @@ impl FakeDiscord {
             return None;
         }
         let session = d["session_id"].as_str().unwrap_or("");
-        if !inner.session_ids.iter().any(|s| s == session) {
-            return None;
-        }
+        let shard = inner
+            .session_ids
+            .iter()
+            .find(|(id, _)| id == session)
+            .map(|(_, shard)| *shard)?;
         let seen = d["seq"].as_u64().unwrap_or(0);
         let mut replay: Vec<Value> = inner
             .history
             .iter()
-            .filter(|e| e["s"].as_u64().is_some_and(|s| s > seen))
+            .filter(|e| e["s"].as_u64().is_some_and(|s| s > seen) && for_shard(e, shard))
             .cloned()
             .collect();
         inner.sequence += 1;
         replay.push(json!({"op": 0, "t": "RESUMED", "s": inner.sequence, "d": {}}));
         inner.resumes += 1;
-        inner.sessions.push(events.clone());
+        inner.sessions.push((shard, events.clone()));
         Some(replay)
     }
 
@@ -358,15 +373,22 @@ impl FakeDiscord {
             .lock()
             .unwrap()
             .sessions
-            .retain(|s| s.send(frame.clone()).is_ok());
+            .retain(|(_, s)| s.send(frame.clone()).is_ok());
     }
 
     /// Sends INVALID_SESSION (op 9, not resumable) to every session: each should IDENTIFY anew.
     pub fn invalidate_sessions(&self) {
         let frame = json!({"op": 9, "d": false, "s": null, "t": null});
         let mut inner = self.inner.lock().unwrap();
-        inner.sessions.retain(|s| s.send(frame.clone()).is_ok());
+        inner
+            .sessions
+            .retain(|(_, s)| s.send(frame.clone()).is_ok());
         inner.session_ids.clear();
+    }
+
+    /// The shard of each IDENTIFY accepted so far, in order.
+    pub fn identified_shards(&self) -> Vec<Shard> {
+        self.inner.lock().unwrap().identified_shards.clone()
     }
 
     /// (IDENTIFYs, RESUMEs) accepted so far.
@@ -390,25 +412,44 @@ impl FakeDiscord {
                 .faults
                 .push("gateway: IDENTIFY without the Message Content intent".into());
         }
+        let shard = match d.get("shard") {
+            None => (0, 1),
+            Some(shard) => (
+                shard[0].as_u64().unwrap_or(u64::MAX),
+                shard[1].as_u64().unwrap_or(0),
+            ),
+        };
+        if shard.0 >= shard.1 {
+            // Discord closes the connection with 4010 Invalid shard.
+            inner.faults.push(format!(
+                "gateway: IDENTIFY with an invalid shard {}",
+                d["shard"]
+            ));
+            return None;
+        }
         inner.identified += 1;
+        inner.identified_shards.push(shard);
         inner.sequence += 1;
-        inner.sessions.push(events.clone());
+        inner.sessions.push((shard, events.clone()));
         let session = format!("session{}", inner.identified);
-        inner.session_ids.push(session);
+        inner.session_ids.push((session, shard));
         Some(json!({"op": 0, "t": "READY", "s": inner.sequence, "d": {
+            "shard": [shard.0, shard.1],
             "v": 10, "user": user_json(BOT_ID, true), "guilds": [{"id": GUILD.to_string(), "unavailable": true}],
             "session_id": format!("session{}", inner.identified),
             "resume_gateway_url": format!("ws://{}", self.gateway),
             "application": {"id": APP_ID.to_string(), "flags": 0}}}))
     }
 
-    /// Sends a gateway event to every identified session.
+    /// Sends a gateway event to every identified session of its shard.
     fn dispatch(&self, kind: &str, data: Value) {
         let mut inner = self.inner.lock().unwrap();
         inner.sequence += 1;
         let event = json!({"op": 0, "t": kind, "s": inner.sequence, "d": data});
         inner.history.push(event.clone());
-        inner.sessions.retain(|s| s.send(event.clone()).is_ok());
+        inner
+            .sessions
+            .retain(|(shard, s)| !for_shard(&event, *shard) || s.send(event.clone()).is_ok());
     }
 
     fn interaction(&self, kind: u8, channel: u64, data: Value, extra: Value) -> String {
@@ -485,14 +526,19 @@ impl FakeDiscord {
         self.interaction(3, message.channel, data, extra)
     }
 
-    /// A person (or a bot) writes in a channel.
+    /// A person (or a bot) writes in a channel of the test's guild.
     pub fn say(&self, channel: u64, user: u64, content: &str, bot: bool) {
+        self.say_in(GUILD, channel, user, content, bot);
+    }
+
+    /// A person (or a bot) writes in a channel of `guild`.
+    pub fn say_in(&self, guild: u64, channel: u64, user: u64, content: &str, bot: bool) {
         let id = self.inner.lock().unwrap().id();
         let mut message = json!({"id": id.to_string(), "channel_id": channel.to_string(), "type": 0,
             "author": user_json(user, bot), "content": content,
             "timestamp": "2026-11-21T10:00:00.000000+00:00", "edited_timestamp": null, "tts": false,
             "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
-            "embeds": [], "pinned": false, "guild_id": GUILD.to_string()});
+            "embeds": [], "pinned": false, "guild_id": guild.to_string()});
         message["member"] = member_json(user, &[]);
         if let Some(member) = message["member"].as_object_mut() {
             member.remove("user");
@@ -738,6 +784,14 @@ fn invalid_message(body: &Value, files: usize, editing: bool) -> Option<String> 
         return Some("Cannot send an empty message".into());
     }
     None
+}
+
+/// Whether a dispatched `event` goes to a connection of `shard`.
+fn for_shard(event: &Value, (id, total): Shard) -> bool {
+    let guild = event["d"]["guild_id"]
+        .as_str()
+        .and_then(|g| g.parse::<u64>().ok());
+    shard_of(guild, total) == id
 }
 
 async fn gateway_url(State(fake): State<FakeDiscord>, headers: HeaderMap) -> Response {
@@ -1203,7 +1257,7 @@ mod tests {
     async fn the_fakes_payloads_are_what_serenity_reads() {
         let fake = FakeDiscord::start().await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        fake.inner.lock().unwrap().sessions.push(tx);
+        fake.inner.lock().unwrap().sessions.push(((0, 1), tx));
         fake.slash(
             5,
             101,

@@ -1,11 +1,13 @@
 //! Several planbots on one PostgreSQL database behind Telegram's webhook: any of them receives
 //! any update (the test is the load balancer, posting each to one at random), each chat is
-//! served by the one holding its lease, and a replica killed mid-turn loses nothing.
+//! served by the one holding its lease, and a replica killed mid-turn loses nothing. On
+//! Discord, the replicas divide the gateway's shards and serve each other's events the same way.
 
 use std::path::Path;
 
 use serde_json::json;
 
+use crate::fake_discord::{FakeDiscord, GUILD};
 use crate::fake_telegram::{FakeTelegram, Stored, TOKEN};
 use crate::postgres::Postgres;
 use crate::util::{FakeClaude, Running, run_planbot};
@@ -433,4 +435,177 @@ async fn the_daily_budget_counts_every_replica() {
         "no turn started"
     );
     drop(both);
+}
+
+/// One replica on Discord's gateway: `shards` of two, `runs` turns at once, the shared database
+/// and workspace; its `claude` calls carry `REPLICA=<name>`. Returns it and its HTTP port.
+fn discord_replica(
+    root: &Path,
+    name: &str,
+    claude: &FakeClaude,
+    discord: &FakeDiscord,
+    db: &str,
+    shards: &str,
+    runs: &str,
+) -> (Running, u16) {
+    let dir = root.join(format!("replica-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let workspace = root.join("workspace");
+    let (url, port) = (discord.url(), crate::util::free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let running = run_planbot(
+        &dir,
+        claude,
+        &[
+            ("PLANBOT_ALLOWED_USERS", "discord:101"),
+            ("DISCORD_TOKEN", crate::fake_discord::TOKEN),
+            ("DISCORD_API_URL", url.as_str()),
+            ("DISCORD_SHARDS", shards),
+            ("PLANBOT_DATABASE_URL", db),
+            ("PLANBOT_LEASE_SECS", "3"),
+            ("PLANBOT_REPLICAS", "2"),
+            ("PLANBOT_HTTP_ADDR", addr.as_str()),
+            ("PLANBOT_WORKSPACE_DIR", workspace.to_str().unwrap()),
+            ("PLANBOT_MAX_CONCURRENT_RUNS", runs),
+            ("REPLICA", name),
+            ("PLANBOT_CHILD_ENV", "REPLICA"),
+        ],
+    );
+    (running, port)
+}
+
+/// Which replica ran the turns of `slug`, in order.
+fn ran(claude: &FakeClaude, slug: &str) -> Vec<String> {
+    claude
+        .calls()
+        .iter()
+        .filter(|c| c["cwd"].as_str().is_some_and(|d| d.ends_with(slug)))
+        .map(|c| c["env"]["REPLICA"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Discord's gateway divided between two replicas (`DISCORD_SHARDS` 0/2 and 1/2): each receives
+/// only its shards' guilds, and a chat whose events one receives is served by the other when it
+/// holds the chat, through the database's inbox; interactions are acknowledged where they
+/// arrive and answered by the chat's holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_divide_discords_shards_and_serve_each_others_events() {
+    let Some(pg) = Postgres::start("two_replicas_divide_discords_shards") else {
+        return;
+    };
+    let db = pg.database("shards").await;
+    let steps: Vec<serde_json::Value> = (0..20)
+        .map(|_| json!({"kind": "slow", "delay_ms": 1500}))
+        .collect();
+    let claude = FakeClaude::new(json!(steps));
+    let discord = FakeDiscord::start().await;
+    let root = tempfile::tempdir().unwrap();
+    // Each runs one turn at a time, so of two chats at work at once each runs one.
+    let (_a, a_port) = discord_replica(root.path(), "a", &claude, &discord, &db, "0/2", "1");
+    let (_b, b_port) = discord_replica(root.path(), "b", &claude, &discord, &db, "1-1/2", "1");
+    discord
+        .wait_for("both shards connected", 30, |d| {
+            let mut shards = d.identified_shards();
+            shards.sort();
+            shards == [(0, 2), (1, 2)]
+        })
+        .await;
+    // GUILD is on shard 0 (`a`'s); this one on shard 1 (`b`'s).
+    let other_guild: u64 = 1 << 22;
+    assert_eq!(crate::fake_discord::shard_of(Some(GUILD), 2), 0);
+    assert_eq!(crate::fake_discord::shard_of(Some(other_guild), 2), 1);
+    let plan = |channel: u64, guild: u64, slug: &str| {
+        discord.slash(
+            channel,
+            101,
+            Some(guild),
+            "plan",
+            &[("slug", slug), ("description", &format!("idea {slug}"))],
+        )
+    };
+    let answered = |d: &FakeDiscord, channel: u64, what: &str| {
+        d.messages(channel)
+            .iter()
+            .filter(|m| m.content.contains(what))
+            .count()
+    };
+    // Two plans in channels of shard 0: only `a` receives them, yet while one runs the other
+    // is taken by `b` from the inbox.
+    plan(501, GUILD, "alpha");
+    crate::util::wait_until(
+        "alpha's turn to start",
+        30,
+        || !ran(&claude, "alpha").is_empty(),
+        || format!("{:?}", claude.calls().len()),
+    )
+    .await;
+    let beta = plan(502, GUILD, "beta");
+    discord
+        .wait_for("both plans' first answers", 30, |d| {
+            answered(d, 501, "You said") == 1 && answered(d, 502, "You said") == 1
+        })
+        .await;
+    let mut runners = [ran(&claude, "alpha"), ran(&claude, "beta")].concat();
+    runners.sort();
+    assert_eq!(runners, ["a", "b"], "one chat of shard 0 was served by b");
+    // A plan on shard 1.
+    plan(601, other_guild, "gamma");
+    discord
+        .wait_for("gamma's first answer", 30, |d| {
+            answered(d, 601, "You said") == 1
+        })
+        .await;
+    // The receiving replica acknowledged the command at once; the holder answered the chat.
+    assert_eq!(discord.acknowledged(&beta), Some(5));
+    // A press on beta's buttons arrives at `a` (its shard) and is served by beta's holder.
+    let with_buttons = discord
+        .messages(502)
+        .into_iter()
+        .rfind(|m| !m.buttons().is_empty())
+        .expect("beta's buttons");
+    let (_, continue_id) = with_buttons.buttons()[0].clone();
+    let press = discord.press(101, &with_buttons, &continue_id);
+    // A follow-up in gamma's channel, on `b`'s shard.
+    discord.say_in(other_guild, 601, 101, "more about gamma", false);
+    discord
+        .wait_for("the press and the follow-up served", 30, |d| {
+            answered(d, 502, "You said") == 2 && answered(d, 601, "more about gamma") == 1
+        })
+        .await;
+    assert_eq!(discord.acknowledged(&press), Some(6));
+    // Each event handled once.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(answered(&discord, 502, "You said"), 2);
+    assert_eq!(answered(&discord, 601, "more about gamma"), 1);
+    assert_eq!(ran(&claude, "alpha").len(), 1);
+    assert_eq!(ran(&claude, "beta").len(), 2);
+    assert_eq!(ran(&claude, "gamma").len(), 2);
+    // Every event is marked handled once its job is over (the job's last calls, withdrawing
+    // buttons, may wait out Discord's rate limits).
+    let client = crate::postgres::client(&db).await;
+    let mut waiting: i64 = -1;
+    for _ in 0..300 {
+        waiting = client
+            .query_one(
+                "SELECT count(*) FROM planbot_inbound WHERE done_at IS NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(waiting, 0, "events left waiting");
+    // Without Telegram's webhook, each still answers the load balancer's probes.
+    for port in [a_port, b_port] {
+        let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        assert!(ready.text().await.unwrap().starts_with("ready: "));
+    }
+    assert_eq!(discord.faults(), Vec::<String>::new());
 }

@@ -314,8 +314,15 @@ pub async fn run(
         .await
         .map_err(|e| format!("Discord client: {e}"))?;
     let shards = client.shard_manager.clone();
+    let start = async {
+        match settings.shards {
+            // serenity's range is read with both ends included.
+            Some(s) => client.start_shard_range(s.first..s.last, s.total).await,
+            None => client.start().await,
+        }
+    };
     let result = tokio::select! {
-        result = client.start() => result.map_err(|e| format!("Discord gateway: {e}")),
+        result = start => result.map_err(|e| format!("Discord gateway: {e}")),
         _ = shutdown.cancelled() => Ok(()),
         _ = failed.cancelled() => Err("Discord: the slash commands could not be registered".to_string()),
     };

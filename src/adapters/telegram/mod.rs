@@ -111,10 +111,7 @@ impl TelegramOutbound {
         let url = reqwest_url(api_url)?;
         let bot = Bot::new(token.expose()).set_api_url(url);
         let mut pacing = PACING;
-        pacing.all_sends = PACING.all_sends.map(|all| Pace {
-            burst: (all.burst / share.max(1)).max(1),
-            every: all.every * share.max(1),
-        });
+        pacing.all_sends = PACING.all_sends.map(|all| all.shared_by(share));
         Ok(Arc::new(TelegramOutbound {
             bot,
             token,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::post;
 use subtle::ConstantTimeEq;
 use teloxide::payloads::SetWebhookSetters;
 use teloxide::prelude::Requester;
@@ -94,20 +94,8 @@ impl Webhook {
         });
         let app = axum::Router::new()
             .route(self.url.path(), post(receive))
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/readyz",
-                get(move || {
-                    let router = router.clone();
-                    async move {
-                        match router.readiness().await {
-                            Ok(text) => (StatusCode::OK, text),
-                            Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
-                        }
-                    }
-                }),
-            )
-            .with_state(shared);
+            .with_state(shared)
+            .merge(crate::adapters::probes(router));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
