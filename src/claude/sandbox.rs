@@ -5,6 +5,7 @@
 //! API).
 
 use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -89,6 +90,19 @@ impl Sandbox {
         workspace: &Path,
         files: &[PathBuf],
     ) -> (PathBuf, Vec<OsString>) {
+        // The CLI keeps the session there: a config dir that does not exist yet (a new
+        // machine's `~/.claude`, a new volume for `CLAUDE_CONFIG_DIR`) is made now, or the
+        // session would be written inside the sandbox and lost, and no turn could be resumed.
+        if let Some(config) = &self.config_dir {
+            let own = config.join("projects").join(project_key(workspace));
+            let made = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&own);
+            if let Err(e) = made {
+                tracing::warn!(dir = %own.display(), error = %e, "could not make the CLI's config dir");
+            }
+        }
         let mut argv: Vec<OsString> = Vec::new();
         let mut push = |items: &[&std::ffi::OsStr]| argv.extend(items.iter().map(|s| s.into()));
         push(&["--ro-bind".as_ref(), "/".as_ref(), "/".as_ref()]);
@@ -134,7 +148,7 @@ impl Sandbox {
         if let Some(config) = self.config_dir.as_ref().filter(|c| c.is_dir()) {
             let projects = config.join("projects");
             let own = projects.join(project_key(workspace));
-            if std::fs::create_dir_all(&own).is_ok() {
+            if own.is_dir() {
                 push(&["--tmpfs".as_ref(), projects.as_os_str()]);
                 push(&["--bind".as_ref(), own.as_os_str(), own.as_os_str()]);
             }
@@ -203,5 +217,30 @@ mod tests {
         assert!(at(home_s) < at(config.to_str().unwrap()));
         assert!(!argv.iter().any(|a| a.ends_with("missing")));
         assert_eq!(&argv[argv.len() - 2..], ["/bin/claude", "-p"]);
+    }
+
+    #[test]
+    fn a_config_dir_not_made_yet_is_made_and_kept_writable() {
+        let home = tempfile::tempdir().unwrap();
+        let config = home.path().join("volume/claude");
+        let ws = home.path().join("workspace/app");
+        std::fs::create_dir_all(&ws).unwrap();
+        let sandbox = Sandbox {
+            bwrap: "bwrap".into(),
+            hidden_dirs: vec![home.path().to_path_buf()],
+            hidden_files: vec![],
+            writable: vec![config.clone()],
+            readable: vec![],
+            config_dir: Some(config.clone()),
+        };
+        let (_, argv) = sandbox.wrap(Path::new("/bin/claude"), &[], &ws, &[]);
+        let own = config.join("projects").join(project_key(&ws));
+        assert!(own.is_dir());
+        let argv: Vec<String> = argv.into_iter().map(|a| a.into_string().unwrap()).collect();
+        let bound = |dir: &Path| {
+            argv.windows(3)
+                .any(|w| w[0] == "--bind" && w[1] == dir.to_str().unwrap() && w[2] == w[1])
+        };
+        assert!(bound(&config) && bound(&own), "{argv:?}");
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use planbot::claude::{RunnerConfig, TurnStatus};
 use planbot::config::Config;
-use planbot::planning::{PhaseStatus, PlanningSession, Prompts, ReplyOutcome};
+use planbot::planning::{PhaseStatus, Planner, PlanningSession, Prompts, ReplyOutcome};
 use planbot::walls::Walls;
 use tokio_util::sync::CancellationToken;
 
@@ -164,6 +164,25 @@ impl RealClaude {
         settings: &[(&str, &str)],
         adjust: impl FnOnce(&mut RunnerConfig),
     ) -> PlanningSession {
+        let planner = self.planner(settings, adjust).await;
+        let entry = planner
+            .new_plan(
+                "console",
+                "local",
+                "todo-app",
+                "Plan a todo app for families",
+            )
+            .unwrap();
+        PlanningSession::new(planner, entry)
+    }
+
+    /// The planner `planbot run` builds from its configuration (`settings` on top of the
+    /// defaults), with the runner's configuration changed by `adjust`.
+    pub async fn planner(
+        &self,
+        settings: &[(&str, &str)],
+        adjust: impl FnOnce(&mut RunnerConfig),
+    ) -> Planner {
         let root = self.home.path();
         // The CLI's directory on PATH, as an installed CLI is: a sandboxed turn may read it.
         let cli_dir = self.cli.parent().unwrap().to_path_buf();
@@ -198,16 +217,7 @@ impl RealClaude {
         );
         let mut runner = config.runner_config();
         adjust(&mut runner);
-        let planner = planbot::app::planner_for(&config, &walls, Prompts::default(), runner);
-        let entry = planner
-            .new_plan(
-                "console",
-                "local",
-                "todo-app",
-                "Plan a todo app for families",
-            )
-            .unwrap();
-        PlanningSession::new(planner, entry)
+        planbot::app::planner_for(&config, &walls, Prompts::default(), runner)
     }
 
     /// The user texts of the conversational requests, in order.
@@ -279,6 +289,77 @@ async fn a_phase_starts_with_its_skill_and_a_reply_resumes_it() {
         );
         assert_eq!(last.session_header.as_deref(), Some(id.as_str()));
         assert!(plan.state.total_cost_usd >= 0.0);
+    }
+}
+
+/// Failover between replicas: a session one replica started is resumed by another that has
+/// its own home but shares the Claude config dir (`CLAUDE_CONFIG_DIR`) and the workspaces' path;
+/// without the shared config dir the other replica cannot find it and starts the phase again.
+#[tokio::test]
+async fn another_replica_resumes_a_session_through_the_shared_config_dir() {
+    for claude in RealClaude::all("another_replica_resumes_a_session").await {
+        for shared in [true, false] {
+            let config_dir = claude.home.path().join(format!("volume-{shared}/claude"));
+            let config_dir = config_dir.to_str().unwrap();
+            let workspace = claude
+                .home
+                .path()
+                .join(format!("volume-{shared}/workspace"));
+            let workspace = workspace.to_str().unwrap();
+            let mut first = vec![("PLANBOT_WORKSPACE_DIR", workspace)];
+            if shared {
+                first.push(("CLAUDE_CONFIG_DIR", config_dir));
+            }
+            let mut plan = claude.session(&first).await;
+            let cancel = CancellationToken::new();
+            let reply = plan.start_phase(&cancel, &mut |_| {}).await;
+            assert!(reply.is_answered(), "{reply:?}");
+            let id = plan.state.session_id.clone().expect("a session");
+            // The other replica: its own home, state dir and launcher.
+            let other = tempfile::tempdir().unwrap();
+            let home = other.path().display().to_string();
+            let launcher = other.path().join("claude");
+            let script = std::fs::read_to_string(claude.launcher())
+                .unwrap()
+                .replace(&claude.home.path().display().to_string(), &home);
+            std::fs::write(&launcher, script).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let (state, launcher) = (
+                other.path().join("state").display().to_string(),
+                launcher.display().to_string(),
+            );
+            let mut second = vec![
+                ("HOME", home.as_str()),
+                ("PLANBOT_STATE_DIR", state.as_str()),
+                ("PLANBOT_CLAUDE_BIN", launcher.as_str()),
+            ];
+            second.extend_from_slice(&first);
+            let planner = claude.planner(&second, |_| {}).await;
+            let mut taken = PlanningSession::new(planner, plan.state.clone());
+            let reply = taken
+                .respond("Families with kids", &cancel, &mut |_| {})
+                .await;
+            let context = format!("CLI {} with shared config dir {shared}", claude.version);
+            assert!(reply.is_answered(), "{context}: {reply:?}");
+            if shared {
+                assert!(
+                    reply.text.contains("reply 2 in this session"),
+                    "{context}: the earlier turn was seen: {}",
+                    reply.text
+                );
+                assert_eq!(taken.state.session_id.as_deref(), Some(id.as_str()));
+            } else {
+                assert!(
+                    reply
+                        .notices
+                        .iter()
+                        .any(|n| n.contains("restarted the phase")),
+                    "{context}: {reply:?}"
+                );
+                assert_ne!(taken.state.session_id.as_deref(), Some(id.as_str()));
+            }
+        }
     }
 }
 
