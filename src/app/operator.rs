@@ -117,17 +117,23 @@ pub async fn migrate_state(config: &Config) -> Result<String, AppError> {
     }
     let target = PgStore::new(url, 2)?;
     target.migrate().await?;
-    if target.count().await? > 0 {
+    if target.count().await? > 0 || target.audit_count().await? > 0 {
         return Err(AppError::Unsupported(format!(
-            "the database at {} already holds plans; migrate-state copies into an empty one only",
+            "the database at {} already holds plans or audit lines; migrate-state copies into an empty one only",
             crate::store_pg::describe_url(url.expose())
         )));
     }
     target.import(&state.sessions).await?;
+    // The audit log too, so that the daily budgets and the history count what was spent here.
+    let lines = Audit::new(&config.state_dir).all_lines();
+    for batch in lines.chunks(1000) {
+        crate::store::Shared::record(&target, batch).await?;
+    }
     Ok(format!(
-        "Copied {} plans from {} into PostgreSQL at {}. planning.json is left as it was; planbot uses the database while PLANBOT_DATABASE_URL is set.",
+        "Copied {} plans from {} and {} audit lines into PostgreSQL at {}. planning.json and audit.jsonl are left as they were; planbot uses the database while PLANBOT_DATABASE_URL is set.",
         state.sessions.len(),
         config.state_dir.join("planning.json").display(),
+        lines.len(),
         crate::store_pg::describe_url(url.expose())
     ))
 }

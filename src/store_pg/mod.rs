@@ -318,6 +318,16 @@ impl PgStore {
         Ok(row.get(0))
     }
 
+    /// How many audit lines the database holds (`migrate-state` refuses to add to any).
+    pub async fn audit_count(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM planbot_audit", &[])
+            .await
+            .map_err(|e| db_error("counting audit lines", e))?;
+        Ok(row.get(0))
+    }
+
     /// The entry a one-row statement on `chat` returns (`SELECT`, or `DELETE … RETURNING`).
     async fn entry_where(
         &self,

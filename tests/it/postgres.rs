@@ -339,6 +339,20 @@ async fn migrate_state_copies_planning_json_into_an_empty_database_only() {
         &env,
     );
     assert!(ok && said.contains("Copied 1 plans"), "{said}");
+    // The audit log came along, line for line.
+    let logged = std::fs::read_to_string(dir.path().join("state/audit.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(logged >= 1);
+    let copied: i64 = client(&url)
+        .await
+        .query_one("SELECT count(*) FROM planbot_audit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copied as usize, logged, "{said}");
+    assert!(said.contains(&format!("{logged} audit lines")), "{said}");
     let (ok, again) = planbot_in(
         dir.path(),
         &fake.bin(),
