@@ -65,6 +65,26 @@ async fn post(port: u16, update: &serde_json::Value) {
     }
 }
 
+/// How many kept events are not marked handled.
+async fn waiting(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM planbot_inbound WHERE done_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A stand-in `claude` whose every turn (of `turns`) takes `ms`.
+fn slow_claude(turns: usize, ms: u64) -> FakeClaude {
+    let steps: Vec<serde_json::Value> = (0..turns)
+        .map(|_| json!({"kind": "slow", "delay_ms": ms}))
+        .collect();
+    FakeClaude::new(json!(steps))
+}
+
 /// The parent of a running `claude` call: the replica that runs it.
 fn parent_of(call: &serde_json::Value) -> i32 {
     let pid = call["pid"].as_i64().unwrap();
@@ -89,10 +109,7 @@ async fn three_replicas_serve_every_chat_once_and_survive_a_kill_mid_turn() {
     };
     let db = pg.database("replicas").await;
     // Every turn takes a second.
-    let steps: Vec<serde_json::Value> = (0..400)
-        .map(|_| json!({"kind": "slow", "delay_ms": 1000}))
-        .collect();
-    let claude = FakeClaude::new(json!(steps));
+    let claude = slow_claude(400, 1000);
     let telegram = FakeTelegram::start().await;
     let root = tempfile::tempdir().unwrap();
     let api = telegram.url();
@@ -191,15 +208,7 @@ async fn three_replicas_serve_every_chat_once_and_survive_a_kill_mid_turn() {
     );
     // Nothing is left waiting.
     let client = crate::postgres::client(&db).await;
-    let waiting: i64 = client
-        .query_one(
-            "SELECT count(*) FROM planbot_inbound WHERE done_at IS NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(waiting, 0);
+    assert_eq!(waiting(&client).await, 0);
     // Every replica's audit lines are in the database: each chat's /finalize, wherever it ran.
     let audited: i64 = client
         .query_one(
@@ -494,10 +503,7 @@ async fn two_replicas_divide_discords_shards_and_serve_each_others_events() {
         return;
     };
     let db = pg.database("shards").await;
-    let steps: Vec<serde_json::Value> = (0..20)
-        .map(|_| json!({"kind": "slow", "delay_ms": 1500}))
-        .collect();
-    let claude = FakeClaude::new(json!(steps));
+    let claude = slow_claude(20, 1500);
     let discord = FakeDiscord::start().await;
     let root = tempfile::tempdir().unwrap();
     // Each runs one turn at a time, so of two chats at work at once each runs one.
@@ -583,22 +589,15 @@ async fn two_replicas_divide_discords_shards_and_serve_each_others_events() {
     // Every event is marked handled once its job is over (the job's last calls, withdrawing
     // buttons, may wait out Discord's rate limits).
     let client = crate::postgres::client(&db).await;
-    let mut waiting: i64 = -1;
+    let mut left = -1;
     for _ in 0..300 {
-        waiting = client
-            .query_one(
-                "SELECT count(*) FROM planbot_inbound WHERE done_at IS NULL",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting == 0 {
+        left = waiting(&client).await;
+        if left == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(waiting, 0, "events left waiting");
+    assert_eq!(left, 0, "events left waiting");
     // Without Telegram's webhook, each still answers the load balancer's probes.
     for port in [a_port, b_port] {
         let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
