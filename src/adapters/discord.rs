@@ -87,6 +87,7 @@ const EPHEMERAL: u64 = 64;
 
 /// The slash commands: name, description.
 /// What the Discord front end needs from the configuration.
+#[derive(Clone)]
 pub struct DiscordSettings {
     pub token: Secret,
     /// `https://discord.com`, or a stand-in speaking its API.
@@ -100,6 +101,8 @@ pub struct DiscordSettings {
     /// How many planbots send for this bot (`PLANBOT_REPLICAS`): Discord's limit on requests
     /// in all is divided among them.
     pub share: u32,
+    /// With replicas: the leases, for shards shared among them (`DISCORD_SHARDS=shared/…`).
+    pub leases: Option<Arc<dyn crate::store::Shared>>,
 }
 
 /// How an interaction was acknowledged, which decides how an ephemeral answer is delivered.

@@ -307,6 +307,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
                 workspace_dir: config.workspace_dir.clone(),
                 shards: config.discord_shards,
                 share: config.replica_count,
+                leases: core.shared.clone(),
             };
             let outbound = DiscordOutbound::new(&settings).map_err(AppError::Unsupported)?;
             outbounds.push((discord::ADAPTER, outbound.clone()));

@@ -90,39 +90,62 @@ impl fmt::Debug for ChildEnv {
     }
 }
 
-/// A range of Discord's gateway shards out of their total, as `DISCORD_SHARDS` gives it:
-/// `first-last/total` (both ends included) or `n/total`. A guild's events come on shard
-/// `(guild_id >> 22) % total`, direct messages on shard 0.
+/// Discord's gateway shards a planbot connects, as `DISCORD_SHARDS` gives them: a range out of
+/// their total, `first-last/total` (both ends included) or `n/total`; or `shared/total`, all of
+/// them shared through the database by the replicas, each taking its part and a dead one's. A
+/// guild's events come on shard `(guild_id >> 22) % total`, direct messages on shard 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiscordShards {
     pub first: u32,
     pub last: u32,
     pub total: u32,
+    /// `shared/total`: leased among the replicas rather than fixed.
+    pub shared: bool,
 }
 
 impl std::str::FromStr for DiscordShards {
     type Err = String;
 
     fn from_str(value: &str) -> Result<DiscordShards, String> {
-        let wrong = || format!("{value:?} is not first-last/total or n/total (e.g. 0-1/4)");
+        let wrong =
+            || format!("{value:?} is not first-last/total, n/total or shared/total (e.g. 0-1/4)");
         let (range, total) = value.trim().split_once('/').ok_or_else(wrong)?;
         let number = |s: &str| s.trim().parse::<u32>().map_err(|_| wrong());
+        let total = number(total)?;
+        if range.trim() == "shared" {
+            if total == 0 {
+                return Err(wrong());
+            }
+            return Ok(DiscordShards {
+                first: 0,
+                last: total - 1,
+                total,
+                shared: true,
+            });
+        }
         let (first, last) = match range.split_once('-') {
             Some((first, last)) => (number(first)?, number(last)?),
             None => (number(range)?, number(range)?),
         };
-        let total = number(total)?;
         if first > last || last >= total {
             return Err(format!(
                 "{value:?}: shards are numbered 0 to total-1, the first no later than the last"
             ));
         }
-        Ok(DiscordShards { first, last, total })
+        Ok(DiscordShards {
+            first,
+            last,
+            total,
+            shared: false,
+        })
     }
 }
 
 impl fmt::Display for DiscordShards {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.shared {
+            return write!(f, "shared/{}", self.total);
+        }
         write!(f, "{}-{}/{}", self.first, self.last, self.total)
     }
 }

@@ -166,6 +166,10 @@ fn new_settings_are_checked_and_name_themselves() {
             "DISCORD_SHARDS",
         ),
         (vec![("DISCORD_SHARDS", "0/2")], "DISCORD_SHARDS"),
+        (
+            vec![("DISCORD_TOKEN", "t"), ("DISCORD_SHARDS", "shared/2")],
+            "DISCORD_SHARDS",
+        ),
     ] {
         let err = Config::from_sources(None, &env(&vars))
             .unwrap_err()
@@ -351,5 +355,15 @@ fn replicas_need_the_database_and_front_ends_several_planbots_can_serve() {
     assert_eq!((parsed.first, parsed.last, parsed.total), (1, 2, 4));
     assert_eq!(parsed.to_string(), "1-2/4");
     let one: super::DiscordShards = "3/8".parse().unwrap();
-    assert_eq!((one.first, one.last, one.total), (3, 3, 8));
+    assert_eq!(
+        (one.first, one.last, one.total, one.shared),
+        (3, 3, 8, false)
+    );
+    let leased: super::DiscordShards = "shared/4".parse().unwrap();
+    assert_eq!(
+        (leased.first, leased.last, leased.total, leased.shared),
+        (0, 3, 4, true)
+    );
+    assert_eq!(leased.to_string(), "shared/4");
+    assert!("shared/0".parse::<super::DiscordShards>().is_err());
 }

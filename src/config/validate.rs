@@ -75,6 +75,12 @@ impl Config {
                 "is set without DISCORD_TOKEN: the shards are of the Discord bot's gateway",
             ));
         }
+        if self.discord_shards.is_some_and(|s| s.shared) && self.database_url.is_none() {
+            return Err(invalid(
+                "DISCORD_SHARDS",
+                "shared/… leases the shards among the replicas in PLANBOT_DATABASE_URL's database, which is not set",
+            ));
+        }
         for (name, url) in [
             ("TELEGRAM_API_URL", &self.telegram_api_url),
             ("DISCORD_API_URL", &self.discord_api_url),

@@ -131,6 +131,9 @@ pub trait Shared: Inbox {
     /// Whether this planbot still holds the chat, as far as it knows (a refused write or a
     /// failed renewal tells it otherwise).
     fn holds(&self, chat: &ChatKey) -> bool;
+    /// The leases in force whose key starts with `prefix` (`discord-shard:`), each with whether
+    /// this planbot holds it.
+    async fn leases(&self, prefix: &str) -> Result<Vec<(ChatKey, bool)>, StoreError>;
     /// Records audit lines where every replica's are (`planbot_audit`).
     async fn record(&self, lines: &[crate::audit::AuditLine]) -> Result<(), StoreError>;
     /// What each `adapter:user` spent since `since`, by every replica.

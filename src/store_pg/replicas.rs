@@ -250,6 +250,19 @@ impl Shared for PgStore {
         self.lease
     }
 
+    async fn leases(&self, prefix: &str) -> Result<Vec<(ChatKey, bool)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT chat, holder = $2 FROM planbot_leases
+                 WHERE starts_with(chat, $1) AND expires_at > now()",
+                &[&prefix, &self.holder],
+            )
+            .await
+            .map_err(|e| db_error("reading the leases", e))?;
+        Ok(rows.iter().map(|r| (key_of(r.get(0)), r.get(1))).collect())
+    }
+
     fn holds(&self, chat: &ChatKey) -> bool {
         self.held.locked().contains_key(&chat.to_string())
     }

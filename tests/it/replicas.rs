@@ -608,3 +608,96 @@ async fn two_replicas_divide_discords_shards_and_serve_each_others_events() {
     }
     assert_eq!(discord.faults(), Vec::<String>::new());
 }
+
+/// The holders of the Discord shards' leases in force, by shard (none before the replicas
+/// have made the table).
+async fn shard_holders(client: &tokio_postgres::Client) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT chat, holder FROM planbot_leases
+             WHERE chat LIKE 'discord-shard:%' AND expires_at > now() ORDER BY chat",
+            &[],
+        )
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Waits (30 s at most) until the two shards' leases are held by two replicas (`apart`) or by
+/// one, and the gateway has seen at least `identified` IDENTIFYs.
+async fn shards_settle(
+    client: &tokio_postgres::Client,
+    discord: &FakeDiscord,
+    apart: bool,
+    identified: usize,
+) {
+    let mut holders = Vec::new();
+    for _ in 0..300 {
+        holders = shard_holders(client).await;
+        let settled = holders.len() == 2 && (holders[0].1 != holders[1].1) == apart;
+        if settled && discord.identified_shards().len() >= identified {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the shards did not settle {}: {holders:?}; IDENTIFYs {:?}",
+        if apart { "one each" } else { "on one replica" },
+        discord.identified_shards()
+    );
+}
+
+/// `DISCORD_SHARDS=shared/2`: two replicas lease a shard each; when one is killed, the other
+/// takes its shard over once the lease has run out, and that shard's guild is answered again;
+/// a replica that joins then gets its share back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_discord_shard_is_taken_over_by_another() {
+    let Some(pg) = Postgres::start("a_dead_replicas_discord_shard") else {
+        return;
+    };
+    let db = pg.database("shared_shards").await;
+    let claude = slow_claude(10, 200);
+    let discord = FakeDiscord::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let (a, _) = discord_replica(root.path(), "a", &claude, &discord, &db, "shared/2", "4");
+    let (_b, _) = discord_replica(root.path(), "b", &claude, &discord, &db, "shared/2", "4");
+    // One shard each (a replica that started first may take both and give one back).
+    let client = crate::postgres::client(&db).await;
+    shards_settle(&client, &discord, true, 2).await;
+    let identified = discord.identified_shards().len();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.0.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(a);
+    // The survivor connects the dead one's shard: both leases are its own.
+    shards_settle(&client, &discord, false, identified + 1).await;
+    let identified = discord.identified_shards().len();
+    // Both shards' guilds are served, by the survivor.
+    let other_guild: u64 = 1 << 22;
+    for (channel, guild, slug) in [(501, GUILD, "alpha"), (601, other_guild, "gamma")] {
+        discord.slash(
+            channel,
+            101,
+            Some(guild),
+            "plan",
+            &[("slug", slug), ("description", "an idea")],
+        );
+    }
+    discord
+        .wait_for("both guilds answered", 30, |d| {
+            [501, 601]
+                .iter()
+                .all(|&c| d.messages(c).iter().any(|m| m.content.contains("You said")))
+        })
+        .await;
+    assert_eq!(ran(&claude, "alpha"), ["b"]);
+    assert_eq!(ran(&claude, "gamma"), ["b"]);
+    // A replica that joins gets its share: the survivor gives a shard back and it takes it.
+    let (_c, _) = discord_replica(root.path(), "c", &claude, &discord, &db, "shared/2", "4");
+    shards_settle(&client, &discord, true, identified + 1).await;
+    assert_eq!(discord.faults(), Vec::<String>::new());
+}

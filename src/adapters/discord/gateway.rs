@@ -286,11 +286,178 @@ impl EventHandler for Handler {
     }
 }
 
-/// Connects to the gateway and serves until `shutdown` (or a fatal gateway error).
+/// Connects to the gateway and serves until `shutdown` (or a fatal gateway error): the shards
+/// `DISCORD_SHARDS` names (all of them when alone on `shared/…`), or among replicas with
+/// `shared/…`, the shards this planbot leases.
 pub async fn run(
     outbound: Arc<DiscordOutbound>,
     router: Router,
     settings: DiscordSettings,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    match (settings.shards, settings.leases.clone()) {
+        (Some(shards), Some(leases)) if shards.shared => {
+            lease_shards(outbound, router, settings, shards.total, leases, shutdown).await
+        }
+        (shards, _) => {
+            let range = shards.map(|s| (s.first, s.last, s.total));
+            connect(outbound, router, settings, range, shutdown).await
+        }
+    }
+}
+
+/// What a shard's lease is called in the table of leases.
+const SHARD_LEASE: &str = "discord-shard";
+/// What a replica's presence is called there: the shards are divided among those alive.
+const REPLICA_LEASE: &str = "discord-replica";
+
+fn shard_lease(shard: u32) -> ChatKey {
+    ChatKey::new(SHARD_LEASE, shard.to_string())
+}
+
+/// `DISCORD_SHARDS=shared/total` among replicas: this planbot connects the shards it leases, up
+/// to its share: the total divided among the replicas alive (each holds a presence lease),
+/// rounded up. A shard over the share is given back (a replica came back or joined), one a
+/// tick, for one with room to take; a shard free for a whole lease is taken whatever the share,
+/// so every shard is served while one replica lives. A shard whose lease passed to another
+/// planbot (this one was paused past it) is disconnected. The leases are renewed with the
+/// chats' (see the router's `serve_shared`) and given back on a clean stop.
+async fn lease_shards(
+    outbound: Arc<DiscordOutbound>,
+    router: Router,
+    settings: DiscordSettings,
+    total: u32,
+    leases: Arc<dyn crate::store::Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    type Connected = (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), String>>,
+    );
+    let presence = ChatKey::new(REPLICA_LEASE, uuid::Uuid::new_v4().to_string());
+    let lease = leases.lease();
+    let mut connected: std::collections::HashMap<u32, Connected> = Default::default();
+    let mut free_since: std::collections::HashMap<u32, tokio::time::Instant> = Default::default();
+    let mut tick = tokio::time::interval(lease / 3);
+    let prefix = format!("{SHARD_LEASE}:");
+    let mut first = true;
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = leases.acquire(&presence).await {
+            tracing::warn!(error = %e, "could not renew this replica's presence");
+            continue;
+        }
+        if std::mem::take(&mut first) {
+            // Replicas starting together see each other before dividing the shards.
+            continue;
+        }
+        // A shard's client that ended by itself failed (the commands could not be registered).
+        let ended = connected
+            .iter()
+            .find(|(_, (_, task))| task.is_finished())
+            .map(|(shard, _)| *shard);
+        if let Some((shard, (_, task))) = ended.and_then(|s| connected.remove_entry(&s)) {
+            let result = task.await.unwrap_or_else(|e| Err(e.to_string()));
+            break result.and(Err(format!("Discord shard {shard} stopped")));
+        }
+        let (held, alive) = match (
+            leases.leases(&prefix).await,
+            leases.leases(&format!("{REPLICA_LEASE}:")).await,
+        ) {
+            (Ok(held), Ok(alive)) => (
+                held.into_iter()
+                    .map(|(key, _)| key)
+                    .collect::<std::collections::HashSet<ChatKey>>(),
+                alive.len(),
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "could not read the Discord shards' leases");
+                continue;
+            }
+        };
+        let share = total.div_ceil(u32::try_from(alive).unwrap_or(1).max(1)) as usize;
+        if connected.len() > share
+            && let Some(shard) = connected.keys().max().copied()
+            && let Some((stop, task)) = connected.remove(&shard)
+        {
+            tracing::info!(
+                shard,
+                share,
+                "giving a Discord shard back to a replica with room"
+            );
+            stop.cancel();
+            let _ = task.await;
+            if let Err(e) = leases.release(&shard_lease(shard)).await {
+                tracing::warn!(shard, error = %e, "could not give a Discord shard's lease back");
+            }
+            continue;
+        }
+        for shard in 0..total {
+            let key = shard_lease(shard);
+            if connected.contains_key(&shard) {
+                if !leases.holds(&key) {
+                    tracing::warn!(
+                        shard,
+                        "a Discord shard passed to another planbot; disconnecting it"
+                    );
+                    if let Some((stop, _)) = connected.remove(&shard) {
+                        stop.cancel();
+                    }
+                }
+                continue;
+            }
+            if held.contains(&key) {
+                free_since.remove(&shard);
+                continue;
+            }
+            let since = *free_since
+                .entry(shard)
+                .or_insert_with(tokio::time::Instant::now);
+            if connected.len() >= share && since.elapsed() < lease {
+                continue;
+            }
+            match leases.acquire(&key).await {
+                Ok(Some(_)) => {
+                    free_since.remove(&shard);
+                    tracing::info!(shard, total, "took a Discord shard's lease; connecting it");
+                    let stop = shutdown.child_token();
+                    let task = tokio::spawn(connect(
+                        outbound.clone(),
+                        router.clone(),
+                        settings.clone(),
+                        Some((shard, shard, total)),
+                        stop.clone(),
+                    ));
+                    connected.insert(shard, (stop, task));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "could not take a Discord shard's lease")
+                }
+            }
+        }
+    };
+    for (shard, (stop, task)) in connected {
+        stop.cancel();
+        let _ = task.await;
+        if let Err(e) = leases.release(&shard_lease(shard)).await {
+            tracing::warn!(shard, error = %e, "could not give a Discord shard's lease back");
+        }
+    }
+    let _ = leases.release(&presence).await;
+    result
+}
+
+/// One gateway client for the shards `range` names (first, last, total; `None`: the one shard
+/// of a small bot) until `shutdown` or a fatal gateway error.
+async fn connect(
+    outbound: Arc<DiscordOutbound>,
+    router: Router,
+    settings: DiscordSettings,
+    range: Option<(u32, u32, u32)>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let intents = GatewayIntents::GUILD_MESSAGES
@@ -315,9 +482,9 @@ pub async fn run(
         .map_err(|e| format!("Discord client: {e}"))?;
     let shards = client.shard_manager.clone();
     let start = async {
-        match settings.shards {
+        match range {
             // serenity's range is read with both ends included.
-            Some(s) => client.start_shard_range(s.first..s.last, s.total).await,
+            Some((first, last, total)) => client.start_shard_range(first..last, total).await,
             None => client.start().await,
         }
     };
