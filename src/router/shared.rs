@@ -119,8 +119,11 @@ impl Router {
     /// A lease this planbot lost (it was paused or cut off past it): the chat's worker stops,
     /// and its queued events are left to the new holder.
     fn lost(&self, chat: &ChatKey) {
+        // Leases that are not chats' (a front end's, such as a Discord shard's) are not ours.
+        let Some(_) = self.inner.leased.locked().remove(chat) else {
+            return;
+        };
         tracing::warn!(%chat, "the chat's lease passed to another planbot; stopping here");
-        self.inner.leased.locked().remove(chat);
         if let Some(worker) = self.inner.workers.locked().remove(chat) {
             worker.shared.cancel_running();
         }
