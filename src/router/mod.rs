@@ -119,6 +119,16 @@ pub(crate) struct Inner {
     pub(crate) idle: tokio::sync::Notify,
 }
 
+/// `/help` and `/status`: they change nothing and are answered at once, even while a turn runs.
+fn read_only(inbound: &Inbound) -> Option<Command> {
+    match &inbound.kind {
+        InboundKind::Command { name, .. } => {
+            Command::parse(name).filter(|c| matches!(c, Command::Help | Command::Status))
+        }
+        _ => None,
+    }
+}
+
 impl Router {
     pub fn new(
         store: Arc<dyn SessionStore>,
@@ -204,14 +214,10 @@ impl Router {
             }
             return;
         }
-        if let InboundKind::Command { name, .. } = &inbound.kind
-            && let Some(command @ (Command::Help | Command::Status)) = Command::parse(name)
-        {
-            // Read-only: answered at once, even while a turn runs.
-            let router = self.clone();
-            self.answer_later(
-                async move { router.answer_read_only(command, inbound, outbound).await },
-            );
+        if self.inner.shared.is_none() && read_only(&inbound).is_some() {
+            // Read-only: answered at once, even while a turn runs (with replicas, by the chat's
+            // holder, which keeps the chat's pace: see `enqueue`).
+            self.enqueue(inbound, outbound, None);
             return;
         }
         if let InboundKind::Button { action, revision } = inbound.kind {
@@ -345,6 +351,21 @@ impl Router {
     /// Queues the job on the chat's worker (started on demand), or says why it was not taken.
     /// /cancel bypasses the queue: everything waiting is dropped and the running turn ends.
     fn enqueue(&self, inbound: Inbound, outbound: Arc<dyn Outbound>, kept: Option<i64>) {
+        if let Some(command) = read_only(&inbound) {
+            // Outside the chat's queue: at once, even while a turn runs.
+            let router = self.clone();
+            self.answer_later(async move {
+                let chat = inbound.chat.clone();
+                router.answer_read_only(command, inbound, outbound).await;
+                router.handled(&chat, kept).await;
+                // With replicas, a chat taken only to answer this is given back at once.
+                let idle = !router.inner.workers.locked().contains_key(&chat);
+                if idle {
+                    router.retired(&chat);
+                }
+            });
+            return;
+        }
         let chat = inbound.chat.clone();
         let is_cancel = matches!(&inbound.kind, InboundKind::Command { name, .. } if Command::parse(name) == Some(Command::Cancel))
             || matches!(
@@ -406,6 +427,20 @@ impl Router {
             router.inner.answering.fetch_sub(1, Ordering::SeqCst);
             router.inner.idle.notify_waiters();
         });
+    }
+
+    /// Marks a kept event handled (its answer is out; a crash before this handles it again).
+    /// Under a lease that passed to another planbot, the event is left to the new holder.
+    pub(crate) async fn handled(&self, chat: &ChatKey, kept: Option<i64>) {
+        let inner = &self.inner;
+        if inner.shared.as_ref().is_some_and(|s| !s.holds(chat)) {
+            return;
+        }
+        if let (Some(id), Some(inbox)) = (kept, &inner.inbox)
+            && let Err(e) = inbox.done(id).await
+        {
+            tracing::error!(%chat, id, error = %e, "could not mark an event handled");
+        }
     }
 
     /// `/help` and `/status`, outside the chat's queue; audited like any job.

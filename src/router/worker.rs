@@ -150,18 +150,9 @@ impl ChatWorker {
         }
     }
 
-    /// Marks a kept event handled (its answer is out; a crash before this handles it again).
-    /// Under a lease that passed to another planbot, the event is left to the new holder.
+    /// See [`Router::handled`].
     async fn handled(&self, kept: Option<i64>) {
-        let inner = &self.router.inner;
-        if inner.shared.as_ref().is_some_and(|s| !s.holds(&self.chat)) {
-            return;
-        }
-        if let (Some(id), Some(inbox)) = (kept, &inner.inbox)
-            && let Err(e) = inbox.done(id).await
-        {
-            tracing::error!(chat = %self.chat, id, error = %e, "could not mark an event handled");
-        }
+        self.router.handled(&self.chat, kept).await;
     }
 
     pub(crate) fn set_running(&self, token: Option<CancellationToken>) {

@@ -1030,3 +1030,43 @@ async fn every_action_is_audited() {
     assert!(lines[0].cost_usd > 0.0 && lines[2].cost_usd == 0.0);
     assert!(lines[0].phase.as_deref() == Some("office-hours"));
 }
+
+/// With replicas, `/status` received by a planbot that does not hold the chat is answered, while
+/// the chat's turn runs, by the planbot that does: one planbot speaks to a chat, at its pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_the_chats_holder_answers_its_status() {
+    let Some(url) = crate::postgres::shared_database("status_by_the_holder").await else {
+        return;
+    };
+    let migrated = PgStore::new(&planbot::config::Secret::new(url.clone()), 1).unwrap();
+    migrated.migrate().await.unwrap();
+    let planbot = |steps: Value| {
+        let store = PgStore::new(&planbot::config::Secret::new(url.clone()), 4)
+            .unwrap()
+            .with_lease(Duration::from_secs(15));
+        DATABASE.sync_scope((Arc::new(store), url.clone(), true), || Harness::new(steps))
+    };
+    let holder = planbot(json!([{"kind": "slow", "delay_ms": 1500}]));
+    let other = planbot(json!([]));
+    holder.send("/plan held-plan an idea").await;
+    while holder.fake.calls().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    other.send("/status").await;
+    let answered = || {
+        holder
+            .out
+            .replies()
+            .iter()
+            .any(|m| m.text.contains("a turn is running"))
+    };
+    for _ in 0..500 {
+        if answered() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(answered(), "{:?}", holder.out.replies());
+    assert_eq!(other.out.replies(), Vec::new());
+    holder.idle().await;
+}
