@@ -11,8 +11,8 @@
 //!
 //! The gateway speaks JSON over text frames: HELLO, then IDENTIFY (token, intents and shard
 //! checked), READY, heartbeat ACKs, and the events a test dispatches. As Discord does, a guild's
-//! events go only to the connections of its shard, `(guild_id >> 22) % total`, direct messages'
-//! to shard 0's.
+//! events go only to the sessions of its shard, `(guild_id >> 22) % total`, direct messages' to
+//! shard 0's; each session numbers its own events, and a RESUME replays what it missed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,8 +126,8 @@ struct Inner {
     flood_next: Vec<Bucket>,
     /// Channels whose next message gets a 502 from Discord's edge (not a fault).
     server_error_next: Vec<u64>,
-    /// Each live connection's shard (id, total) and its events.
-    sessions: Vec<(Shard, mpsc::UnboundedSender<Value>)>,
+    /// Gateway sessions by id, resumable until invalidated.
+    sessions: HashMap<String, GatewaySession>,
     /// Attachments people sent, by their path under `/attachments/`.
     uploads: HashMap<String, Vec<u8>>,
     /// The attachment paths downloaded, in order.
@@ -137,12 +137,39 @@ struct Inner {
     identified_shards: Vec<Shard>,
     /// RESUMEs accepted.
     resumes: usize,
-    /// Every dispatched event, for a RESUME to replay what a session missed.
-    history: Vec<Value>,
-    /// Session ids handed out by READY, with their shards.
-    session_ids: Vec<(String, Shard)>,
     heartbeats: usize,
+}
+
+/// A gateway session as Discord keeps it: numbered events of its own, kept for a RESUME.
+struct GatewaySession {
+    shard: Shard,
+    /// The number of the last event sent (READY is 1).
     sequence: u64,
+    /// Every event of the session, for a RESUME to replay what it missed.
+    sent: Vec<Value>,
+    /// The open connection, if any.
+    connection: Option<mpsc::UnboundedSender<Value>>,
+}
+
+impl GatewaySession {
+    /// Numbers an event of this session, keeps it, and sends it if connected.
+    fn send(&mut self, kind: &str, data: &Value) {
+        self.sequence += 1;
+        let event = json!({"op": 0, "t": kind, "s": self.sequence, "d": data});
+        self.sent.push(event.clone());
+        if let Some(connection) = &self.connection
+            && connection.send(event).is_err()
+        {
+            self.connection = None;
+        }
+    }
+
+    /// Sends a frame that is not an event (RECONNECT, INVALID_SESSION) if connected.
+    fn signal(&mut self, frame: &Value) {
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.send(frame.clone());
+        }
+    }
 }
 
 impl Inner {
@@ -346,44 +373,38 @@ impl FakeDiscord {
                 .push("gateway: RESUME with a wrong token".into());
             return None;
         }
-        let session = d["session_id"].as_str().unwrap_or("");
-        let shard = inner
-            .session_ids
-            .iter()
-            .find(|(id, _)| id == session)
-            .map(|(_, shard)| *shard)?;
+        let id = d["session_id"].as_str().unwrap_or("");
         let seen = d["seq"].as_u64().unwrap_or(0);
-        let mut replay: Vec<Value> = inner
-            .history
+        let session = inner.sessions.get_mut(id)?;
+        let replay: Vec<Value> = session
+            .sent
             .iter()
-            .filter(|e| e["s"].as_u64().is_some_and(|s| s > seen) && for_shard(e, shard))
+            .filter(|e| e["s"].as_u64().is_some_and(|s| s > seen))
             .cloned()
             .collect();
-        inner.sequence += 1;
-        replay.push(json!({"op": 0, "t": "RESUMED", "s": inner.sequence, "d": {}}));
+        // RESUMED goes through the connection's queue, after the replay the caller sends.
+        session.connection = Some(events.clone());
+        session.send("RESUMED", &json!({}));
         inner.resumes += 1;
-        inner.sessions.push((shard, events.clone()));
         Some(replay)
     }
 
     /// Sends RECONNECT (op 7) to every session: each should reconnect and RESUME.
     pub fn ask_to_reconnect(&self) {
         let frame = json!({"op": 7, "d": null, "s": null, "t": null});
-        self.inner
-            .lock()
-            .unwrap()
-            .sessions
-            .retain(|(_, s)| s.send(frame.clone()).is_ok());
+        for session in self.inner.lock().unwrap().sessions.values_mut() {
+            session.signal(&frame);
+        }
     }
 
     /// Sends INVALID_SESSION (op 9, not resumable) to every session: each should IDENTIFY anew.
     pub fn invalidate_sessions(&self) {
         let frame = json!({"op": 9, "d": false, "s": null, "t": null});
         let mut inner = self.inner.lock().unwrap();
-        inner
-            .sessions
-            .retain(|(_, s)| s.send(frame.clone()).is_ok());
-        inner.session_ids.clear();
+        for session in inner.sessions.values_mut() {
+            session.signal(&frame);
+        }
+        inner.sessions.clear();
     }
 
     /// The shard of each IDENTIFY accepted so far, in order.
@@ -429,11 +450,17 @@ impl FakeDiscord {
         }
         inner.identified += 1;
         inner.identified_shards.push(shard);
-        inner.sequence += 1;
-        inner.sessions.push((shard, events.clone()));
         let session = format!("session{}", inner.identified);
-        inner.session_ids.push((session, shard));
-        Some(json!({"op": 0, "t": "READY", "s": inner.sequence, "d": {
+        inner.sessions.insert(
+            session,
+            GatewaySession {
+                shard,
+                sequence: 1,
+                sent: Vec::new(),
+                connection: Some(events.clone()),
+            },
+        );
+        Some(json!({"op": 0, "t": "READY", "s": 1, "d": {
             "shard": [shard.0, shard.1],
             "v": 10, "user": user_json(BOT_ID, true), "guilds": [{"id": GUILD.to_string(), "unavailable": true}],
             "session_id": format!("session{}", inner.identified),
@@ -441,15 +468,18 @@ impl FakeDiscord {
             "application": {"id": APP_ID.to_string(), "flags": 0}}}))
     }
 
-    /// Sends a gateway event to every identified session of its shard.
+    /// Sends a gateway event to every session of its shard (kept for those disconnected, until
+    /// they resume), numbered in each session's own sequence.
     fn dispatch(&self, kind: &str, data: Value) {
-        let mut inner = self.inner.lock().unwrap();
-        inner.sequence += 1;
-        let event = json!({"op": 0, "t": kind, "s": inner.sequence, "d": data});
-        inner.history.push(event.clone());
-        inner
-            .sessions
-            .retain(|(shard, s)| !for_shard(&event, *shard) || s.send(event.clone()).is_ok());
+        let guild = data["guild_id"]
+            .as_str()
+            .and_then(|g| g.parse::<u64>().ok());
+        for session in self.inner.lock().unwrap().sessions.values_mut() {
+            let (id, total) = session.shard;
+            if shard_of(guild, total) == id {
+                session.send(kind, &data);
+            }
+        }
     }
 
     fn interaction(&self, kind: u8, channel: u64, data: Value, extra: Value) -> String {
@@ -784,14 +814,6 @@ fn invalid_message(body: &Value, files: usize, editing: bool) -> Option<String> 
         return Some("Cannot send an empty message".into());
     }
     None
-}
-
-/// Whether a dispatched `event` goes to a connection of `shard`.
-fn for_shard(event: &Value, (id, total): Shard) -> bool {
-    let guild = event["d"]["guild_id"]
-        .as_str()
-        .and_then(|g| g.parse::<u64>().ok());
-    shard_of(guild, total) == id
 }
 
 async fn gateway_url(State(fake): State<FakeDiscord>, headers: HeaderMap) -> Response {
@@ -1257,7 +1279,15 @@ mod tests {
     async fn the_fakes_payloads_are_what_serenity_reads() {
         let fake = FakeDiscord::start().await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        fake.inner.lock().unwrap().sessions.push(((0, 1), tx));
+        fake.inner.lock().unwrap().sessions.insert(
+            "test".into(),
+            GatewaySession {
+                shard: (0, 1),
+                sequence: 1,
+                sent: Vec::new(),
+                connection: Some(tx),
+            },
+        );
         fake.slash(
             5,
             101,

@@ -598,6 +598,12 @@ async fn two_replicas_divide_discords_shards_and_serve_each_others_events() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(left, 0, "events left waiting");
+    // Each gateway session's events came numbered without a gap, as serenity checks them.
+    for name in ["a", "b"] {
+        let log = root.path().join(format!("replica-{name}/planbot.log"));
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(!log.contains("Sequence off"), "replica {name}:\n{log}");
+    }
     // Without Telegram's webhook, each still answers the load balancer's probes.
     for port in [a_port, b_port] {
         let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
