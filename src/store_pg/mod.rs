@@ -24,6 +24,8 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::chat::ChatKey;
 use crate::config::Secret;
@@ -208,6 +210,62 @@ impl PgStore {
             .map_err(|e| db_error("could not reach PostgreSQL", e))
     }
 
+    /// Runs one query on a pooled connection; `what` names it in the error.
+    async fn rows(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.client()
+            .await?
+            .query(sql, params)
+            .await
+            .map_err(|e| db_error(what, e))
+    }
+
+    /// [`PgStore::rows`] for a query of exactly one row.
+    async fn row(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
+        self.client()
+            .await?
+            .query_one(sql, params)
+            .await
+            .map_err(|e| db_error(what, e))
+    }
+
+    /// [`PgStore::rows`] for a query of at most one row.
+    async fn row_opt(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        self.client()
+            .await?
+            .query_opt(sql, params)
+            .await
+            .map_err(|e| db_error(what, e))
+    }
+
+    /// [`PgStore::rows`] for a statement; how many rows it changed.
+    async fn run(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(sql, params)
+            .await
+            .map_err(|e| db_error(what, e))
+    }
+
     /// Applies the migrations this database lacks; returns its version.
     pub async fn migrate(&self) -> Result<i32, StoreError> {
         let mut client = self.client().await?;
@@ -292,9 +350,9 @@ impl PgStore {
     /// marked interrupted, so the next message resumes it (not while a live lease says another
     /// planbot runs it). Returns the chats marked.
     pub async fn recover(&self) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "marking interrupted turns",
                 "UPDATE planbot_sessions s SET entry = jsonb_set(entry, '{status}', '\"interrupted\"'),
                      epoch = coalesce((SELECT epoch FROM planbot_leases l WHERE l.chat = s.chat), s.epoch),
                      updated_at = now()
@@ -303,28 +361,31 @@ impl PgStore {
                  RETURNING chat",
                 &[],
             )
-            .await
-            .map_err(|e| db_error("marking interrupted turns", e))?;
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// How many plans the database holds (`migrate-state` refuses to overwrite any).
     pub async fn count(&self) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT count(*) FROM planbot_sessions", &[])
-            .await
-            .map_err(|e| db_error("counting plans", e))?;
+        let row = self
+            .row(
+                "counting plans",
+                "SELECT count(*) FROM planbot_sessions",
+                &[],
+            )
+            .await?;
         Ok(row.get(0))
     }
 
     /// How many audit lines the database holds (`migrate-state` refuses to add to any).
     pub async fn audit_count(&self) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT count(*) FROM planbot_audit", &[])
-            .await
-            .map_err(|e| db_error("counting audit lines", e))?;
+        let row = self
+            .row(
+                "counting audit lines",
+                "SELECT count(*) FROM planbot_audit",
+                &[],
+            )
+            .await?;
         Ok(row.get(0))
     }
 
@@ -452,14 +513,13 @@ impl SessionStore for PgStore {
     }
 
     async fn all(&self) -> Result<Vec<(ChatKey, SessionEntry)>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "listing plans",
                 "SELECT chat, entry FROM planbot_sessions ORDER BY chat",
                 &[],
             )
-            .await
-            .map_err(|e| db_error("listing plans", e))?;
+            .await?;
         rows.into_iter()
             .map(|r| {
                 let chat: String = r.get(0);

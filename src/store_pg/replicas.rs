@@ -22,9 +22,9 @@ impl PgStore {
     pub async fn take(&self, chat: &ChatKey) -> Result<Option<Taken>, StoreError> {
         let key = chat.to_string();
         let millis = self.lease.as_millis() as f64;
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let row = self
+            .row_opt(
+                "taking a chat's lease",
                 "WITH before AS (SELECT holder FROM planbot_leases WHERE chat = $1)
                  INSERT INTO planbot_leases AS l (chat, holder, epoch, expires_at)
                  VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond')
@@ -35,8 +35,7 @@ impl PgStore {
                  RETURNING epoch, coalesce((SELECT holder FROM before) <> $2, false)",
                 &[&key, &self.holder, &millis],
             )
-            .await
-            .map_err(|e| db_error("taking a chat's lease", e))?;
+            .await?;
         let taken = row.map(|r| Taken {
             epoch: r.get(0),
             from_another: r.get(1),
@@ -57,15 +56,14 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let millis = self.lease.as_millis() as f64;
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "renewing leases",
                 "UPDATE planbot_leases SET expires_at = now() + $3 * interval '1 millisecond'
                  WHERE holder = $1 AND chat = ANY($2) RETURNING chat",
                 &[&self.holder, &held, &millis],
             )
-            .await
-            .map_err(|e| db_error("renewing leases", e))?;
+            .await?;
         let kept: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
         let lost: Vec<String> = held.into_iter().filter(|c| !kept.contains(c)).collect();
         let mut held = self.held.locked();
@@ -80,14 +78,12 @@ impl PgStore {
     pub async fn give_back(&self, chat: &ChatKey) -> Result<(), StoreError> {
         let key = chat.to_string();
         self.held.locked().remove(&key);
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE planbot_leases SET expires_at = now() WHERE chat = $1 AND holder = $2",
-                &[&key, &self.holder],
-            )
-            .await
-            .map_err(|e| db_error("giving a lease back", e))?;
+        self.run(
+            "giving a lease back",
+            "UPDATE planbot_leases SET expires_at = now() WHERE chat = $1 AND holder = $2",
+            &[&key, &self.holder],
+        )
+        .await?;
         Ok(())
     }
 
@@ -116,9 +112,9 @@ impl PgStore {
 impl Inbox for PgStore {
     async fn keep(&self, inbound: &Inbound) -> Result<Option<i64>, StoreError> {
         let json = serde_json::to_value(inbound).map_err(|e| db_error("encoding an event", e))?;
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let row = self
+            .row_opt(
+                "keeping an event",
                 "WITH kept AS (
                      INSERT INTO planbot_inbound (event, chat, inbound) VALUES ($1, $2, $3)
                      ON CONFLICT (event) DO NOTHING RETURNING id
@@ -126,46 +122,40 @@ impl Inbox for PgStore {
                  SELECT id, pg_notify($4, $2) FROM kept",
                 &[&inbound.event, &inbound.chat.to_string(), &json, &WAKE_UP],
             )
-            .await
-            .map_err(|e| db_error("keeping an event", e))?;
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
     async fn done(&self, id: i64) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE planbot_inbound SET done_at = now() WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(|e| db_error("marking an event handled", e))?;
+        self.run(
+            "marking an event handled",
+            "UPDATE planbot_inbound SET done_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
         Ok(())
     }
 
     async fn forget_handled(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "DELETE FROM planbot_inbound WHERE done_at < now() - interval '{INBOUND_KEPT}'"
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| db_error("forgetting old events", e))?;
+        self.run(
+            "forgetting old events",
+            &format!(
+                "DELETE FROM planbot_inbound WHERE done_at < now() - interval '{INBOUND_KEPT}'"
+            ),
+            &[],
+        )
+        .await?;
         Ok(())
     }
 
     async fn pending(&self) -> Result<Vec<(i64, Inbound)>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "reading kept events",
                 "SELECT id, inbound FROM planbot_inbound WHERE done_at IS NULL ORDER BY id",
                 &[],
             )
-            .await
-            .map_err(|e| db_error("reading kept events", e))?;
+            .await?;
         self.events(rows).await
     }
 }
@@ -185,27 +175,25 @@ impl Shared for PgStore {
     }
 
     async fn pull(&self, chat: &ChatKey, after: i64) -> Result<Vec<(i64, Inbound)>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "reading a chat's events",
                 "SELECT id, inbound FROM planbot_inbound
                  WHERE chat = $1 AND done_at IS NULL AND id > $2 ORDER BY id",
                 &[&chat.to_string(), &after],
             )
-            .await
-            .map_err(|e| db_error("reading a chat's events", e))?;
+            .await?;
         self.events(rows).await
     }
 
     async fn waiting(&self) -> Result<Vec<ChatKey>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "reading the chats waiting",
                 "SELECT DISTINCT chat FROM planbot_inbound WHERE done_at IS NULL",
                 &[],
             )
-            .await
-            .map_err(|e| db_error("reading the chats waiting", e))?;
+            .await?;
         Ok(rows.iter().map(|r| key_of(r.get(0))).collect())
     }
 
@@ -251,15 +239,14 @@ impl Shared for PgStore {
     }
 
     async fn leases(&self, prefix: &str) -> Result<Vec<(ChatKey, bool)>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "reading the leases",
                 "SELECT chat, holder = $2 FROM planbot_leases
                  WHERE starts_with(chat, $1) AND expires_at > now()",
                 &[&prefix, &self.holder],
             )
-            .await
-            .map_err(|e| db_error("reading the leases", e))?;
+            .await?;
         Ok(rows.iter().map(|r| (key_of(r.get(0)), r.get(1))).collect())
     }
 
@@ -298,15 +285,14 @@ impl Shared for PgStore {
         &self,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<HashMap<String, f64>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .rows(
+                "reading the spending",
                 "SELECT user_key, sum(cost_usd) FROM planbot_audit
                  WHERE at >= $1::text::timestamptz AND cost_usd > 0 GROUP BY user_key",
                 &[&since.to_rfc3339()],
             )
-            .await
-            .map_err(|e| db_error("reading the spending", e))?;
+            .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
