@@ -145,7 +145,7 @@ impl Sandbox {
             let flag = if writable { "--bind" } else { "--ro-bind" };
             push(&[flag.as_ref(), path.as_os_str(), path.as_os_str()]);
         }
-        if let Some(config) = self.config_dir.as_ref().filter(|c| c.is_dir()) {
+        if let Some(config) = &self.config_dir {
             let projects = config.join("projects");
             let own = projects.join(project_key(workspace));
             if own.is_dir() {

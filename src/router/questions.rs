@@ -34,7 +34,9 @@ impl Router {
                         .as_ref()
                         .is_some_and(|p| now - p.asked_at >= timeout);
                 let outbound = self.inner.outbounds.get(&chat.adapter).cloned();
-                if let (true, Some(outbound)) = (overdue, outbound) {
+                if let (true, Some(outbound)) = (overdue, outbound)
+                    && self.runs_own_job(&chat).await
+                {
                     let inbound = Inbound {
                         chat,
                         user: "planbot".into(),

@@ -41,23 +41,8 @@ impl Router {
             // were woken), or to this one's sweep once it has room.
             return;
         }
-        if !held {
-            match shared.acquire(chat).await {
-                Ok(Some(taken)) => {
-                    // A renewal by a wake-up racing this one keeps the last event taken
-                    // (a lost chat's entry is gone already).
-                    self.inner.leased.locked().entry(chat.clone()).or_insert(0);
-                    tracing::info!(%chat, epoch = taken.epoch, from_another = taken.from_another, "took a chat's lease");
-                    if taken.from_another {
-                        self.take_over(chat).await;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(%chat, error = %e, "could not take a chat's lease");
-                    return;
-                }
-            }
+        if !held && !self.take(shared.as_ref(), chat).await {
+            return;
         }
         let after = self.inner.leased.locked().get(chat).copied().unwrap_or(0);
         let events = match shared.pull(chat, after).await {
@@ -79,6 +64,38 @@ impl Router {
             if fresh {
                 self.enqueue(inbound, outbound.clone(), Some(id));
             }
+        }
+    }
+
+    /// Takes the chat's lease (another planbot has it: `false`); a turn cut off by a planbot
+    /// that died is taken over.
+    async fn take(&self, shared: &dyn Shared, chat: &ChatKey) -> bool {
+        match shared.acquire(chat).await {
+            Ok(Some(taken)) => {
+                // A renewal by a wake-up racing this one keeps the last event taken (a lost
+                // chat's entry is gone already).
+                self.inner.leased.locked().entry(chat.clone()).or_insert(0);
+                tracing::info!(%chat, epoch = taken.epoch, from_another = taken.from_another, "took a chat's lease");
+                if taken.from_another {
+                    self.take_over(chat).await;
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(%chat, error = %e, "could not take a chat's lease");
+                false
+            }
+        }
+    }
+
+    /// Whether planbot's own job for `chat` (a question that expired) is this planbot's to run:
+    /// always alone; with replicas, when it holds the chat or can take it, so that one replica
+    /// runs it.
+    pub(crate) async fn runs_own_job(&self, chat: &ChatKey) -> bool {
+        match self.inner.shared.clone() {
+            None => true,
+            Some(shared) => shared.holds(chat) || self.take(shared.as_ref(), chat).await,
         }
     }
 
